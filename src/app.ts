@@ -1,0 +1,172 @@
+/**
+ * The composition root: config → store → providers → core → transports, and the orderly stop.
+ * Nothing else constructs these pieces, so tests and the CLI start exactly what operators run.
+ */
+import type { AddressInfo } from 'node:net';
+import type { Config } from './config/schema.ts';
+import { DEFAULT_COMPONENT_SECRET } from './config/schema.ts';
+import { AppDirectory, type App } from './core/apps.ts';
+import { Dispatcher } from './core/dispatcher.ts';
+import { Registrations } from './core/registrations.ts';
+import { addV1Routes, type HealthReport } from './http/v1.ts';
+import { HttpServer } from './http/server.ts';
+import type { Logger } from './log.ts';
+import { providerFactories } from './providers/registry.ts';
+import { openStore } from './store/open.ts';
+import type { Store } from './store/types.ts';
+import { XmppService } from './xmpp/service.ts';
+
+/** Validates every app's provider settings (what check-config runs) and returns them parsed. */
+export function parseAppSettings(config: Config): Map<string, unknown> {
+  const parsed = new Map<string, unknown>();
+  for (const app of config.apps.values()) {
+    const factory = providerFactories[app.provider];
+    if (!factory) {
+      app.settings.fail('provider', `unknown provider "${app.provider}" (known: ${Object.keys(providerFactories).sort().join(', ')})`);
+    }
+    app.settings.skip('provider');
+    app.settings.skip('stateless');
+    parsed.set(app.name, factory.parseConfig(app.settings));
+  }
+  return parsed;
+}
+
+export function createApps(config: Config, logger: Logger): AppDirectory {
+  const settings = parseAppSettings(config);
+  const apps: App[] = [];
+  for (const app of config.apps.values()) {
+    const provider = providerFactories[app.provider].create(settings.get(app.name), { app: app.name, logger: logger.child(`app:${app.name}`) });
+    apps.push({ name: app.name, providerKind: app.provider, provider, stateless: app.stateless });
+  }
+  return new AppDirectory(apps);
+}
+
+export class PushAppServer {
+  readonly config: Config;
+  readonly store: Store;
+  readonly apps: AppDirectory;
+  readonly registrations: Registrations;
+  readonly dispatcher: Dispatcher;
+  readonly xmpp: XmppService;
+  readonly http: HttpServer | undefined;
+  httpAddress: AddressInfo | undefined;
+  private readonly logger: Logger;
+  private stopping: Promise<void> | undefined;
+
+  private constructor(config: Config, store: Store, apps: AppDirectory, logger: Logger) {
+    this.config = config;
+    this.store = store;
+    this.apps = apps;
+    this.logger = logger;
+    this.registrations = new Registrations(store, apps);
+    this.dispatcher = new Dispatcher(store, apps, logger.child('dispatch'), {
+      timeoutMs: config.push.timeoutMs,
+      retryMaxAttempts: config.push.retryMaxAttempts,
+      retryMaxDelayMs: config.push.retryMaxDelayS * 1000,
+    });
+    this.xmpp = new XmppService({
+      jid: config.xmpp.componentJid,
+      host: config.xmpp.serverHost,
+      port: config.xmpp.serverPort,
+      secret: config.xmpp.componentSecret,
+      reconnectInitialMs: config.xmpp.reconnectInitialMs,
+      reconnectMaxMs: config.xmpp.reconnectMaxMs,
+      authFailureRetryMs: config.xmpp.authFailureRetryMs,
+      maxStanzaBytes: config.xmpp.maxStanzaBytes,
+    }, this.dispatcher, logger.child('xmpp'));
+    if (config.http.enabled) {
+      this.http = new HttpServer(logger.child('http'), config.http.maxBodyBytes);
+      addV1Routes(this.http, {
+        registrations: this.registrations,
+        dispatcher: this.dispatcher,
+        store,
+        health: () => this.health(),
+        debug: config.http.debug,
+        adminToken: config.http.adminToken,
+      });
+    }
+  }
+
+  static async start(config: Config, logger: Logger): Promise<PushAppServer> {
+    const apps = createApps(config, logger);
+    let store: Store;
+    try {
+      store = await openStore(config.storage.url);
+    } catch (error) {
+      await apps.close();
+      throw error;
+    }
+    const server = new PushAppServer(config, store, apps, logger);
+    try {
+      if (server.http) {
+        server.httpAddress = await server.http.listen(config.http.host, config.http.port);
+        logger.info('HTTP API listening', { url: `http://${config.http.host}:${server.httpAddress.port}/push_appserver/v1/` });
+        if (config.http.debug) {
+          logger.warn('http.debug is on: /push_appserver/v1/settings lists registrations and their tokens', { admin_token: config.http.adminToken ? 'required' : 'NOT required' });
+        }
+      }
+    } catch (error) {
+      await store.close();
+      await apps.close();
+      throw new Error(`cannot listen on http ${config.http.host}:${config.http.port}: ${(error as Error).message}`);
+    }
+    if (config.xmpp.componentSecret === DEFAULT_COMPONENT_SECRET) {
+      logger.warn('xmpp.component_secret is the built-in default; set your own in the config file');
+    }
+    server.dispatcher.startRetryLoop();
+    server.xmpp.start();
+    logger.info('push-appserver started', {
+      config: config.source,
+      component: config.xmpp.componentJid,
+      xmpp_server: `${config.xmpp.serverHost}:${config.xmpp.serverPort}`,
+      storage: store.kind,
+      apps: apps.all().map((app) => `${app.name}=${app.providerKind}`).join(','),
+    });
+    return server;
+  }
+
+  async health(): Promise<HealthReport> {
+    const component = this.xmpp.component;
+    let storeOk = true;
+    let storeError: string | undefined;
+    try {
+      await this.store.ping();
+    } catch (error) {
+      storeOk = false;
+      storeError = (error as Error).message;
+    }
+    const apps: Record<string, unknown> = {};
+    let appsOk = true;
+    for (const app of this.apps.all()) {
+      const status = app.provider.status();
+      if (status.state !== 'ok') appsOk = false;
+      apps[app.name] = { provider: app.providerKind, ...status };
+    }
+    const online = component.state === 'online';
+    return {
+      status: online && storeOk && appsOk ? 'running' : 'degraded',
+      component: {
+        jid: this.config.xmpp.componentJid,
+        state: component.state,
+        since: component.connectedSince ? new Date(component.connectedSince).toISOString() : undefined,
+        last_error: component.lastError,
+      },
+      store: { kind: this.store.kind, state: storeOk ? 'ok' : 'failing', error: storeError },
+      apps,
+    };
+  }
+
+  /** Graceful stop: no new HTTP requests, pushes on the way are answered, then everything closes. */
+  stop(): Promise<void> {
+    this.stopping ??= (async () => {
+      this.logger.info('stopping');
+      await this.http?.close();
+      await this.dispatcher.drain();
+      await this.xmpp.stop();
+      await this.apps.close();
+      await this.store.close();
+      this.logger.info('stopped');
+    })();
+    return this.stopping;
+  }
+}

@@ -1,0 +1,142 @@
+/**
+ * The one typed configuration object, read from a TOML document (see load.ts) and the built-in
+ * defaults. Provider-specific keys of `[apps.NAME]` are validated by the provider named there
+ * (providers/registry.ts), so this file knows only what every app has.
+ */
+import { TableReader, type Table } from './reader.ts';
+import type { LogLevel } from '../log.ts';
+
+export interface XmppConfig {
+  componentJid: string;
+  serverHost: string;
+  serverPort: number;
+  componentSecret: string;
+  reconnectInitialMs: number;
+  reconnectMaxMs: number;
+  /** A refused handshake is an operator error; retrying it fast only fills logs. */
+  authFailureRetryMs: number;
+  maxStanzaBytes: number;
+}
+
+export interface HttpConfig {
+  enabled: boolean;
+  host: string;
+  port: number;
+  debug: boolean;
+  adminToken: string | undefined;
+  maxBodyBytes: number;
+}
+
+export interface StorageConfig {
+  url: string;
+}
+
+export interface PushConfig {
+  /** How long a provider may take before the publish is answered with a `wait` error. */
+  timeoutMs: number;
+  /** Retries of a push that a provider asked us to retry later (429/5xx). 0 turns retrying off. */
+  retryMaxAttempts: number;
+  /** A Retry-After longer than this is not waited for: the push is dropped with a log line. */
+  retryMaxDelayS: number;
+}
+
+export interface AppConfig {
+  name: string;
+  provider: string;
+  /** fpush dialect: publishes for unknown nodes carrying pushModule=<name> go to this app. */
+  stateless: boolean;
+  /** The app's table; the provider reads its own keys from it. */
+  settings: TableReader;
+}
+
+export interface Config {
+  /** Where the configuration came from, for messages ("built-in defaults" or a path). */
+  source: string;
+  xmpp: XmppConfig;
+  http: HttpConfig;
+  storage: StorageConfig;
+  push: PushConfig;
+  log: { level: LogLevel };
+  apps: Map<string, AppConfig>;
+  /** Raw dialect tables (`[dialects.p2]` …), read by the code that serves each dialect. */
+  dialects: TableReader;
+}
+
+export const DEFAULT_COMPONENT_SECRET = 'change-me';
+
+/** What `npm start` runs with when there is no config file. */
+export function defaultDocument(): Table {
+  return {
+    apps: {
+      apns: { provider: 'log' },
+      fcm: { provider: 'log' },
+    },
+  };
+}
+
+const APP_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+
+export function readConfig(document: Table, source: string): Config {
+  const root = new TableReader(source, '', document);
+
+  const x = root.section('xmpp');
+  const xmpp: XmppConfig = {
+    componentJid: x.nonEmptyString('component_jid', 'push.localhost'),
+    serverHost: x.nonEmptyString('server_host', '127.0.0.1'),
+    serverPort: x.integer('server_port', 5347, { min: 1, max: 65535 }),
+    componentSecret: x.nonEmptyString('component_secret', DEFAULT_COMPONENT_SECRET),
+    reconnectInitialMs: x.integer('reconnect_initial_ms', 500, { min: 10 }),
+    reconnectMaxMs: x.integer('reconnect_max_ms', 30_000, { min: 10 }),
+    authFailureRetryMs: x.integer('auth_failure_retry_ms', 60_000, { min: 10 }),
+    maxStanzaBytes: x.integer('max_stanza_bytes', 256 * 1024, { min: 4096 }),
+  };
+  if (/[\s/@]/.test(xmpp.componentJid)) x.fail('component_jid', `must be a bare domain such as "push.example.org", got "${xmpp.componentJid}"`);
+  if (xmpp.reconnectMaxMs < xmpp.reconnectInitialMs) x.fail('reconnect_max_ms', 'must not be smaller than reconnect_initial_ms');
+  x.rejectUnknownKeys();
+
+  const h = root.section('http');
+  const http: HttpConfig = {
+    enabled: h.boolean('enabled', true),
+    host: h.nonEmptyString('host', '127.0.0.1'),
+    port: h.integer('port', 5280, { min: 0, max: 65535 }),
+    debug: h.boolean('debug', false),
+    adminToken: h.optionalString('admin_token'),
+    maxBodyBytes: h.integer('max_body_bytes', 16 * 1024, { min: 1024 }),
+  };
+  h.rejectUnknownKeys();
+
+  const s = root.section('storage');
+  const storage: StorageConfig = { url: s.nonEmptyString('url', 'sqlite:data/push.db') };
+  if (!/^(sqlite:|postgres:\/\/|postgresql:\/\/)/.test(storage.url)) {
+    s.fail('url', `must start with "sqlite:" (e.g. "sqlite:data/push.db") or "postgres://", got "${storage.url}"`);
+  }
+  s.rejectUnknownKeys();
+
+  const p = root.section('push');
+  const push: PushConfig = {
+    timeoutMs: p.integer('timeout_ms', 15_000, { min: 100 }),
+    retryMaxAttempts: p.integer('retry_max_attempts', 5, { min: 0, max: 100 }),
+    retryMaxDelayS: p.integer('retry_max_delay_s', 3600, { min: 1 }),
+  };
+  p.rejectUnknownKeys();
+
+  const l = root.section('log');
+  const log = { level: l.oneOf('level', ['debug', 'info', 'warn', 'error'] as const, 'info') };
+  l.rejectUnknownKeys();
+
+  const appsTable = root.section('apps');
+  const apps = new Map<string, AppConfig>();
+  for (const name of Object.keys(appsTable.table)) {
+    if (!APP_NAME.test(name)) appsTable.fail(name, 'an app name may use letters, digits, ".", "_" and "-" (at most 64)');
+    const a = appsTable.section(name);
+    const provider = a.nonEmptyString('provider');
+    const stateless = a.boolean('stateless', false);
+    apps.set(name, { name, provider, stateless, settings: a });
+  }
+  if (apps.size === 0) root.fail('apps', 'no app is configured: add at least one [apps.NAME] table with a provider');
+
+  const dialects = root.section('dialects');
+  root.rejectUnknownKeys();
+
+  return { source, xmpp, http, storage, push, log, apps, dialects };
+}

@@ -1,0 +1,36 @@
+/**
+ * The configured apps and their live providers, as the core sees them: by name, nothing more.
+ */
+import type { Provider } from '../providers/types.ts';
+
+export interface App {
+  name: string;
+  /** The provider kind (`apns`, `fcm`, `log` …), for logs and health. */
+  providerKind: string;
+  provider: Provider;
+  stateless: boolean;
+}
+
+export class AppDirectory {
+  private readonly apps: Map<string, App>;
+
+  constructor(apps: Iterable<App>) {
+    this.apps = new Map([...apps].map((app) => [app.name, app]));
+  }
+
+  get(name: string): App | undefined {
+    return this.apps.get(name);
+  }
+
+  names(): string[] {
+    return [...this.apps.keys()];
+  }
+
+  all(): App[] {
+    return [...this.apps.values()];
+  }
+
+  async close(): Promise<void> {
+    await Promise.allSettled(this.all().map((app) => app.provider.close()));
+  }
+}

@@ -1,0 +1,20 @@
+/** The one table from a dispatch result to an HTTP reply for POST /push (original text format). */
+import type { DispatchResult } from '../core/dispatcher.ts';
+import { text, type HttpReply } from './server.ts';
+
+export function httpReplyForDispatch(result: DispatchResult, node: string): HttpReply {
+  switch (result.kind) {
+    case 'delivered':
+      return text(200, `OK\n${node}\n`);
+    case 'not-found':
+      return text(404, 'ERROR\nunknown node or wrong secret\n');
+    case 'forbidden':
+      return text(403, `ERROR\n${result.reason}\n`);
+    case 'temporary': {
+      const seconds = Math.max(1, Math.ceil((result.retryAfterMs ?? 0) / 1000));
+      return text(503, `ERROR\n${result.reason}\n`, { 'retry-after': String(seconds) });
+    }
+    case 'rejected':
+      return text(422, `ERROR\n${result.reason}\n`);
+  }
+}

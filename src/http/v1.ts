@@ -1,0 +1,126 @@
+/**
+ * The original mod_push_appserver HTTP API, kept as a contract (../shared/reference):
+ * form-encoded POSTs, text replies whose first line is OK or ERROR.
+ */
+import { timingSafeEqual, createHash } from 'node:crypto';
+import type { Dispatcher } from '../core/dispatcher.ts';
+import { domainOf } from '../core/dispatcher.ts';
+import type { RegistrationFailure, Registrations } from '../core/registrations.ts';
+import type { Store } from '../store/types.ts';
+import { registrationListPage, registrationPage } from './pages.ts';
+import { httpReplyForDispatch } from './replies.ts';
+import { text, type HttpReply, type HttpRequest, type HttpServer } from './server.ts';
+
+export const BASE = '/push_appserver/v1';
+const PAGE_SIZE = 500;
+
+export interface HealthReport {
+  status: 'running' | 'degraded';
+  [key: string]: unknown;
+}
+
+export interface V1Dependencies {
+  registrations: Registrations;
+  dispatcher: Dispatcher;
+  store: Store;
+  health: () => Promise<HealthReport>;
+  debug: boolean;
+  adminToken: string | undefined;
+}
+
+function failureReply(failure: RegistrationFailure): HttpReply {
+  const status = failure.code === 'not-found' ? 404 : failure.code === 'forbidden' ? 403 : 400;
+  return text(status, `ERROR\n${failure.message}\n`);
+}
+
+function field(request: HttpRequest, name: string): string {
+  return (request.form.get(name) ?? '').trim();
+}
+
+function tokenMatches(expected: string, given: string): boolean {
+  const a = createHash('sha256').update(expected).digest();
+  const b = createHash('sha256').update(given).digest();
+  return timingSafeEqual(a, b);
+}
+
+function wantsJson(request: HttpRequest): boolean {
+  return /\bapplication\/json\b/.test(request.headers.accept ?? '');
+}
+
+export function addV1Routes(http: HttpServer, deps: V1Dependencies): void {
+  http.add('POST', `${BASE}/register`, async (request) => {
+    const jid = field(request, 'jid');
+    const result = await deps.registrations.register({
+      app: field(request, 'type'),
+      deviceId: field(request, 'node'),
+      token: field(request, 'token'),
+      scope: jid === '' ? undefined : jid.split('/')[0].toLowerCase(),
+      boundDomain: jid === '' ? undefined : domainOf(jid),
+      deviceIdAsNode: true,
+    });
+    if (!result.ok) return failureReply(result.failure);
+    return text(200, `OK\n${result.registration.node}\n${result.registration.secret}\n`);
+  });
+
+  http.add('POST', `${BASE}/unregister`, async (request) => {
+    const secret = field(request, 'secret');
+    const jid = field(request, 'jid');
+    const result = await deps.registrations.unregister({
+      app: field(request, 'type'),
+      deviceId: field(request, 'node'),
+      scope: jid === '' ? undefined : jid.split('/')[0].toLowerCase(),
+      secret: secret === '' ? undefined : secret,
+    });
+    if (!result.ok) return failureReply(result.failure);
+    return text(200, `OK\n${result.node}\n`);
+  });
+
+  http.add('POST', `${BASE}/push`, async (request) => {
+    const node = field(request, 'node');
+    const secret = field(request, 'secret');
+    if (node === '') return text(400, 'ERROR\nmissing field "node"\n');
+    if (secret === '') return text(400, 'ERROR\nmissing field "secret"\n');
+    const result = await deps.dispatcher.dispatch({ node, secret, from: null, summary: {}, options: new Map() });
+    return httpReplyForDispatch(result, node);
+  });
+
+  http.add('GET', `${BASE}/health`, async (request) => {
+    const report = await deps.health();
+    if (wantsJson(request)) {
+      return { status: 200, body: JSON.stringify(report) + '\n', contentType: 'application/json' };
+    }
+    return text(200, report.status === 'running' ? 'RUNNING\n' : 'RUNNING\nDEGRADED\n');
+  });
+
+  const settingsAllowed = (request: HttpRequest): HttpReply | undefined => {
+    if (!deps.debug) return text(403, 'ERROR\ndebug pages are disabled (set http.debug = true)\n');
+    if (deps.adminToken === undefined) return undefined;
+    const auth = request.headers.authorization ?? '';
+    const given = auth.startsWith('Bearer ') ? auth.slice(7) : (request.query.get('token') ?? '');
+    return tokenMatches(deps.adminToken, given) ? undefined : text(403, 'ERROR\nadmin token required\n');
+  };
+
+  http.add('GET', `${BASE}/settings`, async (request) => {
+    const denied = settingsAllowed(request);
+    if (denied) return denied;
+    const after = request.query.get('after') ?? undefined;
+    const registrations = await deps.store.list({ after, limit: PAGE_SIZE });
+    const next = registrations.length === PAGE_SIZE ? registrations[registrations.length - 1].node : undefined;
+    const html = registrationListPage(registrations, await deps.store.count(), next, `${BASE}/settings`);
+    return { status: 200, body: html, contentType: 'text/html; charset=utf-8' };
+  });
+
+  http.add('GET', (path) => path.startsWith(`${BASE}/settings/`), async (request) => {
+    const denied = settingsAllowed(request);
+    if (denied) return denied;
+    let node: string;
+    try {
+      node = decodeURIComponent(request.path.slice(`${BASE}/settings/`.length));
+    } catch {
+      return text(400, 'ERROR\nnode is not valid percent-encoding\n');
+    }
+    const registration = await deps.store.getByNode(node);
+    if (!registration) return text(404, 'ERROR\nno such node\n');
+    return { status: 200, body: registrationPage(registration), contentType: 'text/html; charset=utf-8' };
+  });
+}

@@ -1,0 +1,178 @@
+/**
+ * The command line: serve, check-config, registrations, help. Operators see a sentence, never a stack
+ * trace, for anything they can fix themselves (config, ports, files).
+ */
+import { parseArgs } from 'node:util';
+import { stringify as toToml } from 'smol-toml';
+import { parseAppSettings, PushAppServer } from './app.ts';
+import { loadConfig } from './config/load.ts';
+import { ConfigError } from './config/reader.ts';
+import type { Config } from './config/schema.ts';
+import { createLogger } from './log.ts';
+import { openStore } from './store/open.ts';
+
+const USAGE = `push-appserver: an XMPP push app server (XEP-0357) attached as an XEP-0114 component
+
+Usage:
+  push-appserver serve [--config FILE]            run the server
+  push-appserver check-config [--config FILE]     validate and print the effective config (secrets masked)
+  push-appserver registrations list [--config FILE]
+  push-appserver registrations show NODE [--config FILE]
+  push-appserver registrations remove NODE [--config FILE]
+  push-appserver help
+
+Without --config, config/push-appserver.toml is used when it exists, else the built-in defaults.
+Environment variables PUSH_APPSERVER_<SECTION>__<KEY> override single keys.
+`;
+
+const SECRET_KEY = /(secret|password|passphrase|token|private_key)/i;
+
+function mask(value: unknown, key: string): unknown {
+  if (typeof value === 'string' && SECRET_KEY.test(key) && !/(_file|_id)$/.test(key)) return value === '' ? '' : '********';
+  if (typeof value === 'object' && value !== null && !Array.isArray(value)) {
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, mask(v, k)]));
+  }
+  return value;
+}
+
+/** The effective configuration as TOML keys, defaults included. */
+export function effectiveDocument(config: Config): Record<string, unknown> {
+  const apps: Record<string, unknown> = {};
+  for (const app of config.apps.values()) apps[app.name] = { ...app.settings.table, provider: app.provider, stateless: app.stateless };
+  const document: Record<string, unknown> = {
+    xmpp: {
+      component_jid: config.xmpp.componentJid,
+      server_host: config.xmpp.serverHost,
+      server_port: config.xmpp.serverPort,
+      component_secret: config.xmpp.componentSecret,
+      reconnect_initial_ms: config.xmpp.reconnectInitialMs,
+      reconnect_max_ms: config.xmpp.reconnectMaxMs,
+      auth_failure_retry_ms: config.xmpp.authFailureRetryMs,
+      max_stanza_bytes: config.xmpp.maxStanzaBytes,
+    },
+    http: {
+      enabled: config.http.enabled,
+      host: config.http.host,
+      port: config.http.port,
+      debug: config.http.debug,
+      ...(config.http.adminToken !== undefined ? { admin_token: config.http.adminToken } : {}),
+      max_body_bytes: config.http.maxBodyBytes,
+    },
+    storage: { url: config.storage.url.replace(/\/\/([^:@/]*):[^@]*@/, '//$1:********@') },
+    push: { timeout_ms: config.push.timeoutMs, retry_max_attempts: config.push.retryMaxAttempts, retry_max_delay_s: config.push.retryMaxDelayS },
+    log: { level: config.log.level },
+    apps,
+  };
+  if (Object.keys(config.dialects.table).length > 0) document.dialects = config.dialects.table;
+  return mask(document, '') as Record<string, unknown>;
+}
+
+async function serve(configPath: string | undefined): Promise<number> {
+  const { config, environmentKeys } = loadConfig(configPath);
+  const logger = createLogger({ level: config.log.level });
+  if (environmentKeys.length > 0) logger.info('configuration overridden from the environment', { keys: environmentKeys.join(',') });
+  const server = await PushAppServer.start(config, logger);
+  await new Promise<void>((resolve) => {
+    let signals = 0;
+    const onSignal = (signal: string) => {
+      signals += 1;
+      if (signals > 1) {
+        logger.warn('second signal: exiting now', { signal });
+        process.exit(1);
+      }
+      logger.info('shutting down', { signal });
+      server.stop().then(resolve, (error) => {
+        logger.error('error while stopping', { error });
+        resolve();
+      });
+    };
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+  });
+  return 0;
+}
+
+function checkConfig(configPath: string | undefined): number {
+  const { config } = loadConfig(configPath);
+  parseAppSettings(config);
+  process.stdout.write(`# effective configuration from ${config.source} (secrets masked)\n`);
+  process.stdout.write(toToml(effectiveDocument(config)) + '\n');
+  process.stderr.write('configuration OK\n');
+  return 0;
+}
+
+async function registrations(args: string[], configPath: string | undefined): Promise<number> {
+  const [action, node] = args;
+  const { config } = loadConfig(configPath);
+  const store = await openStore(config.storage.url);
+  try {
+    if (action === 'list') {
+      let after: string | undefined;
+      for (;;) {
+        const page = await store.list({ after, limit: 1000 });
+        for (const r of page) process.stdout.write(`${r.node}\t${r.app}\t${new Date(r.renewedAt).toISOString()}\t${r.pushCount}\n`);
+        if (page.length < 1000) break;
+        after = page[page.length - 1].node;
+      }
+      return 0;
+    }
+    if ((action === 'show' || action === 'remove') && node) {
+      const registration = await store.getByNode(node);
+      if (!registration) {
+        process.stderr.write(`push-appserver: no registration with node ${node}\n`);
+        return 1;
+      }
+      if (action === 'remove') {
+        await store.remove(node);
+        process.stdout.write(`removed ${node}\n`);
+      } else {
+        process.stdout.write(JSON.stringify({ ...registration, secret: '********' }, null, 2) + '\n');
+      }
+      return 0;
+    }
+    process.stderr.write(USAGE);
+    return 2;
+  } finally {
+    await store.close();
+  }
+}
+
+export async function main(argv: string[]): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({ args: argv, allowPositionals: true, options: { config: { type: 'string', short: 'c' }, help: { type: 'boolean', short: 'h' } } });
+  } catch (error) {
+    process.stderr.write(`push-appserver: ${(error as Error).message}\n\n${USAGE}`);
+    return 2;
+  }
+  const [command = 'serve', ...rest] = parsed.positionals;
+  const configPath = parsed.values.config;
+  if (parsed.values.help || command === 'help') {
+    process.stdout.write(USAGE);
+    return 0;
+  }
+  try {
+    switch (command) {
+      case 'serve':
+        return await serve(configPath);
+      case 'check-config':
+        return checkConfig(configPath);
+      case 'registrations':
+        return await registrations(rest, configPath);
+      default:
+        process.stderr.write(`push-appserver: unknown command "${command}"\n\n${USAGE}`);
+        return 2;
+    }
+  } catch (error) {
+    if (error instanceof ConfigError) {
+      process.stderr.write(`push-appserver: configuration error: ${error.message}\n`);
+      return 2;
+    }
+    process.stderr.write(`push-appserver: ${(error as Error).message}\n`);
+    return 1;
+  }
+}
+
+if (import.meta.main) {
+  process.exitCode = await main(process.argv.slice(2));
+}

@@ -1,0 +1,14 @@
+/**
+ * Every push service we speak, by the name an app's `provider = "…"` uses. Adding a service is
+ * one file implementing ProviderFactory and one line here.
+ */
+import type { ProviderFactory } from './types.ts';
+import { logProvider } from './log.ts';
+
+export const providerFactories: Readonly<Record<string, ProviderFactory<any>>> = {
+  log: logProvider,
+};
+
+export function providerNames(): string[] {
+  return Object.keys(providerFactories).sort();
+}

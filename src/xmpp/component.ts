@@ -1,0 +1,187 @@
+/**
+ * XEP-0114 (Jabber Component Protocol): the TCP connection to the XMPP server, the SHA-1 handshake,
+ * and reconnection with capped exponential backoff. A refused secret is logged as such and retried
+ * slowly: it is an operator's mistake and will not fix itself in a second.
+ */
+import { createHash } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import { connect, type Socket } from 'node:net';
+import { Element } from 'ltx';
+import type { Logger } from '../log.ts';
+import { StreamParser } from './stream-parser.ts';
+
+export interface ComponentOptions {
+  jid: string;
+  host: string;
+  port: number;
+  secret: string;
+  reconnectInitialMs: number;
+  reconnectMaxMs: number;
+  authFailureRetryMs: number;
+  maxStanzaBytes: number;
+  /** Whitespace keepalive, so a dead peer is noticed and NATs keep the flow. */
+  keepaliveMs?: number;
+}
+
+export type ComponentState = 'stopped' | 'connecting' | 'online' | 'offline' | 'auth-failed';
+
+const NS_STREAMS = 'http://etherx.jabber.org/streams';
+const NS_STREAM_ERRORS = 'urn:ietf:params:xml:ns:xmpp-streams';
+
+export function handshakeDigest(streamId: string, secret: string): string {
+  return createHash('sha1').update(streamId + secret).digest('hex');
+}
+
+interface ComponentEvents {
+  online: [];
+  offline: [];
+  stanza: [Element];
+}
+
+export class Component extends EventEmitter<ComponentEvents> {
+  private readonly options: ComponentOptions;
+  private readonly logger: Logger;
+  private socket: Socket | undefined;
+  private reconnectTimer: NodeJS.Timeout | undefined;
+  private keepaliveTimer: NodeJS.Timeout | undefined;
+  private failures = 0;
+  private authRefused = false;
+  state: ComponentState = 'stopped';
+  /** Why the last connection ended, for health and logs. */
+  lastError: string | undefined;
+  connectedSince: number | undefined;
+
+  constructor(options: ComponentOptions, logger: Logger) {
+    super();
+    this.options = options;
+    this.logger = logger;
+  }
+
+  start(): void {
+    if (this.state !== 'stopped') return;
+    this.state = 'connecting';
+    this.open();
+  }
+
+  /** Sends a stanza; false when offline (the caller's reply is lost, as with any dropped stream). */
+  send(stanza: Element | string): boolean {
+    if (this.state !== 'online' || !this.socket) return false;
+    this.socket.write(typeof stanza === 'string' ? stanza : stanza.toString());
+    return true;
+  }
+
+  async stop(): Promise<void> {
+    const socket = this.socket;
+    this.state = 'stopped';
+    clearTimeout(this.reconnectTimer);
+    clearInterval(this.keepaliveTimer);
+    if (!socket || socket.destroyed) return;
+    await new Promise<void>((resolve) => {
+      socket.once('close', () => resolve());
+      socket.end('</stream:stream>');
+      setTimeout(() => socket.destroy(), 2000).unref();
+    });
+  }
+
+  private open(): void {
+    const { host, port, jid } = this.options;
+    this.authRefused = false;
+    const socket = connect({ host, port });
+    this.socket = socket;
+    socket.setEncoding('utf8');
+    socket.setNoDelay(true);
+    socket.setKeepAlive(true, 30_000);
+
+    let handshakeSent = false;
+    const parser = new StreamParser({
+      streamStart: (attrs) => {
+        if (!attrs.id) return this.abort(socket, 'the server sent no stream id');
+        handshakeSent = true;
+        socket.write(new Element('handshake').t(handshakeDigest(attrs.id, this.options.secret)).toString());
+      },
+      stanza: (element) => {
+        if (this.state === 'online') this.emit('stanza', element);
+        else if (element.name === 'handshake' && handshakeSent) this.becomeOnline(socket);
+        else if (element.name === 'stream:error' || element.is('error', NS_STREAMS)) this.onStreamError(element);
+      },
+      streamEnd: () => socket.end(),
+      error: (error) => this.abort(socket, `bad XML from the server: ${error.message}`, 'bad-format'),
+    }, this.options.maxStanzaBytes);
+
+    socket.on('connect', () => {
+      this.logger.debug('connected, opening stream', { host, port });
+      socket.write(`<?xml version='1.0'?><stream:stream xmlns='jabber:component:accept' xmlns:stream='${NS_STREAMS}' to='${jid}'>`);
+    });
+    socket.on('data', (chunk: string) => parser.write(chunk));
+    socket.on('error', (error) => {
+      this.lastError = error.message;
+      this.logger.debug('socket error', { error: error.message });
+    });
+    socket.on('close', () => this.onClose(socket));
+  }
+
+  private becomeOnline(socket: Socket): void {
+    this.state = 'online';
+    this.failures = 0;
+    this.lastError = undefined;
+    this.connectedSince = Date.now();
+    this.logger.info('component online', { jid: this.options.jid, server: `${this.options.host}:${this.options.port}` });
+    const keepaliveMs = this.options.keepaliveMs ?? 60_000;
+    this.keepaliveTimer = setInterval(() => socket.write(' '), keepaliveMs);
+    this.keepaliveTimer.unref();
+    this.emit('online');
+  }
+
+  private onStreamError(element: Element): void {
+    const condition = element.getChildElements().find((child) => child.getNS() === NS_STREAM_ERRORS && child.name !== 'text');
+    const text = element.getChildText('text', NS_STREAM_ERRORS);
+    const name = condition?.name ?? 'unknown';
+    this.lastError = `stream error ${name}${text ? `: ${text}` : ''}`;
+    if (name === 'not-authorized' || name === 'host-unknown' || name === 'conflict') {
+      this.authRefused = true;
+      const why = name === 'not-authorized'
+        ? 'the XMPP server refused the component secret: check xmpp.component_secret against the server\'s component_secret'
+        : name === 'host-unknown'
+          ? `the XMPP server does not know the component ${this.options.jid}: check xmpp.component_jid and the server's Component entry`
+          : `another connection already serves ${this.options.jid}`;
+      this.logger.error(why, { jid: this.options.jid, condition: name, text });
+    } else {
+      this.logger.warn('stream error from the XMPP server', { condition: name, text });
+    }
+  }
+
+  private abort(socket: Socket, reason: string, condition = 'undefined-condition'): void {
+    this.lastError = reason;
+    this.logger.warn('closing the stream', { reason });
+    if (!socket.destroyed) {
+      socket.end(`<stream:error><${condition} xmlns='${NS_STREAM_ERRORS}'/></stream:error></stream:stream>`);
+      setTimeout(() => socket.destroy(), 1000).unref();
+    }
+  }
+
+  private onClose(socket: Socket): void {
+    if (socket !== this.socket) return;
+    clearInterval(this.keepaliveTimer);
+    this.socket = undefined;
+    const wasOnline = this.state === 'online';
+    this.connectedSince = undefined;
+    if (this.state === 'stopped') return;
+    this.state = this.authRefused ? 'auth-failed' : 'offline';
+    if (wasOnline) {
+      this.logger.warn('component offline, reconnecting', { reason: this.lastError });
+      this.emit('offline');
+    }
+    this.failures += 1;
+    const backoff = Math.min(this.options.reconnectMaxMs, this.options.reconnectInitialMs * 2 ** Math.min(this.failures - 1, 20));
+    const delay = this.authRefused ? Math.max(this.options.authFailureRetryMs, backoff) : backoff * (0.8 + Math.random() * 0.4);
+    if (!wasOnline && !this.authRefused) {
+      const log = this.failures === 1 || this.failures % 10 === 0 ? this.logger.warn : this.logger.debug;
+      log('cannot reach the XMPP server, retrying', { server: `${this.options.host}:${this.options.port}`, reason: this.lastError, attempt: this.failures, in_ms: Math.round(delay) });
+    }
+    this.reconnectTimer = setTimeout(() => {
+      if (this.state === 'stopped') return;
+      this.state = 'connecting';
+      this.open();
+    }, delay);
+  }
+}
