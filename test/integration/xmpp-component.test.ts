@@ -1,0 +1,165 @@
+/**
+ * The component attached to a real Prosody: discovery, ping, publishes from mod_cloud_notify and
+ * hand-made ones, the error types DESIGN §4 demands, and reconnecting after Prosody restarts.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { xml } from '@xmpp/client';
+import { startProsody, prosodyMissing, type ProsodyInstance } from '../support/prosody.ts';
+import { startAppServer, type TestAppServer } from '../support/app-server.ts';
+import { connectClient, iqErrorOf, type TestClient } from '../support/xmpp-client.ts';
+
+const skip = prosodyMissing();
+
+function publish(node: string, secret: string | undefined, summary = true) {
+  const options = secret === undefined ? [] : [xml('publish-options', {},
+    xml('x', { xmlns: 'jabber:x:data', type: 'submit' },
+      xml('field', { var: 'FORM_TYPE' }, xml('value', {}, 'http://jabber.org/protocol/pubsub#publish-options')),
+      xml('field', { var: 'secret' }, xml('value', {}, secret))))];
+  const form = summary ? [xml('x', { xmlns: 'jabber:x:data', type: 'form' },
+    xml('field', { var: 'FORM_TYPE' }, xml('value', {}, 'urn:xmpp:push:summary')),
+    xml('field', { var: 'message-count' }, xml('value', {}, '1')))] : [];
+  return xml('iq', { type: 'set', to: 'push.localhost' },
+    xml('pubsub', { xmlns: 'http://jabber.org/protocol/pubsub' },
+      xml('publish', { node }, xml('item', {}, xml('notification', { xmlns: 'urn:xmpp:push:0' }, ...form))),
+      ...options));
+}
+
+async function rejectionOf(promise: Promise<unknown>) {
+  try {
+    await promise;
+  } catch (error) {
+    return iqErrorOf(error);
+  }
+  assert.fail('expected an error reply');
+}
+
+describe('component attached to Prosody', { skip, timeout: 120_000 }, () => {
+  let prosody: ProsodyInstance;
+  let app: TestAppServer;
+  let bob: TestClient;
+
+  before(async () => {
+    prosody = await startProsody();
+    await prosody.register('alice', 'localhost', 'alice-pw');
+    await prosody.register('bob', 'localhost', 'bob-pw');
+    await prosody.register('carol', 'localhost', 'carol-pw');
+    app = await startAppServer({}, { prosody });
+    await app.waitOnline();
+    bob = await connectClient({ port: prosody.c2sPort, domain: 'localhost', username: 'bob', password: 'bob-pw' });
+  });
+
+  after(async () => {
+    await bob?.stop();
+    await app?.stop();
+    await prosody?.stop();
+  });
+
+  async function register(node: string, token: string) {
+    const reply = await app.post('/push_appserver/v1/register', { type: 'apns', node, token });
+    assert.equal(reply.status, 200, reply.body);
+    const [ok, pubsubNode, secret] = reply.body.split('\n');
+    assert.equal(ok, 'OK');
+    return { node: pubsubNode, secret };
+  }
+
+  test('disco#info names the push identity and the urn:xmpp:push:0 feature', async () => {
+    const reply = await bob.iq(xml('iq', { type: 'get', to: 'push.localhost' }, xml('query', { xmlns: 'http://jabber.org/protocol/disco#info' })));
+    const query = reply.getChild('query')!;
+    const identity = query.getChild('identity')!;
+    assert.equal(identity.attrs.category, 'pubsub');
+    assert.equal(identity.attrs.type, 'push');
+    const features = query.getChildren('feature').map((feature) => feature.attrs.var);
+    assert.ok(features.includes('urn:xmpp:push:0'));
+    assert.ok(features.includes('urn:xmpp:ping'));
+  });
+
+  test('an XMPP ping gets an empty result', async () => {
+    const reply = await bob.iq(xml('iq', { type: 'get', to: 'push.localhost' }, xml('ping', { xmlns: 'urn:xmpp:ping' })));
+    assert.equal(reply.attrs.type, 'result');
+  });
+
+  test('an unknown iq payload gets service-unavailable', async () => {
+    const error = await rejectionOf(bob.iq(xml('iq', { type: 'get', to: 'push.localhost' }, xml('query', { xmlns: 'jabber:iq:nonsense' }))));
+    assert.equal(error.condition, 'service-unavailable');
+  });
+
+  test('messages and presences to the component are ignored and it keeps serving', async () => {
+    await bob.sendMessage('push.localhost', 'hello component');
+    await bob.raw.send(xml('presence', { to: 'push.localhost', type: 'subscribe' }));
+    const reply = await bob.iq(xml('iq', { type: 'get', to: 'push.localhost' }, xml('ping', { xmlns: 'urn:xmpp:ping' })));
+    assert.equal(reply.attrs.type, 'result');
+  });
+
+  test('a message to an offline account with push enabled makes exactly one provider call for its registration', async () => {
+    const { node, secret } = await register('alice-phone', 'a'.repeat(64));
+    const alice = await connectClient({ port: prosody.c2sPort, domain: 'localhost', username: 'alice', password: 'alice-pw' });
+    await alice.enablePush('push.localhost', node, secret);
+    await alice.stop();
+    await bob.sendMessage('alice@localhost', 'are you there?');
+    await app.waitForCount(new RegExp(`pushed app=apns node=${node}`), 1);
+    // A second message proves the first was not counted twice and the pipeline stays healthy.
+    await bob.sendMessage('alice@localhost', 'second');
+    await app.waitForCount(new RegExp(`pushed app=apns node=${node}`), 2);
+    assert.equal(app.countLog(new RegExp(`dry-run push node=${node}`)), 2);
+    const registration = await app.server.store.getByNode(node);
+    assert.equal(registration?.pushCount, 2);
+    assert.ok(registration?.lastPushAt);
+  });
+
+  test('a publish with a wrong secret is answered cancel/item-not-found and reaches no provider', async () => {
+    const { node } = await register('wrong-secret-device', 'b'.repeat(64));
+    const error = await rejectionOf(bob.iq(publish(node, 'not-the-secret')));
+    assert.deepEqual([error.type, error.condition], ['cancel', 'item-not-found']);
+    assert.equal(app.countLog(new RegExp(`dry-run push node=${node}`)), 0);
+  });
+
+  test('a publish without a secret is answered like a wrong secret', async () => {
+    const { node } = await register('no-secret-device', 'c'.repeat(64));
+    const error = await rejectionOf(bob.iq(publish(node, undefined)));
+    assert.deepEqual([error.type, error.condition], ['cancel', 'item-not-found']);
+  });
+
+  test('a publish to an unknown node gets the same answer as a wrong secret', async () => {
+    const error = await rejectionOf(bob.iq(publish('no-such-node', 'whatever')));
+    assert.deepEqual([error.type, error.condition], ['cancel', 'item-not-found']);
+  });
+
+  test('a publish naming no node is answered modify/bad-request', async () => {
+    const malformed = xml('iq', { type: 'set', to: 'push.localhost' },
+      xml('pubsub', { xmlns: 'http://jabber.org/protocol/pubsub' }, xml('publish', {}, xml('item'))));
+    const error = await rejectionOf(bob.iq(malformed));
+    assert.deepEqual([error.type, error.condition], ['modify', 'bad-request']);
+  });
+
+  test('a hand-made publish with the right secret and no summary is pushed', async () => {
+    const { node, secret } = await register('plain-device', 'd'.repeat(64));
+    const reply = await bob.iq(publish(node, secret, false));
+    assert.equal(reply.attrs.type, 'result');
+    assert.equal(app.countLog(new RegExp(`dry-run push node=${node}`)), 1);
+  });
+
+  test('the component reconnects after Prosody restarts and serves publishes again', async () => {
+    const { node, secret } = await register('restart-device', 'e'.repeat(64));
+    await bob.stop();
+    const from = app.logLines.length;
+    await prosody.restart();
+    await app.waitForLog(/component offline, reconnecting/, 15_000, from);
+    await app.waitForLog(/component online/, 30_000, from);
+    bob = await connectClient({ port: prosody.c2sPort, domain: 'localhost', username: 'bob', password: 'bob-pw' });
+    const reply = await bob.iq(publish(node, secret));
+    assert.equal(reply.attrs.type, 'result');
+  });
+
+  test('a wrong component secret is logged as such and the server keeps running', async () => {
+    const wrong = await startAppServer({ xmpp: { component_secret: 'definitely-wrong' }, http: { port: 0 } }, { prosody });
+    try {
+      await wrong.waitForLog(/refused the component secret/);
+      assert.equal(wrong.server.xmpp.component.state === 'online', false);
+      const health = await fetch(`${wrong.httpUrl}/push_appserver/v1/health`);
+      assert.equal(health.status, 200);
+    } finally {
+      await wrong.stop();
+    }
+  });
+});
