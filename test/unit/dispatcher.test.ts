@@ -1,0 +1,124 @@
+import assert from 'node:assert/strict';
+import { beforeEach, describe, test } from 'node:test';
+import { Dispatcher, type PushRequest } from '../../src/core/dispatcher.ts';
+import { Registrations } from '../../src/core/registrations.ts';
+import { silentLogger } from '../../src/log.ts';
+import { SqliteStore } from '../../src/store/sqlite.ts';
+import { directoryOf, scriptedProvider, type ScriptedProvider } from '../support/fakes.ts';
+
+describe('dispatcher', () => {
+  let store: SqliteStore;
+  let provider: ScriptedProvider;
+  let dispatcher: Dispatcher;
+  let now: number;
+  let node: string;
+  let secret: string;
+
+  const request = (overrides: Partial<PushRequest> = {}): PushRequest => ({
+    node, secret, from: 'example.org', summary: { messageCount: 1 }, options: new Map(), ...overrides,
+  });
+
+  beforeEach(async () => {
+    now = 1_000_000;
+    store = new SqliteStore(':memory:');
+    provider = scriptedProvider();
+    const apps = directoryOf({ apns: provider });
+    dispatcher = new Dispatcher(store, apps, silentLogger, { timeoutMs: 200, retryMaxAttempts: 3, retryMaxDelayMs: 60_000, now: () => now });
+    const registered = await new Registrations(store, apps, () => now).register({ app: 'apns', deviceId: 'dev', token: 'tok' });
+    assert.ok(registered.ok);
+    ({ node, secret } = registered.registration);
+  });
+
+  test('a verified publish reaches the provider once and is recorded', async () => {
+    assert.deepEqual(await dispatcher.dispatch(request()), { kind: 'delivered' });
+    assert.equal(provider.calls.length, 1);
+    assert.equal(provider.calls[0].target.token, 'tok');
+    assert.equal((await store.getByNode(node))?.pushCount, 1);
+  });
+
+  test('a wrong secret and an unknown node get the same not-found and no provider call', async () => {
+    assert.deepEqual(await dispatcher.dispatch(request({ secret: 'wrong' })), { kind: 'not-found' });
+    assert.deepEqual(await dispatcher.dispatch(request({ node: 'unknown' })), { kind: 'not-found' });
+    assert.deepEqual(await dispatcher.dispatch(request({ secret: null })), { kind: 'not-found' });
+    assert.equal(provider.calls.length, 0);
+  });
+
+  test('a dead token removes the registration and answers not-found', async () => {
+    provider.outcomes = [{ kind: 'token-dead', reason: 'Unregistered', since: now }];
+    assert.deepEqual(await dispatcher.dispatch(request()), { kind: 'not-found' });
+    assert.equal(await store.getByNode(node), undefined);
+  });
+
+  test('a dead token reported before the device re-registered keeps the registration', async () => {
+    provider.outcomes = [{ kind: 'token-dead', reason: 'Unregistered', since: now - 10_000 }];
+    await store.renew(node, now);
+    const result = await dispatcher.dispatch(request());
+    assert.equal(result.kind, 'temporary');
+    assert.ok(await store.getByNode(node));
+  });
+
+  test('retry-after is temporary and schedules one retry that is sent when due', async () => {
+    provider.outcomes = [{ kind: 'retry-after', ms: 5000, reason: '429 TooManyRequests' }, { kind: 'delivered' }];
+    const result = await dispatcher.dispatch(request());
+    assert.equal(result.kind, 'temporary');
+    assert.equal(await dispatcher.runDueRetries(), 0);
+    now += 5000;
+    assert.equal(await dispatcher.runDueRetries(), 1);
+    assert.equal(provider.calls.length, 2);
+    assert.equal((await store.getByNode(node))?.pushCount, 1);
+  });
+
+  test('a second retry-after for a node with a retry pending does not queue another', async () => {
+    provider.outcomes = [{ kind: 'retry-after', ms: 5000, reason: 'busy' }];
+    await dispatcher.dispatch(request());
+    await dispatcher.dispatch(request());
+    now += 60_000;
+    assert.equal(await dispatcher.runDueRetries(), 1);
+  });
+
+  test('our credentials rejected is temporary, never permanent', async () => {
+    provider.outcomes = [{ kind: 'credentials-rejected', reason: 'InvalidProviderToken' }];
+    const result = await dispatcher.dispatch(request());
+    assert.equal(result.kind, 'temporary');
+    assert.ok(await store.getByNode(node));
+    assert.equal((await store.getByNode(node))?.lastError, 'InvalidProviderToken');
+  });
+
+  test('a provider that does not answer in time is temporary', async () => {
+    provider.send = () => new Promise(() => {});
+    const result = await dispatcher.dispatch(request());
+    assert.equal(result.kind, 'temporary');
+  });
+
+  test('a provider that throws is temporary, not a crash', async () => {
+    provider.send = async () => { throw new Error('boom'); };
+    const result = await dispatcher.dispatch(request());
+    assert.equal(result.kind, 'temporary');
+  });
+
+  test('publishes for a node while one is on the way ride along with it', async () => {
+    let release!: () => void;
+    provider.send = async (target, notification) => {
+      provider.calls.push({ target, notification });
+      await new Promise<void>((resolve) => { release = resolve; });
+      return { kind: 'delivered' };
+    };
+    const first = dispatcher.dispatch(request());
+    await new Promise((resolve) => setImmediate(resolve));
+    const second = dispatcher.dispatch(request());
+    await new Promise((resolve) => setImmediate(resolve));
+    release();
+    assert.deepEqual(await first, { kind: 'delivered' });
+    assert.deepEqual(await second, { kind: 'delivered', coalesced: true });
+    assert.equal(provider.calls.length, 1);
+  });
+
+  test('a registration bound to a domain refuses publishes from another domain', async () => {
+    const registered = await new Registrations(store, directoryOf({ apns: provider })).register({ app: 'apns', deviceId: 'bound', token: 't2', scope: 'alice@home.example', boundDomain: 'home.example' });
+    assert.ok(registered.ok);
+    const bound = { node: registered.registration.node, secret: registered.registration.secret };
+    assert.equal((await dispatcher.dispatch(request({ ...bound, from: 'evil.example' }))).kind, 'forbidden');
+    assert.equal((await dispatcher.dispatch(request({ ...bound, from: 'home.example' }))).kind, 'delivered');
+    assert.equal((await dispatcher.dispatch(request({ ...bound, from: 'alice@home.example' }))).kind, 'delivered');
+  });
+});
