@@ -5,16 +5,16 @@ import { text, type HttpReply } from './server.ts';
 export function httpReplyForDispatch(result: DispatchResult, node: string): HttpReply {
   switch (result.kind) {
     case 'delivered':
-      return text(200, `OK\n${node}\n`);
+      return text(200, `OK\n${node}`);
     case 'not-found':
-      return text(404, 'ERROR\nunknown node or wrong secret\n');
+      return text(404, 'ERROR\nunknown node or wrong secret');
     case 'forbidden':
-      return text(403, `ERROR\n${result.reason}\n`);
+      return text(403, `ERROR\n${result.reason}`);
     case 'temporary': {
       const seconds = Math.max(1, Math.ceil((result.retryAfterMs ?? 0) / 1000));
-      return text(503, `ERROR\n${result.reason}\n`, { 'retry-after': String(seconds) });
+      return text(503, `ERROR\n${result.reason}`, { 'retry-after': String(seconds) });
     }
     case 'rejected':
-      return text(422, `ERROR\n${result.reason}\n`);
+      return text(422, `ERROR\n${result.reason}`);
   }
 }

@@ -92,10 +92,10 @@ export class HttpServer {
       reply = await this.route(req);
     } catch (error) {
       if (error instanceof HttpError) {
-        reply = text(error.status, `ERROR\n${error.message}\n`);
+        reply = text(error.status, `ERROR\n${error.message}`);
       } else {
         this.logger.error('HTTP handler failed', { method: req.method, url: req.url, error });
-        reply = text(500, 'ERROR\ninternal error\n');
+        reply = text(500, 'ERROR\ninternal error');
       }
     }
     if (res.headersSent || res.destroyed) return;
@@ -115,14 +115,14 @@ export class HttpServer {
     const candidates = this.routes.filter((entry) => entry.match(path));
     if (candidates.length === 0) {
       req.resume();
-      return text(404, 'ERROR\nno such endpoint\n');
+      return text(404, 'ERROR\nno such endpoint');
     }
     const method = req.method === 'HEAD' ? 'GET' : (req.method ?? 'GET');
     const entry = candidates.find((candidate) => candidate.method === method);
     if (!entry) {
       req.resume();
       const allow = [...new Set(candidates.map((candidate) => candidate.method))].join(', ');
-      return text(405, `ERROR\nmethod ${req.method} not allowed here (use ${allow})\n`, { allow });
+      return text(405, `ERROR\nmethod ${req.method} not allowed here (use ${allow})`, { allow });
     }
     const form = method === 'POST' ? await this.readForm(req) : new URLSearchParams();
     return entry.route({ method, path, query: url.searchParams, headers: req.headers, form });

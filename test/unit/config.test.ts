@@ -1,0 +1,79 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { applyEnvironment, parseDocument } from '../../src/config/load.ts';
+import { ConfigError } from '../../src/config/reader.ts';
+import { defaultDocument, readConfig } from '../../src/config/schema.ts';
+import { parseAppSettings } from '../../src/app.ts';
+
+function configError(toml: string): ConfigError {
+  try {
+    parseAppSettings(readConfig(parseDocument(toml, 'ops.toml'), 'ops.toml'));
+  } catch (error) {
+    assert.ok(error instanceof ConfigError, String(error));
+    return error;
+  }
+  assert.fail('expected a configuration error');
+}
+
+test('the built-in defaults are the documented ones', () => {
+  const config = readConfig(defaultDocument(), 'built-in defaults');
+  assert.equal(config.storage.url, 'sqlite:data/push.db');
+  assert.equal(config.http.host, '127.0.0.1');
+  assert.equal(config.http.port, 5280);
+  assert.equal(config.http.debug, false);
+  assert.equal(config.xmpp.componentJid, 'push.localhost');
+  assert.equal(config.xmpp.serverHost, '127.0.0.1');
+  assert.equal(config.xmpp.serverPort, 5347);
+  assert.deepEqual([...config.apps.values()].map((app) => [app.name, app.provider]), [['apns', 'log'], ['fcm', 'log']]);
+});
+
+test('a wrongly typed value names the file, the key and the problem', () => {
+  const error = configError('[http]\nport = "eighty"\n[apps.a]\nprovider = "log"\n');
+  assert.equal(error.file, 'ops.toml');
+  assert.equal(error.key, 'http.port');
+  assert.match(error.message, /whole number/);
+});
+
+test('an out-of-range port is refused', () => {
+  assert.equal(configError('[xmpp]\nserver_port = 70000\n[apps.a]\nprovider = "log"\n').key, 'xmpp.server_port');
+});
+
+test('a misspelt key is refused rather than silently ignored', () => {
+  const error = configError('[xmpp]\ncomponent_secert = "x"\n[apps.a]\nprovider = "log"\n');
+  assert.equal(error.key, 'xmpp.component_secert');
+});
+
+test('an unknown provider names the app and lists the known ones', () => {
+  const error = configError('[apps.monal-prod]\nprovider = "carrier-pigeon"\n');
+  assert.equal(error.key, 'apps.monal-prod.provider');
+  assert.match(error.message, /log/);
+});
+
+test('a config without apps is refused', () => {
+  assert.equal(configError('[http]\nport = 8080\n').key, 'apps');
+});
+
+test('TOML syntax errors name the line', () => {
+  const error = configError('[http\nport = 1');
+  assert.match(error.key, /line 1/);
+});
+
+test('an unsupported storage url is refused with an example', () => {
+  const error = configError('[storage]\nurl = "mysql://x"\n[apps.a]\nprovider = "log"\n');
+  assert.equal(error.key, 'storage.url');
+});
+
+test('environment variables override single keys, with string values coerced', () => {
+  const document = parseDocument('[xmpp]\ncomponent_secret = "from-file"\n[apps.apns]\nprovider = "log"\n', 'ops.toml');
+  const keys = applyEnvironment(document, {
+    PUSH_APPSERVER_XMPP__COMPONENT_SECRET: 'from-env',
+    PUSH_APPSERVER_HTTP__PORT: '8080',
+    PUSH_APPSERVER_HTTP__DEBUG: 'true',
+    UNRELATED: 'x',
+  }, 'ops.toml');
+  const config = readConfig(document, 'ops.toml');
+  assert.deepEqual(keys.sort(), ['http.debug', 'http.port', 'xmpp.component_secret']);
+  assert.equal(config.xmpp.componentSecret, 'from-env');
+  assert.equal(config.http.port, 8080);
+  assert.equal(config.http.debug, true);
+});
