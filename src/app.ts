@@ -8,12 +8,14 @@ import { DEFAULT_COMPONENT_SECRET } from './config/schema.ts';
 import { AppDirectory, type App } from './core/apps.ts';
 import { Dispatcher } from './core/dispatcher.ts';
 import { Registrations } from './core/registrations.ts';
+import { StatelessDialect } from './core/stateless.ts';
 import { addV1Routes, type HealthReport } from './http/v1.ts';
 import { HttpServer } from './http/server.ts';
 import type { Logger } from './log.ts';
 import { providerFactories } from './providers/registry.ts';
 import { openStore } from './store/open.ts';
 import type { Store } from './store/types.ts';
+import { AdHocCommands } from './xmpp/handlers/commands.ts';
 import { XmppService } from './xmpp/service.ts';
 
 /** Validates every app's provider settings (what check-config runs) and returns them parsed. */
@@ -74,6 +76,8 @@ export class PushAppServer {
       authFailureRetryMs: config.xmpp.authFailureRetryMs,
       maxStanzaBytes: config.xmpp.maxStanzaBytes,
     }, this.dispatcher, logger.child('xmpp'));
+    this.dispatcher.unregisteredNodes = new StatelessDialect(store, apps, this.dispatcher, logger.child('stateless'));
+    this.xmpp.useCommands(new AdHocCommands({ registrations: this.registrations, p2: config.p2, logger: logger.child('commands') }));
     if (config.http.enabled) {
       this.http = new HttpServer(logger.child('http'), config.http.maxBodyBytes);
       addV1Routes(this.http, {

@@ -49,6 +49,14 @@ export interface AppConfig {
   settings: TableReader;
 }
 
+/** Conversations' p2 ad-hoc commands: which app each of them registers with (`[dialects.p2]`). */
+export interface P2DialectConfig {
+  /** `register-push-fcm` / `unregister-push-fcm`; absent: those commands are not offered. */
+  fcmApp: string | undefined;
+  /** `register-push-apns` / `unregister-push-apns`; absent: those commands are not offered. */
+  apnsApp: string | undefined;
+}
+
 export interface Config {
   /** Where the configuration came from, for messages ("built-in defaults" or a path). */
   source: string;
@@ -58,8 +66,9 @@ export interface Config {
   push: PushConfig;
   log: { level: LogLevel };
   apps: Map<string, AppConfig>;
-  /** Raw dialect tables (`[dialects.p2]` …), read by the code that serves each dialect. */
+  /** Raw dialect tables (`[dialects.p2]` …), as written (for check-config's effective document). */
   dialects: TableReader;
+  p2: P2DialectConfig;
 }
 
 export const DEFAULT_COMPONENT_SECRET = 'change-me';
@@ -136,7 +145,22 @@ export function readConfig(document: Table, source: string): Config {
   if (apps.size === 0) root.fail('apps', 'no app is configured: add at least one [apps.NAME] table with a provider');
 
   const dialects = root.section('dialects');
+  const p2 = readP2Dialect(dialects.section('p2'), apps);
+  dialects.rejectUnknownKeys();
   root.rejectUnknownKeys();
 
-  return { source, xmpp, http, storage, push, log, apps, dialects };
+  return { source, xmpp, http, storage, push, log, apps, dialects, p2 };
+}
+
+function readP2Dialect(table: TableReader, apps: Map<string, AppConfig>): P2DialectConfig {
+  const appNamed = (key: string): string | undefined => {
+    const name = table.optionalString(key);
+    if (name !== undefined && !apps.has(name)) {
+      table.fail(key, `names no configured app "${name}" (configured: ${[...apps.keys()].sort().join(', ')})`);
+    }
+    return name;
+  };
+  const p2 = { fcmApp: appNamed('fcm_app'), apnsApp: appNamed('apns_app') };
+  table.rejectUnknownKeys();
+  return p2;
 }

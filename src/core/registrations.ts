@@ -5,7 +5,9 @@
  * - the same device with a different token gets a NEW node and secret, and the old node stops
  *   working, so knowing a node never lets anyone take over its pushes;
  * - a device is identified within a scope (the registering bare JID), so equal device ids of two
- *   users never collide.
+ *   users never collide; a group chat (p2's `muc`) is a registration of its own for the device;
+ * - a registration that is bound to a domain or scoped by a JID is removed by an anonymous caller
+ *   (HTTP) only with its secret.
  */
 import type { Registration, Store } from '../store/types.ts';
 import type { AppDirectory } from './apps.ts';
@@ -17,7 +19,8 @@ export type RegistrationFailure =
   | { code: 'bad-request'; field: string; message: string }
   | { code: 'unknown-app'; field: 'type'; message: string }
   | { code: 'not-found'; message: string }
-  | { code: 'forbidden'; message: string };
+  | { code: 'forbidden'; message: string }
+  | { code: 'secret-required'; field: 'secret'; message: string };
 
 export type RegisterResult = { ok: true; registration: Registration; created: boolean } | { ok: false; failure: RegistrationFailure };
 export type UnregisterResult = { ok: true; node: string } | { ok: false; failure: RegistrationFailure };
@@ -33,13 +36,21 @@ export interface RegisterInput {
   boundDomain?: string;
   /** Use the device id as the pubsub node when it is free, as the original did (v1 dialect). */
   deviceIdAsNode?: boolean;
+  /** A group chat (bare JID) the device registers for separately (p2's `muc`). */
+  group?: string;
 }
 
 export interface UnregisterInput {
   app: string;
   deviceId: string;
   scope?: string;
+  group?: string;
   secret?: string;
+  /**
+   * The caller proved no identity (HTTP): a registration bound to a domain or made by a JID then
+   * needs its secret, so nobody can remove someone else's registration by naming its device id.
+   */
+  anonymous?: boolean;
 }
 
 const NODE_SAFE = /^[\x21-\x7e]{1,256}$/;
@@ -50,8 +61,14 @@ function missingOrTooLong(field: string, value: string, max: number): Registrati
   return null;
 }
 
-export function deviceKeyOf(scope: string | undefined, deviceId: string): string {
-  return `${scope ?? ''}|${deviceId}`;
+export function deviceKeyOf(scope: string | undefined, deviceId: string, group?: string): string {
+  const key = `${scope ?? ''}|${deviceId}`;
+  return group === undefined ? key : `${key}|muc=${group}`;
+}
+
+/** Registrations an anonymous caller may not remove without the secret. */
+function isProtected(registration: Registration): boolean {
+  return registration.boundDomain !== null || !registration.deviceKey.startsWith('|');
 }
 
 export class Registrations {
@@ -70,7 +87,8 @@ export class Registrations {
       missingOrTooLong('type', input.app, LIMITS.app) ??
       missingOrTooLong('node', input.deviceId, LIMITS.deviceId) ??
       missingOrTooLong('token', input.token, LIMITS.token) ??
-      (input.scope !== undefined ? missingOrTooLong('jid', input.scope, LIMITS.scope) : null);
+      (input.scope !== undefined ? missingOrTooLong('jid', input.scope, LIMITS.scope) : null) ??
+      (input.group !== undefined ? missingOrTooLong('muc', input.group, LIMITS.scope) : null);
     if (invalid) return { ok: false, failure: invalid };
 
     const app = this.apps.get(input.app);
@@ -78,7 +96,7 @@ export class Registrations {
     const tokenProblem = app.provider.validateToken(input.token);
     if (tokenProblem) return { ok: false, failure: { code: 'bad-request', field: 'token', message: `invalid token: ${tokenProblem}` } };
 
-    const deviceKey = deviceKeyOf(input.scope, input.deviceId);
+    const deviceKey = deviceKeyOf(input.scope, input.deviceId, input.group);
     const now = this.now();
     const existing = await this.store.getByDevice(input.app, deviceKey);
     if (existing && existing.token === input.token && existing.boundDomain === (input.boundDomain ?? null)) {
@@ -125,14 +143,18 @@ export class Registrations {
     if (!this.apps.get(input.app)) {
       return { ok: false, failure: { code: 'unknown-app', field: 'type', message: `unknown type "${input.app}"` } };
     }
-    let registration = await this.store.getByDevice(input.app, deviceKeyOf(input.scope, input.deviceId));
-    if (!registration) {
+    let registration = await this.store.getByDevice(input.app, deviceKeyOf(input.scope, input.deviceId, input.group));
+    if (!registration && input.group === undefined) {
       const byNode = await this.store.getByNode(input.deviceId);
       if (byNode && byNode.app === input.app && (input.scope === undefined || byNode.deviceKey.startsWith(`${input.scope}|`))) {
         registration = byNode;
       }
     }
     if (!registration) return { ok: false, failure: { code: 'not-found', message: 'no such registration' } };
+    if (input.anonymous === true && input.secret === undefined && isProtected(registration)) {
+      const why = registration.boundDomain !== null ? `is bound to ${registration.boundDomain}` : 'was made by a JID';
+      return { ok: false, failure: { code: 'secret-required', field: 'secret', message: `this registration ${why}: unregistering it requires its "secret" too` } };
+    }
     if (input.secret !== undefined && !secretsEqual(registration.secret, input.secret)) {
       return { ok: false, failure: { code: 'not-found', message: 'no such registration' } };
     }

@@ -4,7 +4,7 @@
  */
 import { timingSafeEqual, createHash } from 'node:crypto';
 import type { Dispatcher } from '../core/dispatcher.ts';
-import { domainOf } from '../core/dispatcher.ts';
+import { parseJid } from '../core/jid.ts';
 import type { RegistrationFailure, Registrations } from '../core/registrations.ts';
 import type { Store } from '../store/types.ts';
 import { registrationListPage, registrationPage } from './pages.ts';
@@ -29,8 +29,8 @@ export interface V1Dependencies {
 }
 
 function failureReply(failure: RegistrationFailure): HttpReply {
-  const status = failure.code === 'not-found' ? 404 : failure.code === 'forbidden' ? 403 : 400;
-  return text(status, `ERROR\n${failure.message}\n`);
+  const status = failure.code === 'not-found' ? 404 : failure.code === 'forbidden' || failure.code === 'secret-required' ? 403 : 400;
+  return text(status, `ERROR\n${failure.message}`);
 }
 
 function field(request: HttpRequest, name: string): string {
@@ -49,37 +49,45 @@ function wantsJson(request: HttpRequest): boolean {
 
 export function addV1Routes(http: HttpServer, deps: V1Dependencies): void {
   http.add('POST', `${BASE}/register`, async (request) => {
-    const jid = field(request, 'jid');
+    // An optional `jid` binds the registration to that JID's domain, as the ad-hoc path does.
+    const jidField = field(request, 'jid');
+    const jid = jidField === '' ? undefined : parseJid(jidField);
+    if (jid === null) return text(400, `ERROR\nfield "jid" is not a JID: ${JSON.stringify(jidField.slice(0, 100))}`);
     const result = await deps.registrations.register({
       app: field(request, 'type'),
       deviceId: field(request, 'node'),
       token: field(request, 'token'),
-      scope: jid === '' ? undefined : jid.split('/')[0].toLowerCase(),
-      boundDomain: jid === '' ? undefined : domainOf(jid),
+      scope: jid?.bare,
+      boundDomain: jid?.domain,
       deviceIdAsNode: true,
     });
     if (!result.ok) return failureReply(result.failure);
-    return text(200, `OK\n${result.registration.node}\n${result.registration.secret}\n`);
+    return text(200, `OK\n${result.registration.node}\n${result.registration.secret}`);
   });
 
   http.add('POST', `${BASE}/unregister`, async (request) => {
     const secret = field(request, 'secret');
-    const jid = field(request, 'jid');
+    const jidField = field(request, 'jid');
+    const jid = jidField === '' ? undefined : parseJid(jidField);
+    if (jid === null) return text(400, `ERROR\nfield "jid" is not a JID: ${JSON.stringify(jidField.slice(0, 100))}`);
+    // The original form (type, node) still works for anonymous registrations; a bound or JID-scoped
+    // one also needs its secret, because an HTTP caller proves no identity.
     const result = await deps.registrations.unregister({
       app: field(request, 'type'),
       deviceId: field(request, 'node'),
-      scope: jid === '' ? undefined : jid.split('/')[0].toLowerCase(),
+      scope: jid?.bare,
       secret: secret === '' ? undefined : secret,
+      anonymous: true,
     });
     if (!result.ok) return failureReply(result.failure);
-    return text(200, `OK\n${result.node}\n`);
+    return text(200, `OK\n${result.node}`);
   });
 
   http.add('POST', `${BASE}/push`, async (request) => {
     const node = field(request, 'node');
     const secret = field(request, 'secret');
-    if (node === '') return text(400, 'ERROR\nmissing field "node"\n');
-    if (secret === '') return text(400, 'ERROR\nmissing field "secret"\n');
+    if (node === '') return text(400, 'ERROR\nmissing field "node"');
+    if (secret === '') return text(400, 'ERROR\nmissing field "secret"');
     const result = await deps.dispatcher.dispatch({ node, secret, from: null, summary: {}, options: new Map() });
     return httpReplyForDispatch(result, node);
   });
@@ -89,15 +97,15 @@ export function addV1Routes(http: HttpServer, deps: V1Dependencies): void {
     if (wantsJson(request)) {
       return { status: 200, body: JSON.stringify(report) + '\n', contentType: 'application/json' };
     }
-    return text(200, report.status === 'running' ? 'RUNNING\n' : 'RUNNING\nDEGRADED\n');
+    return text(200, 'RUNNING');
   });
 
   const settingsAllowed = (request: HttpRequest): HttpReply | undefined => {
-    if (!deps.debug) return text(403, 'ERROR\ndebug pages are disabled (set http.debug = true)\n');
+    if (!deps.debug) return text(403, 'ERROR\ndebug pages are disabled (set http.debug = true)');
     if (deps.adminToken === undefined) return undefined;
     const auth = request.headers.authorization ?? '';
     const given = auth.startsWith('Bearer ') ? auth.slice(7) : (request.query.get('token') ?? '');
-    return tokenMatches(deps.adminToken, given) ? undefined : text(403, 'ERROR\nadmin token required\n');
+    return tokenMatches(deps.adminToken, given) ? undefined : text(403, 'ERROR\nadmin token required');
   };
 
   http.add('GET', `${BASE}/settings`, async (request) => {
@@ -117,10 +125,10 @@ export function addV1Routes(http: HttpServer, deps: V1Dependencies): void {
     try {
       node = decodeURIComponent(request.path.slice(`${BASE}/settings/`.length));
     } catch {
-      return text(400, 'ERROR\nnode is not valid percent-encoding\n');
+      return text(400, 'ERROR\nnode is not valid percent-encoding');
     }
     const registration = await deps.store.getByNode(node);
-    if (!registration) return text(404, 'ERROR\nno such node\n');
+    if (!registration) return text(404, 'ERROR\nno such node');
     return { status: 200, body: registrationPage(registration), contentType: 'text/html; charset=utf-8' };
   });
 }

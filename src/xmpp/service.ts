@@ -5,6 +5,7 @@
 import type { Element } from 'ltx';
 import type { Logger } from '../log.ts';
 import { Component, type ComponentOptions } from './component.ts';
+import type { AdHocCommands } from './handlers/commands.ts';
 import { Disco } from './handlers/disco.ts';
 import { pingHandler } from './handlers/ping.ts';
 import { publishHandler, type PushDispatcher } from './handlers/publish.ts';
@@ -29,6 +30,14 @@ export class XmppService {
       .on('get', 'ping', NS.ping, pingHandler)
       .on('set', 'pubsub', NS.pubsub, publishHandler(dispatcher));
     this.component.on('stanza', (stanza) => this.onStanza(stanza));
+  }
+
+  /** XEP-0050: the registration commands, advertised in disco#info and disco#items, and routed. */
+  useCommands(commands: AdHocCommands): this {
+    this.disco.addFeature(NS.commands);
+    this.disco.addNode(NS.commands, commands.items);
+    this.router.on('set', 'command', NS.commands, commands.execute);
+    return this;
   }
 
   start(): void {
