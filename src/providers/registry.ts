@@ -4,9 +4,11 @@
  */
 import type { ProviderFactory } from './types.ts';
 import { logProvider } from './log.ts';
+import { fcmProvider } from './fcm.ts';
 
 export const providerFactories: Readonly<Record<string, ProviderFactory<any>>> = {
   log: logProvider,
+  fcm: fcmProvider,
 };
 
 export function providerNames(): string[] {
