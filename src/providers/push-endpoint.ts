@@ -1,0 +1,203 @@
+/**
+ * POSTing one push message to a push resource URL (RFC 8030 §5) over node:https / node:http, and
+ * the status → Outcome table shared by WebPush and UnifiedPush:
+ *   2xx (201 Created per RFC 8030 §5; 200/202 from distributors) → delivered
+ *   404, 410 (subscription expired or gone, RFC 8030 §7.3) → token dead
+ *   429, 5xx → retry after the `Retry-After` delay (RFC 9110 §10.2.3), or the dispatcher's backoff
+ *   401, 403 with VAPID (RFC 8292 §4.2) → our credentials rejected; without VAPID → rejected
+ *   413 (RFC 8030 §7.2) and every other answer → rejected (never followed: redirects included)
+ * Network trouble and timeouts are retried. Endpoint URLs are user input: literal IPs are checked
+ * before connecting and names through the guarded lookup of address-guard.ts, so DNS cannot
+ * rebind a name to an internal address (unless the app allows private addresses).
+ */
+import { Agent as HttpAgent, request as httpRequest, type IncomingHttpHeaders } from 'node:http';
+import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
+import { ForbiddenAddressError, forbiddenLiteralHost, guardedLookup, type ResolveAll } from './address-guard.ts';
+import { readFileSync } from 'node:fs';
+import type { TableReader } from '../config/reader.ts';
+import type { Outcome, Summary, Urgency } from './types.ts';
+
+export interface EndpointClientOptions {
+  /** Extra trust (tests); undefined → the system's roots. */
+  ca?: string;
+  allowPrivate: boolean;
+  /** What a 401/403 means: with VAPID our key was refused; without, the endpoint refuses us. */
+  authFailure: 'credentials-rejected' | 'rejected';
+  timeoutMs?: number;
+  /** DNS for the guarded lookup; tests inject one to simulate rebinding. */
+  resolveAll?: ResolveAll;
+  now?: () => number;
+}
+
+export interface EndpointMessage {
+  headers: Record<string, string>;
+  body: Buffer;
+}
+
+const DEFAULT_TIMEOUT_MS = 10_000;
+/** Four weeks, as for FCM: a wake-up that arrives late still tells the client to fetch its messages. */
+export const DEFAULT_TTL_S = 28 * 24 * 3600;
+/** As LIMITS.token in core/registrations.ts. */
+export const MAX_TOKEN_LENGTH = 4096;
+
+/** Reads an app's `ca_file` (extra trust for test endpoints), failing with the key's name. */
+export function readCaFile(settings: TableReader): string | undefined {
+  const file = settings.optionalString('ca_file');
+  if (file === undefined) return undefined;
+  try {
+    return readFileSync(file, 'utf8');
+  } catch (error) {
+    settings.fail('ca_file', `cannot read "${file}": ${(error as Error).message}`);
+  }
+}
+const MAX_REASON_BYTES = 512;
+const USER_AGENT = 'push-appserver';
+
+/** RFC 9110 §10.2.3: delay-seconds or an HTTP-date; absent or unreadable → 0 (the dispatcher backs off). */
+export function retryAfterMs(header: string | string[] | undefined, now: number): number {
+  const value = Array.isArray(header) ? header[0] : header;
+  if (value === undefined) return 0;
+  const trimmed = value.trim();
+  if (/^\d{1,9}$/.test(trimmed)) return Number(trimmed) * 1000;
+  const date = Date.parse(trimmed);
+  return Number.isNaN(date) ? 0 : Math.max(0, date - now);
+}
+
+export interface EndpointAnswer {
+  status: number;
+  headers: IncomingHttpHeaders;
+  /** The start of the body, for log reasons. */
+  text: string;
+}
+
+/** The one status table (see the file comment). */
+export function outcomeOfAnswer(answer: EndpointAnswer, authFailure: EndpointClientOptions['authFailure'], now: number): Outcome {
+  const { status } = answer;
+  const detail = answer.text.trim().replace(/\s+/g, ' ').slice(0, 200);
+  const reason = `endpoint answered ${status}${detail ? `: ${detail}` : ''}`;
+  if (status >= 200 && status < 300) {
+    const location = answer.headers.location;
+    return location ? { kind: 'delivered', id: String(location) } : { kind: 'delivered' };
+  }
+  if (status === 404 || status === 410) return { kind: 'token-dead', reason };
+  if (status === 429 || status >= 500) return { kind: 'retry-after', ms: retryAfterMs(answer.headers['retry-after'], now), reason };
+  if (status === 401 || status === 403) return authFailure === 'credentials-rejected' ? { kind: 'credentials-rejected', reason } : { kind: 'rejected', reason };
+  if (status === 413) return { kind: 'rejected', reason: `push message too large (${reason})` };
+  if (status >= 300 && status < 400) return { kind: 'rejected', reason: `${reason} (redirects are not followed)` };
+  return { kind: 'rejected', reason };
+}
+
+export class PushEndpointClient {
+  private readonly options: EndpointClientOptions;
+  private readonly httpsAgent: HttpsAgent;
+  private readonly httpAgent: HttpAgent;
+  private readonly lookup: ReturnType<typeof guardedLookup> | undefined;
+  private readonly now: () => number;
+
+  constructor(options: EndpointClientOptions) {
+    this.options = options;
+    this.now = options.now ?? Date.now;
+    // Without allow_private every connection goes through the guard; with it, the system resolver.
+    this.lookup = options.allowPrivate ? undefined : guardedLookup(options.resolveAll);
+    const agentOptions = { keepAlive: true, maxSockets: 64, timeout: 60_000, ...(this.lookup ? { lookup: this.lookup } : {}) };
+    this.httpsAgent = new HttpsAgent({ ...agentOptions, ...(options.ca ? { ca: options.ca } : {}) });
+    this.httpAgent = new HttpAgent(agentOptions);
+  }
+
+  /** Never throws: every failure is an Outcome. */
+  post(url: URL, message: EndpointMessage): Promise<Outcome> {
+    if (!this.options.allowPrivate) {
+      const literal = forbiddenLiteralHost(url);
+      if (literal) return Promise.resolve({ kind: 'rejected', reason: `endpoint address refused: ${literal}` });
+    }
+    const timeoutMs = this.options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+    const https = url.protocol === 'https:';
+    return new Promise<Outcome>((resolve) => {
+      let settled = false;
+      const finish = (outcome: Outcome) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        resolve(outcome);
+      };
+      const request = (https ? httpsRequest : httpRequest)(url, {
+        method: 'POST',
+        agent: https ? this.httpsAgent : this.httpAgent,
+        ...(this.lookup ? { lookup: this.lookup } : {}),
+        headers: { 'user-agent': USER_AGENT, ...message.headers, 'content-length': String(message.body.length) },
+      }, (response) => {
+        const chunks: Buffer[] = [];
+        let kept = 0;
+        response.on('data', (chunk: Buffer) => {
+          if (kept < MAX_REASON_BYTES) {
+            chunks.push(chunk);
+            kept += chunk.length;
+          }
+        });
+        response.on('end', () => {
+          const text = Buffer.concat(chunks).subarray(0, MAX_REASON_BYTES).toString('utf8');
+          finish(outcomeOfAnswer({ status: response.statusCode ?? 0, headers: response.headers, text }, this.options.authFailure, this.now()));
+        });
+        response.on('error', (error) => finish({ kind: 'retry-after', ms: 0, reason: `endpoint answer broke off: ${error.message}` }));
+      });
+      const timer = setTimeout(() => {
+        finish({ kind: 'retry-after', ms: 0, reason: `no answer from the endpoint within ${timeoutMs} ms` });
+        request.destroy();
+      }, timeoutMs);
+      request.on('error', (error: NodeJS.ErrnoException) => {
+        if (error instanceof ForbiddenAddressError || error.code === 'ERR_PUSH_FORBIDDEN_ADDRESS') {
+          finish({ kind: 'rejected', reason: `endpoint address refused: ${error.message}` });
+        } else {
+          finish({ kind: 'retry-after', ms: 0, reason: `cannot reach the endpoint: ${error.code ?? error.message}${error.code ? ` (${error.message})` : ''}` });
+        }
+      });
+      request.end(message.body);
+    });
+  }
+
+  close(): void {
+    this.httpsAgent.destroy();
+    this.httpAgent.destroy();
+  }
+}
+
+/** Headers both RFC 8030 senders add: how long the push service may hold the message, and its urgency (§5.2, §5.3). */
+export function deliveryHeaders(ttlSeconds: number, urgency: Urgency): Record<string, string> {
+  return { ttl: String(ttlSeconds), urgency: urgency === 'high' ? 'high' : 'normal' };
+}
+
+/**
+ * The JSON a client receives: which registration woke it and how many messages wait; who wrote and
+ * what only when the operator opted in (`include_body`), since the push service could read it
+ * (UnifiedPush) or the device's notification shade shows it. Fields the summary lacks are left out
+ * (a retried push carries no summary). Long bodies are cut so the whole fits `maxBytes`.
+ */
+export function pushContent(node: string, summary: Summary, includeBody: boolean, maxBytes: number): Buffer {
+  const content: Record<string, unknown> = { node };
+  if (summary.messageCount !== undefined) content.message_count = summary.messageCount;
+  if (summary.pendingSubscriptionCount !== undefined) content.pending_subscription_count = summary.pendingSubscriptionCount;
+  let sender = includeBody ? summary.lastMessageSender : undefined;
+  let body = includeBody ? summary.lastMessageBody : undefined;
+  for (;;) {
+    const encoded = Buffer.from(JSON.stringify({ ...content, ...(sender !== undefined ? { sender } : {}), ...(body !== undefined ? { body } : {}) }));
+    if (encoded.length <= maxBytes) return encoded;
+    // Cut by whole characters, body first, until the JSON fits (the ellipsis included).
+    const excess = encoded.length - maxBytes;
+    if (body !== undefined && body.length > 0) body = shorten(body, excess);
+    else if (sender !== undefined && sender.length > 0) sender = shorten(sender, excess);
+    else return encoded;
+  }
+}
+
+const ELLIPSIS = '…';
+
+/** Drops characters from the end until at least `bytes` JSON-encoded bytes (plus the ellipsis) are gone. */
+function shorten(text: string, bytes: number): string {
+  const characters = Array.from(text.endsWith(ELLIPSIS) ? text.slice(0, -ELLIPSIS.length) : text);
+  let removed = 0;
+  const needed = bytes + Buffer.byteLength(ELLIPSIS);
+  while (characters.length > 0 && removed < needed) {
+    removed += Buffer.byteLength(JSON.stringify(characters.pop())) - 2;
+  }
+  return characters.length === 0 ? '' : `${characters.join('')}${ELLIPSIS}`;
+}
