@@ -10,6 +10,7 @@ import { ConfigError } from './config/reader.ts';
 import type { Config } from './config/schema.ts';
 import { createLogger } from './log.ts';
 import { openStore } from './store/open.ts';
+import { generateVapidKeys } from './providers/web-push-crypto.ts';
 
 const USAGE = `push-appserver: an XMPP push app server (XEP-0357) attached as an XEP-0114 component
 
@@ -19,6 +20,7 @@ Usage:
   push-appserver registrations list [--config FILE]
   push-appserver registrations show NODE [--config FILE]
   push-appserver registrations remove NODE [--config FILE]
+  push-appserver vapid-keys                       print a fresh WebPush VAPID key pair (TOML lines for a webpush app)
   push-appserver help
 
 Without --config, config/push-appserver.toml is used when it exists, else the built-in defaults.
@@ -159,6 +161,11 @@ export async function main(argv: string[]): Promise<number> {
         return checkConfig(configPath);
       case 'registrations':
         return await registrations(rest, configPath);
+      case 'vapid-keys': {
+        const keys = generateVapidKeys();
+        process.stdout.write(`vapid_public_key = "${keys.publicKey}"\nvapid_private_key = "${keys.privateKey}"\n`);
+        return 0;
+      }
       default:
         process.stderr.write(`push-appserver: unknown command "${command}"\n\n${USAGE}`);
         return 2;

@@ -4,10 +4,14 @@
  */
 import type { ProviderFactory } from './types.ts';
 import { logProvider } from './log.ts';
+import { webPushProvider } from './webpush.ts';
+import { unifiedPushProvider } from './unifiedpush.ts';
 import { fcmProvider } from './fcm.ts';
 
 export const providerFactories: Readonly<Record<string, ProviderFactory<any>>> = {
   log: logProvider,
+  webpush: webPushProvider,
+  unifiedpush: unifiedPushProvider,
   fcm: fcmProvider,
 };
 
