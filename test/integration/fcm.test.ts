@@ -1,0 +1,157 @@
+/**
+ * FCM HTTP v1 end to end: a real Prosody (mod_cloud_notify) publishes to our component, the app
+ * server pushes through the fcm provider to the mock FCM (HTTP/2 + TLS) after an OAuth2 exchange
+ * with the mock token endpoint. Dead tokens remove registrations; 429/503 are retried later.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { xml } from '@xmpp/client';
+import { startAppServer, type TestAppServer } from '../support/app-server.ts';
+import { startMockFcm, type MockFcm } from '../support/mock-fcm.ts';
+import { prosodyMissing, startProsody, type ProsodyInstance } from '../support/prosody.ts';
+import { connectClient, iqErrorOf, type TestClient } from '../support/xmpp-client.ts';
+
+const skip = prosodyMissing();
+
+const fcmToken = (name: string) => `cHVzaC1hcHBzZXJ2ZXItdGVzdA:APA91bF-integration_${name}_0123456789abcdefghijklmnopqrstuvwxyz`;
+
+function publish(node: string, secret: string) {
+  return xml('iq', { type: 'set', to: 'push.localhost' },
+    xml('pubsub', { xmlns: 'http://jabber.org/protocol/pubsub' },
+      xml('publish', { node }, xml('item', {}, xml('notification', { xmlns: 'urn:xmpp:push:0' }))),
+      xml('publish-options', {},
+        xml('x', { xmlns: 'jabber:x:data', type: 'submit' },
+          xml('field', { var: 'FORM_TYPE' }, xml('value', {}, 'http://jabber.org/protocol/pubsub#publish-options')),
+          xml('field', { var: 'secret' }, xml('value', {}, secret))))));
+}
+
+describe('FCM through real Prosody', { skip, timeout: 120_000 }, () => {
+  let prosody: ProsodyInstance;
+  let mock: MockFcm;
+  let app: TestAppServer;
+  let bob: TestClient;
+  const users = ['alice', 'carol', 'dave', 'erin', 'frank'];
+
+  before(async () => {
+    mock = await startMockFcm({ projectId: 'xmpp-push-it' });
+    prosody = await startProsody();
+    for (const user of [...users, 'bob']) await prosody.register(user, 'localhost', `${user}-pw`);
+    app = await startAppServer(`
+      [apps.android]
+      provider = "fcm"
+      service_account_file = ${JSON.stringify(mock.account.file)}
+      endpoint = ${JSON.stringify(mock.endpoint)}
+      ca_file = ${JSON.stringify(mock.caFile)}
+      ttl = 3600
+      collapse_key = "xmpp-wakeup"
+    `, { prosody });
+    await app.waitOnline();
+    bob = await connectClient({ port: prosody.c2sPort, domain: 'localhost', username: 'bob', password: 'bob-pw' });
+  });
+
+  after(async () => {
+    await bob?.stop();
+    await app?.stop();
+    await prosody?.stop();
+    await mock?.close();
+  });
+
+  /** Registers a device with the app server, enables push for `user` in Prosody, and logs the user off. */
+  async function offlineUserWithPush(user: string, token: string): Promise<{ node: string; secret: string }> {
+    const reply = await app.post('/push_appserver/v1/register', { type: 'android', node: `${user}-phone`, token });
+    assert.equal(reply.status, 200, reply.body);
+    const [ok, node, secret] = reply.body.split('\n');
+    assert.equal(ok, 'OK', reply.body);
+    const client = await connectClient({ port: prosody.c2sPort, domain: 'localhost', username: user, password: `${user}-pw` });
+    await client.enablePush('push.localhost', node, secret);
+    await client.stop();
+    return { node, secret };
+  }
+
+  const requestsFor = (token: string) => mock.requests.filter((request) => request.token === token);
+
+  test('a message to an offline account makes exactly one FCM delivery with the configured fields', async () => {
+    const token = fcmToken('alice');
+    const { node } = await offlineUserWithPush('alice', token);
+    await bob.sendMessage('alice@localhost', 'are you there?');
+    await app.waitForLog(new RegExp(`pushed app=android node=${node}`));
+    const delivered = requestsFor(token);
+    assert.equal(delivered.length, 1);
+    const [request] = delivered;
+    assert.equal(request.status, 200);
+    assert.equal(request.path, '/v1/projects/xmpp-push-it/messages:send');
+    assert.match(String(request.headers.authorization), /^Bearer ya29\.mock-access-token-/);
+    assert.deepEqual(request.body.message.android, { priority: 'HIGH', ttl: '3600s', collapse_key: 'xmpp-wakeup' });
+    assert.equal(request.body.message.data['message-count'], '1');
+    assert.equal(request.body.message.data.node, node);
+    // Privacy: without include_body, Prosody's body preview never reaches Google.
+    assert.equal(request.body.message.data['last-message-body'], undefined);
+    assert.equal(request.body.message.notification, undefined);
+    assert.ok(mock.tokenRequests.some((grant) => grant.ok), 'the OAuth2 assertion was verified by the token endpoint');
+  });
+
+  test('a registration with a token that cannot be an FCM token is refused before it reaches Google', async () => {
+    const reply = await app.post('/push_appserver/v1/register', { type: 'android', node: 'junk-device', token: 'not a token' });
+    assert.notEqual(reply.body.split('\n')[0], 'OK');
+  });
+
+  test('a dead token removes the registration and the next publish gets item-not-found', async () => {
+    const token = fcmToken('carol');
+    const { node, secret } = await offlineUserWithPush('carol', token);
+    mock.fail(token, 'UNREGISTERED');
+    await bob.sendMessage('carol@localhost', 'hello?');
+    await app.waitForLog(new RegExp(`token is dead, registration removed app=android node=${node}`));
+    assert.equal(await app.server.store.getByNode(node), undefined);
+    let error;
+    try {
+      await bob.iq(publish(node, secret));
+    } catch (caught) {
+      error = iqErrorOf(caught);
+    }
+    assert.deepEqual([error?.type, error?.condition], ['cancel', 'item-not-found']);
+    assert.equal(requestsFor(token).length, 1, 'the removed registration is not pushed again');
+  });
+
+  test('a SENDER_ID_MISMATCH token removes the registration too', async () => {
+    const token = fcmToken('dave');
+    const { node } = await offlineUserWithPush('dave', token);
+    mock.fail(token, 'SENDER_ID_MISMATCH');
+    await bob.sendMessage('dave@localhost', 'hello?');
+    await app.waitForLog(new RegExp(`token is dead, registration removed app=android node=${node}`));
+    assert.equal(await app.server.store.getByNode(node), undefined);
+  });
+
+  test('a 429 QUOTA_EXCEEDED is retried after its Retry-After and then delivered', async () => {
+    const token = fcmToken('erin');
+    const { node } = await offlineUserWithPush('erin', token);
+    mock.fail(token, 'QUOTA_EXCEEDED', { retryAfterS: 1, times: 1 });
+    await bob.sendMessage('erin@localhost', 'hello?');
+    await app.waitForLog(new RegExp(`push will be retried node=${node} in_ms=1000`));
+    const [first, retried] = await waitForTokenRequests(token, 2);
+    assert.equal(first.status, 429);
+    assert.equal(retried.status, 200);
+    await app.waitForLog(new RegExp(`retried push node=${node} attempt=1 result=delivered`));
+    assert.ok(await app.server.store.getByNode(node), 'the registration stays');
+  });
+
+  test('a 503 UNAVAILABLE is retried later and then delivered', async () => {
+    const token = fcmToken('frank');
+    const { node } = await offlineUserWithPush('frank', token);
+    mock.fail(token, 'UNAVAILABLE', { retryAfterS: 1, times: 1 });
+    await bob.sendMessage('frank@localhost', 'hello?');
+    await app.waitForLog(new RegExp(`push will be retried node=${node}`));
+    const [first, retried] = await waitForTokenRequests(token, 2);
+    assert.equal(first.status, 503);
+    assert.equal(retried.status, 200);
+    assert.ok(await app.server.store.getByNode(node), 'the registration stays');
+  });
+
+  async function waitForTokenRequests(token: string, count: number) {
+    const deadline = Date.now() + 15_000;
+    while (requestsFor(token).length < count) {
+      if (Date.now() > deadline) assert.fail(`FCM saw ${requestsFor(token).length} requests for the token, expected ${count}`);
+      await mock.waitForRequests(mock.requests.length + 1, Math.max(1, deadline - Date.now())).catch(() => {});
+    }
+    return requestsFor(token);
+  }
+});
