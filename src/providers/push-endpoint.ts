@@ -167,19 +167,20 @@ export function deliveryHeaders(ttlSeconds: number, urgency: Urgency): Record<st
 }
 
 /**
- * The JSON a client receives: which registration woke it and how many messages wait; who wrote and
- * what only when the operator opted in (`include_body`), since the push service could read it
+ * The JSON a client receives, named like the XEP-0357 summary fields (and the fcm provider's data):
+ * `node` (which registration woke it), `message-count`, `pending-subscription-count`; and
+ * `last-message-sender` / `last-message-body` only when the operator opted in (`include_body`), since the push service could read it
  * (UnifiedPush) or the device's notification shade shows it. Fields the summary lacks are left out
  * (a retried push carries no summary). Long bodies are cut so the whole fits `maxBytes`.
  */
 export function pushContent(node: string, summary: Summary, includeBody: boolean, maxBytes: number): Buffer {
   const content: Record<string, unknown> = { node };
-  if (summary.messageCount !== undefined) content.message_count = summary.messageCount;
-  if (summary.pendingSubscriptionCount !== undefined) content.pending_subscription_count = summary.pendingSubscriptionCount;
+  if (summary.messageCount !== undefined) content['message-count'] = summary.messageCount;
+  if (summary.pendingSubscriptionCount !== undefined) content['pending-subscription-count'] = summary.pendingSubscriptionCount;
   let sender = includeBody ? summary.lastMessageSender : undefined;
   let body = includeBody ? summary.lastMessageBody : undefined;
   for (;;) {
-    const encoded = Buffer.from(JSON.stringify({ ...content, ...(sender !== undefined ? { sender } : {}), ...(body !== undefined ? { body } : {}) }));
+    const encoded = Buffer.from(JSON.stringify({ ...content, ...(sender !== undefined ? { 'last-message-sender': sender } : {}), ...(body !== undefined ? { 'last-message-body': body } : {}) }));
     if (encoded.length <= maxBytes) return encoded;
     // Cut by whole characters, body first, until the JSON fits (the ellipsis included).
     const excess = encoded.length - maxBytes;

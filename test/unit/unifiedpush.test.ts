@@ -100,7 +100,7 @@ test('a push is POSTed as JSON with the node and message count and the TTL and U
   const outcome = await provider({ ...loopbackAllowed, ttl: 600 }).send({ app: 'up', node: 'node-7', token: endpoint }, wakeUp);
   assert.equal(outcome.kind, 'delivered');
   const [received] = plainMock.requestsTo(endpoint);
-  assert.deepEqual(received.content, { node: 'node-7', message_count: 3 });
+  assert.deepEqual(received.content, { node: 'node-7', 'message-count': 3 });
   assert.equal(received.headers.ttl, '600');
   assert.equal(received.headers.urgency, 'normal');
   assert.equal(received.headers['content-type'], 'application/json');
@@ -110,11 +110,11 @@ test('sender and body are sent only with include_body, and an important message 
   const important: Notification = { summary: { messageCount: 1, lastMessageSender: 'romeo@montague.example', lastMessageBody: 'Hi' }, urgency: 'high' };
   const without = plainMock.endpoint();
   await provider(loopbackAllowed).send({ app: 'up', node: 'n', token: without }, important);
-  assert.deepEqual(plainMock.requestsTo(without)[0].content, { node: 'n', message_count: 1 });
+  assert.deepEqual(plainMock.requestsTo(without)[0].content, { node: 'n', 'message-count': 1 });
   assert.equal(plainMock.requestsTo(without)[0].headers.urgency, 'high');
   const withBody = plainMock.endpoint();
   await provider({ ...loopbackAllowed, include_body: true }).send({ app: 'up', node: 'n', token: withBody }, important);
-  assert.deepEqual(plainMock.requestsTo(withBody)[0].content, { node: 'n', message_count: 1, sender: 'romeo@montague.example', body: 'Hi' });
+  assert.deepEqual(plainMock.requestsTo(withBody)[0].content, { node: 'n', 'message-count': 1, 'last-message-sender': 'romeo@montague.example', 'last-message-body': 'Hi' });
 });
 
 test('an https endpoint is reached with the configured ca_file', async () => {

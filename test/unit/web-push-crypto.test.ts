@@ -73,7 +73,7 @@ test('the mock push service decrypts the RFC 8291 §5 body with the user agent p
 
 test('a message to a fresh subscription decrypts with that subscription private key and auth secret', () => {
   const { ua, keys } = freshSubscription();
-  const message = Buffer.from(JSON.stringify({ message_count: 3 }));
+  const message = Buffer.from(JSON.stringify({ 'message-count': 3 }));
   const body = encryptPushMessage(message, keys);
   assert.equal(body.readUInt32BE(16), RECORD_SIZE);
   assert.equal(body[20], 65);

@@ -121,7 +121,7 @@ test('a wake-up arrives encrypted for the subscription with the node and message
   const [received] = mock.requestsTo(subscription.endpoint);
   assert.equal(received.decryptError, undefined);
   assert.equal(received.vapidError, undefined);
-  assert.deepEqual(received.content, { node: 'node-1', message_count: 2 });
+  assert.deepEqual(received.content, { node: 'node-1', 'message-count': 2 });
   assert.equal(received.vapid?.sub, 'mailto:ops@example.org');
   assert.equal(received.vapid?.aud, mock.origin);
   assert.equal(received.headers.ttl, '3600');
@@ -134,12 +134,12 @@ test('an important message is pushed with Urgency high, and its sender and body 
   assert.equal((await provider().send({ app: 'web', node: 'n', token: plain.token }, important)).kind, 'delivered');
   const [withoutBody] = mock.requestsTo(plain.endpoint);
   assert.equal(withoutBody.headers.urgency, 'high');
-  assert.deepEqual(withoutBody.content, { node: 'n', message_count: 1 });
+  assert.deepEqual(withoutBody.content, { node: 'n', 'message-count': 1 });
 
   const detailed = mock.subscription();
   assert.equal((await provider({ include_body: true }).send({ app: 'web', node: 'n', token: detailed.token }, important)).kind, 'delivered');
   const [withBody] = mock.requestsTo(detailed.endpoint);
-  assert.deepEqual(withBody.content, { node: 'n', message_count: 1, sender: 'juliet@capulet.example/balcony', body: 'Wherefore art thou?' });
+  assert.deepEqual(withBody.content, { node: 'n', 'message-count': 1, 'last-message-sender': 'juliet@capulet.example/balcony', 'last-message-body': 'Wherefore art thou?' });
 });
 
 test('a body too long for one push message is shortened so the message still fits', async () => {
@@ -148,7 +148,7 @@ test('a body too long for one push message is shortened so the message still fit
   assert.equal((await provider({ include_body: true }).send({ app: 'web', node: 'n', token: subscription.token }, long)).kind, 'delivered');
   const [received] = mock.requestsTo(subscription.endpoint);
   assert.ok(received.body.length <= 4096);
-  const body = String(received.content?.body);
+  const body = String(received.content?.['last-message-body']);
   assert.ok(body.endsWith('…') && body.length > 1000, `body of ${body.length} characters`);
 });
 
