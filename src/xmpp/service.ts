@@ -36,6 +36,9 @@ export class XmppService {
   useCommands(commands: AdHocCommands): this {
     this.disco.addFeature(NS.commands);
     this.disco.addNode(NS.commands, commands.items);
+    for (const command of commands.offered()) {
+      this.disco.addInfoNode(command.node, { category: 'automation', type: 'command-node', name: command.name }, [NS.commands, NS.dataForms]);
+    }
     this.router.on('set', 'command', NS.commands, commands.execute);
     return this;
   }

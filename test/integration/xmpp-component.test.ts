@@ -74,6 +74,12 @@ describe('component attached to Prosody', { skip, timeout: 120_000 }, () => {
     assert.ok(features.includes('urn:xmpp:ping'));
   });
 
+  test('disco#info on a command node names it a command-node (XEP-0050 §2.3)', async () => {
+    const reply = await bob.iq(xml('iq', { type: 'get', to: 'push.localhost' }, xml('query', { xmlns: 'http://jabber.org/protocol/disco#info', node: 'v1-register-push' })));
+    const identity = reply.getChild('query')!.getChild('identity')!;
+    assert.deepEqual([identity.attrs.category, identity.attrs.type], ['automation', 'command-node']);
+  });
+
   test('an XMPP ping gets an empty result', async () => {
     const reply = await bob.iq(xml('iq', { type: 'get', to: 'push.localhost' }, xml('ping', { xmlns: 'urn:xmpp:ping' })));
     assert.equal(reply.attrs.type, 'result');

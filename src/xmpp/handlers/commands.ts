@@ -107,6 +107,11 @@ export class AdHocCommands {
     }
   }
 
+  /** The commands this configuration serves (a p2 command without its app is not one). */
+  offered(): Array<{ node: string; name: string }> {
+    return [...this.commands.values()].filter((command) => command.offered).map((command) => ({ node: command.node, name: command.name }));
+  }
+
   /** disco#items for node `http://jabber.org/protocol/commands` (XEP-0050 §2.2). */
   items: ItemsProvider = (iq) => {
     const jid = iq.attrs.to ?? '';

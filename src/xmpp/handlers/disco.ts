@@ -11,6 +11,7 @@ export type ItemsProvider = (iq: Element) => Array<{ jid: string; node?: string;
 export class Disco {
   readonly features = new Set<string>([NS.discoInfo, NS.discoItems, NS.push]);
   private readonly nodes = new Map<string, ItemsProvider>();
+  private readonly leafNodes = new Map<string, { identity: Record<string, string>; features: string[] }>();
   private readonly name: string;
 
   constructor(name: string) {
@@ -26,11 +27,20 @@ export class Disco {
     this.nodes.set(node, items);
   }
 
+  /** A node that answers disco#info with its own identity (e.g. one ad-hoc command, XEP-0050 §2.3). */
+  addInfoNode(node: string, identity: { category: string; type: string; name: string }, features: string[]): void {
+    this.leafNodes.set(node, { identity, features });
+  }
+
   info: IqHandler = (_iq, query) => {
     const node = query.attrs.node;
-    if (node !== undefined && !this.nodes.has(node)) return iqError('cancel', 'item-not-found');
+    const leaf = node === undefined ? undefined : this.leafNodes.get(node);
+    if (node !== undefined && !this.nodes.has(node) && !leaf) return iqError('cancel', 'item-not-found');
     const reply = new Element('query', { xmlns: NS.discoInfo, node });
-    if (node === undefined) {
+    if (leaf) {
+      reply.c('identity', leaf.identity);
+      for (const feature of leaf.features) reply.c('feature', { var: feature });
+    } else if (node === undefined) {
       reply.c('identity', { category: 'pubsub', type: 'push', name: this.name });
       for (const feature of [...this.features].sort()) reply.c('feature', { var: feature });
     } else {
