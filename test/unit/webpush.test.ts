@@ -3,7 +3,10 @@
  * decrypts every message with the subscription's private key and verifies the VAPID token.
  */
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { after, before, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { parse as parseToml } from 'smol-toml';
 import { ConfigError, TableReader, type Table } from '../../src/config/reader.ts';
 import { silentLogger } from '../../src/log.ts';
 import type { Notification, Provider } from '../../src/providers/types.ts';
@@ -206,4 +209,11 @@ test('an endpoint name that resolves to a private address is refused at connect 
   const outcome = await web.send({ app: 'web', node: 'n', token: rebound }, wakeUp);
   assert.equal(outcome.kind, 'rejected');
   assert.match(outcome.kind === 'rejected' ? outcome.reason : '', /loopback/);
+});
+
+test('push-appserver vapid-keys prints TOML lines that make a working webpush app', () => {
+  const printed = execFileSync(process.execPath, ['--disable-warning=ExperimentalWarning', fileURLToPath(new URL('../../src/main.ts', import.meta.url)), 'vapid-keys'], { encoding: 'utf8' });
+  assert.match(printed, /^vapid_public_key = "[A-Za-z0-9_-]{87}"\nvapid_private_key = "[A-Za-z0-9_-]{43}"\n$/);
+  const table = parseToml(`${printed}subject = "mailto:ops@example.org"\n`) as Table;
+  assert.equal(parse(table).vapid.publicKey.toString('base64url'), table.vapid_public_key);
 });
