@@ -63,6 +63,7 @@ export class PushAppServer {
     this.registrations = new Registrations(store, apps);
     this.dispatcher = new Dispatcher(store, apps, logger.child('dispatch'), {
       timeoutMs: config.push.timeoutMs,
+      maxInFlight: config.push.maxInFlight,
       retryMaxAttempts: config.push.retryMaxAttempts,
       retryMaxDelayMs: config.push.retryMaxDelayS * 1000,
     });

@@ -61,7 +61,7 @@ export function effectiveDocument(config: Config): Record<string, unknown> {
       max_body_bytes: config.http.maxBodyBytes,
     },
     storage: { url: config.storage.url.replace(/\/\/([^:@/]*):[^@]*@/, '//$1:********@') },
-    push: { timeout_ms: config.push.timeoutMs, retry_max_attempts: config.push.retryMaxAttempts, retry_max_delay_s: config.push.retryMaxDelayS },
+    push: { timeout_ms: config.push.timeoutMs, max_in_flight: config.push.maxInFlight, retry_max_attempts: config.push.retryMaxAttempts, retry_max_delay_s: config.push.retryMaxDelayS },
     log: { level: config.log.level },
     apps,
   };

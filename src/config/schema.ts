@@ -34,6 +34,8 @@ export interface StorageConfig {
 export interface PushConfig {
   /** How long a provider may take before the publish is answered with a `wait` error. */
   timeoutMs: number;
+  /** Pushes on their way at once; more get a `wait` error (our own overload, DESIGN §4). */
+  maxInFlight: number;
   /** Retries of a push that a provider asked us to retry later (429/5xx). 0 turns retrying off. */
   retryMaxAttempts: number;
   /** A Retry-After longer than this is not waited for: the push is dropped with a log line. */
@@ -124,6 +126,7 @@ export function readConfig(document: Table, source: string): Config {
   const p = root.section('push');
   const push: PushConfig = {
     timeoutMs: p.integer('timeout_ms', 15_000, { min: 100 }),
+    maxInFlight: p.integer('max_in_flight', 10_000, { min: 1 }),
     retryMaxAttempts: p.integer('retry_max_attempts', 5, { min: 0, max: 100 }),
     retryMaxDelayS: p.integer('retry_max_delay_s', 3600, { min: 1 }),
   };

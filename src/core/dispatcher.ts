@@ -33,6 +33,8 @@ export type DispatchResult =
 
 export interface DispatcherOptions {
   timeoutMs: number;
+  /** Pushes on their way at once; beyond it publishes get a `wait` error instead of queueing without bound. */
+  maxInFlight?: number;
   retryMaxAttempts: number;
   retryMaxDelayMs: number;
   now?: () => number;
@@ -66,7 +68,7 @@ export class Dispatcher {
     this.store = store;
     this.apps = apps;
     this.logger = logger;
-    this.options = { now: Date.now, ...options };
+    this.options = { now: Date.now, maxInFlight: 10_000, ...options };
   }
 
   async dispatch(request: PushRequest): Promise<DispatchResult> {
@@ -86,6 +88,10 @@ export class Dispatcher {
     if (pending) {
       const result = await pending;
       return result.kind === 'delivered' ? { kind: 'delivered', coalesced: true } : result;
+    }
+    if (this.inFlight.size >= this.options.maxInFlight) {
+      this.logger.warn('overloaded: too many pushes on their way', { in_flight: this.inFlight.size, node: registration.node });
+      return { kind: 'temporary', reason: 'the app server is overloaded', retryAfterMs: 1000 };
     }
     const sending = this.push(registration, notification, 0);
     this.inFlight.set(registration.node, sending);

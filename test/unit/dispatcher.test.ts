@@ -113,6 +113,20 @@ describe('dispatcher', () => {
     assert.equal(provider.calls.length, 1);
   });
 
+  test('beyond max in flight a publish gets a temporary answer instead of queueing', async () => {
+    const other = await new Registrations(store, directoryOf({ apns: provider }), () => now).register({ app: 'apns', deviceId: 'dev-2', token: 'tok-2' });
+    assert.ok(other.ok);
+    const limited = new Dispatcher(store, directoryOf({ apns: provider }), silentLogger, { timeoutMs: 1000, maxInFlight: 1, retryMaxAttempts: 0, retryMaxDelayMs: 1000 });
+    let release!: () => void;
+    provider.send = async () => { await new Promise<void>((resolve) => { release = resolve; }); return { kind: 'delivered' }; };
+    const first = limited.dispatch(request());
+    await new Promise((resolve) => setImmediate(resolve));
+    const second = await limited.dispatch(request({ node: other.registration.node, secret: other.registration.secret }));
+    assert.equal(second.kind, 'temporary');
+    release();
+    assert.equal((await first).kind, 'delivered');
+  });
+
   test('a registration bound to a domain refuses publishes from another domain', async () => {
     const registered = await new Registrations(store, directoryOf({ apns: provider })).register({ app: 'apns', deviceId: 'bound', token: 't2', scope: 'alice@home.example', boundDomain: 'home.example' });
     assert.ok(registered.ok);
