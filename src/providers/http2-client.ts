@@ -116,6 +116,8 @@ interface Slot {
   jobs: Set<Job>;
   finished?: boolean;
   closed?: () => void;
+  /** The TLS handshake completed (from our side). */
+  connected?: boolean;
 }
 
 export class Http2Client {
@@ -256,6 +258,7 @@ export class Http2Client {
     this.slots.push(slot);
     this.logger.debug('opening HTTP/2 session', { client: this.options.name, session: slot.id, origin: this.authority });
 
+    session.on('connect', () => { slot.connected = true; });
     session.on('remoteSettings', (settings) => {
       // Before the first SETTINGS we send nothing; after it, the peer's limit is the law (RFC 9113 §5.1.2).
       slot.maxConcurrent = settings.maxConcurrentStreams ?? 100;
@@ -312,6 +315,12 @@ export class Http2Client {
     if (index !== -1) this.slots.splice(index, 1);
     this.closedSlots.delete(slot);
     this.logger.debug('HTTP/2 session closed', { client: this.options.name, session: slot.id });
+    if (!slot.ready && slot.connected && !slot.failure && (this.options.cert !== undefined || this.options.pfx !== undefined)) {
+      // A server that refuses a client certificate may just close after the handshake (Node's own
+      // TLS server does, with no alert): with our certificate offered, that is the likely reason.
+      slot.failure = new Http2TransportError(`${this.options.name}: the server closed the connection right after the TLS handshake; it probably refused our client certificate`, 'ECERTREFUSED', true);
+      this.logger.error('HTTP/2 session closed before it was ready', { client: this.options.name, session: slot.id, error: slot.failure.message });
+    }
     if (!slot.ready && this.queue.length > 0 && !this.slots.some((s) => !s.draining && s.ready)) {
       // The connection never came up. Queued requests get one more session; then they fail.
       const failure = slot.failure ?? new Http2TransportError(`${this.options.name}: connection closed before it was ready`, 'ESESSIONLOST');

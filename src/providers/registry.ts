@@ -7,12 +7,14 @@ import { logProvider } from './log.ts';
 import { webPushProvider } from './webpush.ts';
 import { unifiedPushProvider } from './unifiedpush.ts';
 import { fcmProvider } from './fcm.ts';
+import { apnsProvider } from './apns.ts';
 
 export const providerFactories: Readonly<Record<string, ProviderFactory<any>>> = {
   log: logProvider,
   webpush: webPushProvider,
   unifiedpush: unifiedPushProvider,
   fcm: fcmProvider,
+  apns: apnsProvider,
 };
 
 export function providerNames(): string[] {

@@ -5,6 +5,10 @@
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { constants, createSecureServer, type Http2SecureServer, type Http2Session, type ServerHttp2Stream, type IncomingHttpHeaders, type SecureServerOptions } from 'node:http2';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { createServer as createNetServer, connect as netConnect, type Socket } from 'node:net';
 import { Http2Client, Http2TransportError, type Http2ClientOptions } from '../../src/providers/http2-client.ts';
 import { silentLogger } from '../../src/log.ts';
@@ -295,6 +299,21 @@ describe('Http2Client', () => {
     const server = await startServer(ok, { ca: pki.ca, requestCert: true, rejectUnauthorized: true });
     const answer = await client(server.origin, { cert: identity.cert, key: identity.key }).request({ path: '/', body: 'x' });
     assert.equal(answer.status, 200);
+  });
+
+  test('a client certificate from a CA the server does not trust is reported as a TLS auth failure', async () => {
+    const pki = testPki();
+    const server = await startServer(ok, { ca: pki.ca, requestCert: true, rejectUnauthorized: true });
+    const dir = mkdtempSync(join(tmpdir(), 'http2-untrusted-'));
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '1',
+      '-subj', '/CN=untrusted', '-keyout', join(dir, 'key.pem'), '-out', join(dir, 'cert.pem')], { stdio: 'ignore' });
+    const http = client(server.origin, { cert: readFileSync(join(dir, 'cert.pem')), key: readFileSync(join(dir, 'key.pem')) });
+    await assert.rejects(http.request({ path: '/', body: 'x' }), (error: unknown) => {
+      assert.ok(error instanceof Http2TransportError);
+      assert.equal(error.tlsAuthFailure, true, `got ${error.code}: ${error.message}`);
+      return true;
+    });
+    assert.equal(server.requests.length, 0);
   });
 
   test('a client certificate key that cannot be decrypted is reported as a TLS auth failure', async () => {
