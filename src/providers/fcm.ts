@@ -10,7 +10,8 @@
  */
 import { readFileSync } from 'node:fs';
 import type { TableReader } from '../config/reader.ts';
-import { FIREBASE_MESSAGING_SCOPE, GoogleAccessTokens, parseServiceAccount, retryAfterMs, type ServiceAccount } from './google-auth.ts';
+import { FIREBASE_MESSAGING_SCOPE, GoogleAccessTokens, parseServiceAccount, type ServiceAccount } from './google-auth.ts';
+import { retryAfterMs } from './retry-after.ts';
 import { Http2Client, Http2TransportError, type Http2Response } from './http2-client.ts';
 import type { Notification, Outcome, Provider, ProviderFactory, ProviderStatus, PushTarget } from './types.ts';
 

@@ -9,6 +9,7 @@
 import type { KeyObject } from 'node:crypto';
 import { request } from 'node:https';
 import { loadPrivateKey, signJwt } from './jwt.ts';
+import { retryAfterMs } from './retry-after.ts';
 
 export const FIREBASE_MESSAGING_SCOPE = 'https://www.googleapis.com/auth/firebase.messaging';
 
@@ -214,12 +215,3 @@ function parseJsonObject(text: string): Record<string, unknown> | undefined {
   }
 }
 
-/** RFC 9110 §10.2.3: Retry-After is delay-seconds or an HTTP-date. Returns ms, or undefined when absent or unreadable. */
-export function retryAfterMs(header: string | string[] | undefined, nowMs: number): number | undefined {
-  const value = Array.isArray(header) ? header[0] : header;
-  if (value === undefined) return undefined;
-  const trimmed = value.trim();
-  if (/^\d+$/.test(trimmed)) return Number(trimmed) * 1000;
-  const date = Date.parse(trimmed);
-  return Number.isNaN(date) ? undefined : Math.max(0, date - nowMs);
-}

@@ -16,6 +16,7 @@ import { ForbiddenAddressError, forbiddenLiteralHost, guardedLookup, type Resolv
 import { readFileSync } from 'node:fs';
 import type { TableReader } from '../config/reader.ts';
 import type { Outcome, Summary, Urgency } from './types.ts';
+import { retryAfterMs } from './retry-after.ts';
 
 export interface EndpointClientOptions {
   /** Extra trust (tests); undefined → the system's roots. */
@@ -53,15 +54,6 @@ export function readCaFile(settings: TableReader): string | undefined {
 const MAX_REASON_BYTES = 512;
 const USER_AGENT = 'push-appserver';
 
-/** RFC 9110 §10.2.3: delay-seconds or an HTTP-date; absent or unreadable → 0 (the dispatcher backs off). */
-export function retryAfterMs(header: string | string[] | undefined, now: number): number {
-  const value = Array.isArray(header) ? header[0] : header;
-  if (value === undefined) return 0;
-  const trimmed = value.trim();
-  if (/^\d{1,9}$/.test(trimmed)) return Number(trimmed) * 1000;
-  const date = Date.parse(trimmed);
-  return Number.isNaN(date) ? 0 : Math.max(0, date - now);
-}
 
 export interface EndpointAnswer {
   status: number;
@@ -80,7 +72,7 @@ export function outcomeOfAnswer(answer: EndpointAnswer, authFailure: EndpointCli
     return location ? { kind: 'delivered', id: String(location) } : { kind: 'delivered' };
   }
   if (status === 404 || status === 410) return { kind: 'token-dead', reason };
-  if (status === 429 || status >= 500) return { kind: 'retry-after', ms: retryAfterMs(answer.headers['retry-after'], now), reason };
+  if (status === 429 || status >= 500) return { kind: 'retry-after', ms: retryAfterMs(answer.headers['retry-after'], now) ?? 0, reason };
   if (status === 401 || status === 403) return authFailure === 'credentials-rejected' ? { kind: 'credentials-rejected', reason } : { kind: 'rejected', reason };
   if (status === 413) return { kind: 'rejected', reason: `push message too large (${reason})` };
   if (status >= 300 && status < 400) return { kind: 'rejected', reason: `${reason} (redirects are not followed)` };

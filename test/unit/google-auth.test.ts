@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import { generateKeyPairSync } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
-import { FIREBASE_MESSAGING_SCOPE, GoogleAccessTokens, parseServiceAccount, retryAfterMs, type ServiceAccount } from '../../src/providers/google-auth.ts';
+import { FIREBASE_MESSAGING_SCOPE, GoogleAccessTokens, parseServiceAccount, type ServiceAccount } from '../../src/providers/google-auth.ts';
+import { retryAfterMs } from '../../src/providers/retry-after.ts';
 import { startMockFcm, type MockFcm } from '../support/mock-fcm.ts';
 
 function accountJson(overrides: Record<string, unknown>): string {
