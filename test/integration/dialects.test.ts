@@ -10,7 +10,7 @@ import { xml } from '@xmpp/client';
 import type { Element } from 'ltx';
 import { startProsody, prosodyMissing, type ProsodyInstance } from '../support/prosody.ts';
 import { startAppServer, type TestAppServer } from '../support/app-server.ts';
-import { connectClient, iqErrorOf, type TestClient } from '../support/xmpp-client.ts';
+import { connectClient, rejectionOf, type TestClient } from '../support/xmpp-client.ts';
 
 const skip = prosodyMissing();
 const HOME = 'localhost';
@@ -50,15 +50,6 @@ function command(node: string, fields?: Record<string, string>, action = 'execut
 function formFields(reply: Element): Record<string, string> {
   const x = reply.getChild('command', COMMANDS)?.getChild('x', 'jabber:x:data');
   return Object.fromEntries((x?.getChildren('field') ?? []).map((field) => [field.attrs.var, field.getChildText('value') ?? '']));
-}
-
-async function rejectionOf(promise: Promise<unknown>) {
-  try {
-    await promise;
-  } catch (error) {
-    return iqErrorOf(error);
-  }
-  assert.fail('expected an error reply');
 }
 
 describe('registration dialects through Prosody', { skip, timeout: 180_000 }, () => {

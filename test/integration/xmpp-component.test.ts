@@ -7,7 +7,7 @@ import { after, before, describe, test } from 'node:test';
 import { xml } from '@xmpp/client';
 import { startProsody, prosodyMissing, type ProsodyInstance } from '../support/prosody.ts';
 import { startAppServer, type TestAppServer } from '../support/app-server.ts';
-import { connectClient, iqErrorOf, type TestClient } from '../support/xmpp-client.ts';
+import { connectClient, rejectionOf, type TestClient } from '../support/xmpp-client.ts';
 
 const skip = prosodyMissing();
 
@@ -23,15 +23,6 @@ function publish(node: string, secret: string | undefined, summary = true) {
     xml('pubsub', { xmlns: 'http://jabber.org/protocol/pubsub' },
       xml('publish', { node }, xml('item', {}, xml('notification', { xmlns: 'urn:xmpp:push:0' }, ...form))),
       ...options));
-}
-
-async function rejectionOf(promise: Promise<unknown>) {
-  try {
-    await promise;
-  } catch (error) {
-    return iqErrorOf(error);
-  }
-  assert.fail('expected an error reply');
 }
 
 describe('component attached to Prosody', { skip, timeout: 120_000 }, () => {

@@ -37,6 +37,16 @@ export function iqErrorOf(error: unknown): IqErrorDetails {
   };
 }
 
+/** Awaits an iq that must fail and returns its error's type and condition. */
+export async function rejectionOf(promise: Promise<unknown>): Promise<IqErrorDetails> {
+  try {
+    await promise;
+  } catch (error) {
+    return iqErrorOf(error);
+  }
+  throw new Error('expected an error reply, got a result');
+}
+
 export async function connectClient(options: { port: number; domain: string; username: string; password: string; resource?: string }): Promise<TestClient> {
   const xmpp = client({
     service: `xmpp://127.0.0.1:${options.port}`,
