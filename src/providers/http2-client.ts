@@ -175,7 +175,12 @@ export class Http2Client {
 
   private closeSlot(slot: Slot): void {
     slot.draining = true;
-    if (!slot.session.closed && !slot.session.destroyed) slot.session.close();
+    // Sessions are unref'd while idle; a closing one must hold the event loop until its 'close',
+    // or a process whose last work is close() exits with that promise unsettled.
+    if (!slot.session.closed && !slot.session.destroyed) {
+      slot.session.ref();
+      slot.session.close();
+    }
   }
 
   private settle(job: Job, outcome: Http2Response | Http2TransportError): void {
