@@ -48,7 +48,7 @@ export class ApnsProvider implements Provider {
   constructor(config: ApnsConfig, context: ProviderContext, options: ApnsProviderOptions = {}) {
     this.config = config;
     this.logger = context.logger;
-    this.now = options.now ?? Date.now;
+    this.now = options.now ?? (() => Date.now());
     const { auth } = config;
     this.client = new Http2Client({
       name: `apns:${context.app}`,

@@ -5,9 +5,9 @@
  * - `POST /3/device/<hex token>` with apns-topic, apns-push-type, apns-priority, …; JSON payload
  *   at most 4096 bytes (5120 for VoIP) → 200 with an `apns-id`.
  * - Token auth: verifies the ES256 JWT (`kid`, `iss`, `iat`) against the test public key; too old →
- *   403 ExpiredProviderToken; a new token sooner than 20 minutes after the last → 429
- *   TooManyProviderTokenUpdates. Certificate auth: the TLS handshake requires a client certificate
- *   signed by the test CA.
+ *   403 ExpiredProviderToken; a different token on the same connection sooner than 20 minutes
+ *   after the last → 429 TooManyProviderTokenUpdates. Certificate auth: the TLS handshake requires
+ *   a client certificate signed by the test CA.
  * - Per device token, scripted answers: 410 with a timestamp, 400 reasons, 429 with retry-after,
  *   500/503, slow answers, GOAWAY (the stream is not processed, so a client retries it).
  * Every request is recorded (headers, body, parsed payload and JWT) for assertions.
@@ -140,15 +140,15 @@ function decodeSegment(segment: string): Record<string, unknown> {
 export async function startMockApns(options: MockApnsOptions = {}): Promise<MockApns> {
   const pki = testPki();
   const auth = options.auth ?? 'token';
-  const now = options.now ?? Date.now;
+  const now = options.now ?? (() => Date.now());
   const record = options.record ?? true;
   const keys = new Map((options.keys ?? []).map((k) => [k.keyId, { teamId: k.teamId, publicKey: publicKeyOf(k.key) }]));
   const behaviours = new Map<string, MockApnsBehaviour[]>();
   let defaultBehaviour: MockApnsBehaviour = { kind: 'ok' };
   const requests: MockApnsRequest[] = [];
   const jwtOrder: string[] = [];
-  /** Per team: the last newly seen token and when it was first seen (TooManyProviderTokenUpdates). */
-  const lastNewToken = new Map<string, { jwt: string; at: number }>();
+  /** Per connection: the token in use and since when (TooManyProviderTokenUpdates). */
+  const connectionToken = new WeakMap<Http2Session, { jwt: string; at: number }>();
   const verified = new Map<string, { ok: true; jwt: MockApnsJwt } | { ok: false; reason: string }>();
   const events = new EventEmitter();
   const sessions = new Map<Http2Session, number>();
@@ -175,7 +175,7 @@ export async function startMockApns(options: MockApnsOptions = {}): Promise<Mock
     return list.length > 1 ? list.shift()! : list[0];
   };
 
-  const checkJwt = (authorization: string | undefined): { ok: true; jwt: MockApnsJwt } | { ok: false; reason: string } => {
+  const checkJwt = (authorization: string | undefined, session: Http2Session): { ok: true; jwt: MockApnsJwt } | { ok: false; reason: string } => {
     const match = /^bearer (.+)$/i.exec(authorization ?? '');
     if (!match) return { ok: false, reason: 'MissingProviderToken' };
     const raw = match[1];
@@ -188,13 +188,12 @@ export async function startMockApns(options: MockApnsOptions = {}): Promise<Mock
     if (!result.ok) return result;
     const iat = Number(result.jwt.claims.iat) * 1000;
     if (now() - iat > TOKEN_MAX_AGE_MS) return { ok: false, reason: 'ExpiredProviderToken' };
-    const team = String(result.jwt.claims.iss);
-    const last = lastNewToken.get(team);
-    if (!jwtOrder.includes(raw)) {
-      if (last && last.jwt !== raw && now() - last.at < TOKEN_MIN_INTERVAL_MS) return { ok: false, reason: 'TooManyProviderTokenUpdates' };
-      jwtOrder.push(raw);
-      lastNewToken.set(team, { jwt: raw, at: now() });
+    const inUse = connectionToken.get(session);
+    if (inUse?.jwt !== raw) {
+      if (inUse && now() - inUse.at < TOKEN_MIN_INTERVAL_MS) return { ok: false, reason: 'TooManyProviderTokenUpdates' };
+      connectionToken.set(session, { jwt: raw, at: now() });
     }
+    if (!jwtOrder.includes(raw)) jwtOrder.push(raw);
     return result;
   };
 
@@ -241,7 +240,7 @@ export async function startMockApns(options: MockApnsOptions = {}): Promise<Mock
         return answer(stream, 200);
       case 'unregistered': {
         note(410, 'Unregistered');
-        return answer(stream, 410, 'Unregistered', {}, behaviour.timestamp ?? Date.now());
+        return answer(stream, 410, 'Unregistered', {}, behaviour.timestamp ?? now());
       }
       case 'bad-request':
         note(400, behaviour.reason);
@@ -315,7 +314,7 @@ export async function startMockApns(options: MockApnsOptions = {}): Promise<Mock
         if (!token) return refuse(404, 'BadPath');
         if (!/^[0-9a-fA-F]{64,200}$/.test(token)) return refuse(400, 'BadDeviceToken');
         if (auth === 'token') {
-          const checked = checkJwt(headers.authorization);
+          const checked = checkJwt(headers.authorization, stream.session!);
           if (!checked.ok) return refuse(checked.reason === 'TooManyProviderTokenUpdates' ? 429 : 403, checked.reason);
           if (entry) entry.jwt = checked.jwt;
         }

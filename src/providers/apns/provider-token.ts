@@ -33,7 +33,7 @@ export class ProviderTokens {
     this.key = options.key;
     this.keyId = options.keyId;
     this.teamId = options.teamId;
-    this.now = options.now ?? Date.now;
+    this.now = options.now ?? (() => Date.now());
   }
 
   /** The cached token, signed anew only when none exists or it is REFRESH_AFTER_MS old. */
