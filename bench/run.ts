@@ -1,0 +1,379 @@
+/**
+ * `npm run bench`: the project's one source of performance figures (issue 6).
+ *
+ * Three processes on loopback: this load generator (the XMPP server's side of XEP-0114 and an HTTP
+ * client), push-appserver started as a user starts it (`bin/push-appserver serve --config FILE` with a
+ * generated config), and, for `--provider apns`, the APNS mock (HTTP/2 over TLS) in its own process.
+ * Phases: register N devices over HTTP, then M XEP-0357 publishes to random registered nodes,
+ * closed loop with C in flight or at a fixed offered rate; a warm-up of each phase is not counted.
+ * Prints a table, and with --json one JSON object on the last line of stdout.
+ */
+import { randomBytes, createHash } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { availableParallelism, cpus, tmpdir, totalmem } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { Child } from './children.ts';
+import { startProviderSetup, type ProviderSetup } from './providers.ts';
+import { ProcessWatcher, sampleProcess } from './proc-stats.ts';
+import { runPushPhase, type PushTargets } from './push-load.ts';
+import { runRegisterPhase } from './register-load.ts';
+import { seededNode, seededSecret, seededToken, seedRegistrations } from './seed.ts';
+import { round1, round3, type Percentiles } from './stats.ts';
+import { XmppPeer } from './xmpp-peer.ts';
+import { freePort } from '../test/support/ports.ts';
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+const SCALE_REGISTRATIONS = 1_000_000;
+const COMPONENT_JID = 'push.localhost';
+const APP = 'bench';
+
+const USAGE = `npm run bench -- [options]
+
+  --devices N        devices registered over HTTP first (default 10000)
+  --pushes M         publishes counted (default 100000), after a warm-up (--warmup, default M/10, at most 5000)
+  --concurrency C    closed loop: publishes (and registrations) in flight (default 100)
+  --rate R           open loop instead: offer R publishes per second
+  --provider P       apns (the APNS mock over HTTP/2+TLS, default) or log (dry run; no delivery latency)
+  --store S          sqlite (a temp file, default), memory, or a storage url (sqlite:PATH)
+  --scale            seed ${SCALE_REGISTRATIONS.toLocaleString('en')} registrations into the SQLite file first
+  --json             print one JSON object on the last line of stdout
+  --timeout S        bound for each phase in seconds (default 300)
+  --profile DIR      write push-appserver's V8 CPU profile (node --cpu-prof) into DIR
+  --server-node-options "…"   extra NODE_OPTIONS for push-appserver (experiments, e.g. GC flags)
+  --server-log       print the last lines of push-appserver's log after the table
+  --keep             keep the temp dir (config, SQLite file)
+`;
+
+interface Options {
+  devices: number;
+  pushes: number;
+  warmup: number;
+  concurrency: number;
+  rate: number | undefined;
+  provider: 'apns' | 'log';
+  store: string;
+  scale: boolean;
+  seeded: number;
+  json: boolean;
+  timeoutS: number;
+  profileDir: string | undefined;
+  serverNodeOptions: string | undefined;
+  keep: boolean;
+  serverLog: boolean;
+}
+
+function positiveInt(name: string, value: string | undefined, fallback: number, min = 1): number {
+  if (value === undefined) return fallback;
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < min) throw new Error(`--${name} must be an integer ≥ ${min}, got "${value}"`);
+  return n;
+}
+
+function parseOptions(argv: string[]): Options {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      devices: { type: 'string' },
+      pushes: { type: 'string' },
+      warmup: { type: 'string' },
+      concurrency: { type: 'string' },
+      rate: { type: 'string' },
+      provider: { type: 'string' },
+      store: { type: 'string' },
+      scale: { type: 'boolean' },
+      'scale-registrations': { type: 'string' },
+      json: { type: 'boolean' },
+      timeout: { type: 'string' },
+      profile: { type: 'string' },
+      'server-node-options': { type: 'string' },
+      keep: { type: 'boolean' },
+      'server-log': { type: 'boolean' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (values.help) {
+    process.stdout.write(USAGE);
+    process.exit(0);
+  }
+  const pushes = positiveInt('pushes', values.pushes, 100_000);
+  const provider = values.provider ?? 'apns';
+  if (provider !== 'apns' && provider !== 'log') throw new Error(`--provider must be apns or log, got "${provider}"`);
+  const scale = values.scale === true || values['scale-registrations'] !== undefined;
+  return {
+    devices: positiveInt('devices', values.devices, 10_000),
+    pushes,
+    warmup: positiveInt('warmup', values.warmup, Math.min(5000, Math.floor(pushes / 10)), 0),
+    concurrency: positiveInt('concurrency', values.concurrency, 100),
+    rate: values.rate === undefined ? undefined : positiveInt('rate', values.rate, 0),
+    provider,
+    store: values.store ?? 'sqlite',
+    scale,
+    seeded: scale ? positiveInt('scale-registrations', values['scale-registrations'], SCALE_REGISTRATIONS) : 0,
+    json: values.json === true,
+    timeoutS: positiveInt('timeout', values.timeout, 300),
+    profileDir: values.profile === undefined ? undefined : resolve(values.profile),
+    serverNodeOptions: values['server-node-options'],
+    keep: values.keep === true,
+    serverLog: values['server-log'] === true,
+  };
+}
+
+function storageUrl(store: string, dir: string): string {
+  if (store === 'sqlite') return `sqlite:${join(dir, 'push.db')}`;
+  if (store === 'memory') return 'sqlite::memory:';
+  if (/^(sqlite:|postgres:\/\/|postgresql:\/\/)/.test(store)) return store;
+  throw new Error(`--store must be sqlite, memory or a storage url, got "${store}"`);
+}
+
+function configToml(options: { xmppPort: number; httpPort: number; secret: string; storage: string; appTable: string }): string {
+  return `# generated by npm run bench
+[xmpp]
+component_jid = "${COMPONENT_JID}"
+server_host = "127.0.0.1"
+server_port = ${options.xmppPort}
+component_secret = "${options.secret}"
+
+[http]
+host = "127.0.0.1"
+port = ${options.httpPort}
+
+[storage]
+url = ${JSON.stringify(options.storage)}
+
+[log]
+level = "info"
+
+[apps.${APP}]
+${options.appTable}
+`;
+}
+
+async function waitForHealth(baseUrl: string, server: Child, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (!server.running) throw new Error(`push-appserver exited (code ${server.exitCode}):\n${server.stderrTail()}`);
+    try {
+      const response = await fetch(new URL('/push_appserver/v1/health', baseUrl));
+      if (response.ok) return;
+    } catch {
+      // not listening yet
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`push-appserver's HTTP API did not answer within ${timeoutMs} ms:\n${server.stderrTail()}`);
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function machine() {
+  return {
+    nproc: availableParallelism(),
+    cpu: cpus()[0]?.model ?? 'unknown',
+    memory_gb: round1(totalmem() / 2 ** 30),
+    node: process.version,
+  };
+}
+
+function formatLatency(p: Percentiles | null): string {
+  if (!p || p.count === 0) return 'not measured';
+  return `p50 ${p.p50} · p90 ${p.p90} · p99 ${p.p99} · max ${p.max} ms  (n=${p.count})`;
+}
+
+async function main(): Promise<number> {
+  let options: Options;
+  try {
+    options = parseOptions(process.argv.slice(2));
+  } catch (error) {
+    process.stderr.write(`bench: ${(error as Error).message}\n\n${USAGE}`);
+    return 2;
+  }
+  const progress = (line: string) => process.stderr.write(`bench: ${line}\n`);
+  const dir = mkdtempSync(join(tmpdir(), 'push-appserver-bench-'));
+  const runId = randomBytes(4).toString('hex');
+  const notes: string[] = [];
+  let server: Child | undefined;
+  let provider: ProviderSetup | undefined;
+  let peer: XmppPeer | undefined;
+  let watcher: ProcessWatcher | undefined;
+  try {
+    const storage = storageUrl(options.store, dir);
+    let seedSeconds: number | null = null;
+    if (options.seeded > 0) {
+      if (!storage.startsWith('sqlite:') || storage === 'sqlite::memory:') throw new Error('--scale needs a SQLite file store');
+      progress(`seeding ${options.seeded.toLocaleString('en')} registrations into the SQLite file (bulk insert, one transaction)…`);
+      seedSeconds = await seedRegistrations(storage.replace(/^sqlite:(\/\/)?/, ''), APP, runId, options.seeded);
+      notes.push(`${options.seeded} registrations seeded straight into SQLite (same schema, one transaction, ${round1(seedSeconds)} s) before the server started; the HTTP registrations come on top`);
+    }
+
+    provider = await startProviderSetup(options.provider);
+    const secret = randomBytes(12).toString('hex');
+    peer = new XmppPeer({ componentJid: COMPONENT_JID, secret });
+    const xmppPort = await peer.listen();
+    const httpPort = await freePort();
+    const configFile = join(dir, 'push-appserver.toml');
+    writeFileSync(configFile, configToml({ xmppPort, httpPort, secret, storage, appTable: provider.appTable }));
+
+    const env = { ...process.env };
+    if (options.serverNodeOptions) env.NODE_OPTIONS = `${env.NODE_OPTIONS ?? ''} ${options.serverNodeOptions}`.trim();
+    if (options.profileDir) env.NODE_OPTIONS = `${env.NODE_OPTIONS ?? ''} --cpu-prof --cpu-prof-dir=${options.profileDir}`.trim();
+    progress(`starting push-appserver (provider ${options.provider}, storage ${storage})`);
+    server = new Child('push-appserver', join(ROOT, 'bin/push-appserver'), ['serve', '--config', configFile], { cwd: dir, env, flag: / (WARN|ERROR) /, });
+    watcher = new ProcessWatcher(server.pid, 100);
+    const baseUrl = `http://127.0.0.1:${httpPort}`;
+    const timeoutMs = options.timeoutS * 1000;
+    await Promise.all([peer.waitOnline(30_000), waitForHealth(baseUrl, server, 30_000)]);
+    await sleep(1000);
+    const idle = watcher.sample();
+    const rssIdleMb = idle?.rssMb ?? null;
+    const cpuAtStart = idle?.cpuS ?? 0;
+
+    // Phase 1: registrations over HTTP.
+    progress(`registering ${options.devices} devices over HTTP, ${options.concurrency} in flight…`);
+    const deviceToken = (i: number) => createHash('sha256').update(`${runId}:${i}`).digest('hex');
+    const register = await runRegisterPhase({
+      baseUrl,
+      app: APP,
+      devices: options.devices,
+      concurrency: options.concurrency,
+      warmup: Math.min(500, Math.floor(options.devices / 10)),
+      deadline: Date.now() + timeoutMs,
+      token: deviceToken,
+      deviceId: (i) => `bench-${runId}-${i}`,
+    });
+    const cpuAfterRegister = watcher.sample()?.cpuS ?? cpuAtStart;
+    const rssAfterRegisterMb = watcher.maxRssMb;
+
+    // Phase 2: publishes.
+    const registered = register.devices;
+    const targets: PushTargets = {
+      count: options.seeded + registered.length,
+      get: (i) => i < options.seeded
+        ? { node: seededNode(runId, i), secret: seededSecret(runId, i), token: seededToken(runId, i) }
+        : registered[i - options.seeded],
+    };
+    if (targets.count === 0) throw new Error('no registration succeeded; nothing to publish to');
+    const mode = options.rate === undefined ? `closed loop, ${options.concurrency} in flight` : `offered ${options.rate}/s`;
+    progress(`publishing ${options.warmup} warm-up + ${options.pushes} counted pushes to ${targets.count.toLocaleString('en')} registrations, ${mode}…`);
+    const delivery = provider.delivery;
+    const push = await runPushPhase({
+      peer,
+      targets,
+      pushes: options.pushes,
+      warmup: options.warmup,
+      concurrency: options.concurrency,
+      rate: options.rate,
+      deadline: Date.now() + timeoutMs,
+      onSent: delivery ? (index, token, at) => delivery.sent(index >= options.warmup, token, at) : undefined,
+    });
+    const afterPush = watcher.sample();
+    const cpuAfterPush = afterPush?.cpuS ?? cpuAfterRegister;
+    const rssPeakMb = Math.max(watcher.maxRssMb, afterPush?.peakRssMb ?? 0);
+    const deliveryLatency = delivery ? await delivery.collect(push.sharedNode) : null;
+    watcher.stop();
+
+    progress('stopping push-appserver…');
+    const exitCode = await server.stop(10_000);
+    const providerCpuS = provider.pid ? sampleProcess(provider.pid)?.cpuS ?? null : null;
+    await provider.stop();
+    await peer.close();
+
+    // Everything that went wrong, by type.
+    const errors = new Map<string, number>();
+    const addAll = (tally: Map<string, number>, prefix: string) => {
+      for (const [type, n] of tally) errors.set(prefix + type, (errors.get(prefix + type) ?? 0) + n);
+    };
+    addAll(register.errors.byType, 'register:');
+    addAll(push.errors.byType, 'push:');
+    if (deliveryLatency) addAll(deliveryLatency.errors.byType, 'delivery:');
+    if (peer.handshakeFailures > 0) errors.set('xmpp:handshake-failed', peer.handshakeFailures);
+    const serverErrors = server.flaggedLines.filter((line) => / ERROR /.test(line));
+    if (serverErrors.length > 0) errors.set('server-log:ERROR', serverErrors.length);
+    if (exitCode !== 0) errors.set('server-exit-code', 1);
+    const errorTotal = [...errors.values()].reduce((a, b) => a + b, 0);
+    const samples = [...register.errorSamples, ...push.errorSamples].map(([type, text]) => `${type}: ${text}`);
+
+    const resultLatency = push.latency.percentiles();
+    const deliveryPercentiles = deliveryLatency?.latency.percentiles() ?? null;
+    const strip = (p: Percentiles | null) => ({ p50: p?.p50 ?? null, p90: p?.p90 ?? null, p99: p?.p99 ?? null, max: p?.max ?? null });
+    const report = {
+      pushes_per_s: Math.round(push.perSecond),
+      registrations_per_s: Math.round(register.perSecond),
+      errors: errorTotal,
+      errors_by_type: Object.fromEntries(errors),
+      latency_ms: {
+        result: strip(resultLatency),
+        delivery: strip(deliveryPercentiles),
+        registration: strip(register.latency.percentiles()),
+      },
+      rss_peak_mb: round1(rssPeakMb),
+      rss_idle_mb: rssIdleMb === null ? null : round1(rssIdleMb),
+      rss_after_registrations_mb: round1(rssAfterRegisterMb),
+      cpu_s: round3(cpuAfterPush - cpuAtStart),
+      cpu_s_by_phase: { register: round3(cpuAfterRegister - cpuAtStart), push: round3(cpuAfterPush - cpuAfterRegister) },
+      load_generator_cpu_s: round3((process.cpuUsage().user + process.cpuUsage().system) / 1e6),
+      provider_cpu_s: providerCpuS === null ? null : round3(providerCpuS),
+      parameters: {
+        devices: options.devices,
+        pushes: options.pushes,
+        warmup: options.warmup,
+        concurrency: options.rate === undefined ? options.concurrency : null,
+        rate: options.rate ?? null,
+        provider: options.provider,
+        store: options.store,
+        scale: options.scale,
+        registrations_in_store: targets.count,
+        seeded_registrations: options.seeded,
+      },
+      counts: {
+        registrations_timed: register.timed,
+        pushes_sent: push.sent,
+        pushes_answered: push.completed,
+        pushes_timed: push.timedCompleted,
+        publishes_to_a_node_already_in_flight: push.sharedNode,
+        deliveries_timed: deliveryPercentiles?.count ?? null,
+        publishes_without_receipt: deliveryLatency?.unmatched ?? null,
+      },
+      notes,
+      machine: machine(),
+      date: new Date().toISOString(),
+    };
+
+    const table: Array<[string, string]> = [
+      ['provider / store', `${options.provider} / ${options.store}${options.seeded > 0 ? ` + ${options.seeded.toLocaleString('en')} seeded` : ''}`],
+      ['registrations/s (HTTP)', `${report.registrations_per_s}  (${register.timed} timed, ${options.concurrency} in flight)`],
+      ['pushes/s', `${report.pushes_per_s}  (${push.timedCompleted} timed, ${mode})`],
+      ['publish → iq result', formatLatency(resultLatency)],
+      ['publish → provider receipt', formatLatency(deliveryPercentiles)],
+      ['errors', errorTotal === 0 ? '0' : `${errorTotal}  ${JSON.stringify(report.errors_by_type)}`],
+      ['push-appserver RSS', `idle ${report.rss_idle_mb} MB · peak ${report.rss_peak_mb} MB`],
+      ['push-appserver CPU', `${report.cpu_s} s  (register ${report.cpu_s_by_phase.register} s, push ${report.cpu_s_by_phase.push} s)`],
+      ['load generator / mock CPU', `${report.load_generator_cpu_s} s / ${report.provider_cpu_s ?? '-'} s`],
+      ['machine', `${report.machine.nproc} × ${report.machine.cpu}, ${report.machine.memory_gb} GB, Node ${report.machine.node}`],
+    ];
+    const width = Math.max(...table.map(([key]) => key.length));
+    let out = '\n' + table.map(([key, value]) => `${key.padEnd(width)}  ${value}`).join('\n') + '\n';
+    if (notes.length > 0) out += notes.map((note) => `note: ${note}`).join('\n') + '\n';
+    if (samples.length > 0) out += samples.map((line) => `error sample: ${line}`).join('\n') + '\n';
+    if (serverErrors.length > 0) out += serverErrors.slice(0, 5).map((line) => `server: ${line}`).join('\n') + '\n';
+    if (options.profileDir) out += `CPU profile of push-appserver written to ${options.profileDir}\n`;
+    process.stdout.write(out);
+    if (options.serverLog) process.stdout.write(`--- push-appserver stderr (last lines) ---\n${server.stderrTail()}\n`);
+    if (options.json) process.stdout.write(JSON.stringify(report) + '\n');
+    return errorTotal === 0 ? 0 : 1;
+  } catch (error) {
+    process.stderr.write(`bench: ${(error as Error).message}\n`);
+    if (server) process.stderr.write(`--- push-appserver stderr (last lines) ---\n${server.stderrTail()}\n`);
+    return 1;
+  } finally {
+    watcher?.stop();
+    await server?.stop(2000);
+    await provider?.stop();
+    await peer?.close().catch(() => {});
+    if (!options.keep) rmSync(dir, { recursive: true, force: true });
+    else progress(`kept ${dir}`);
+  }
+}
+
+process.exitCode = await main();

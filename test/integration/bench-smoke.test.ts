@@ -1,0 +1,74 @@
+/**
+ * `npm run bench` end to end with a tiny load: the three processes start, every phase completes,
+ * nothing fails, and the JSON on the last line of stdout has the keys issue 6 promises.
+ * No figure is asserted: timing belongs to the benchmark's own runs, not to the test suite.
+ */
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { dirname, join, resolve } from 'node:path';
+import { test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
+
+function runBench(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolvePromise) => {
+    execFile(process.execPath, ['--disable-warning=ExperimentalWarning', join(ROOT, 'bench/run.ts'), ...args], {
+      cwd: ROOT,
+      timeout: 90_000,
+      maxBuffer: 16 * 1024 * 1024,
+    }, (error, stdout, stderr) => {
+      const code = error ? (typeof error.code === 'number' ? error.code : 1) : 0;
+      resolvePromise({ code, stdout, stderr });
+    });
+  });
+}
+
+function lastJsonLine(stdout: string): Record<string, any> {
+  const lines = stdout.trim().split('\n');
+  return JSON.parse(lines[lines.length - 1]) as Record<string, any>;
+}
+
+function assertReportShape(report: Record<string, any>): void {
+  for (const key of ['pushes_per_s', 'registrations_per_s', 'errors', 'latency_ms', 'rss_peak_mb', 'cpu_s']) {
+    assert.ok(key in report, `the JSON has "${key}"`);
+  }
+  for (const kind of ['result', 'delivery']) {
+    for (const p of ['p50', 'p90', 'p99', 'max']) assert.ok(p in report.latency_ms[kind], `latency_ms.${kind}.${p} is present`);
+  }
+  assert.equal(typeof report.pushes_per_s, 'number');
+  assert.equal(typeof report.registrations_per_s, 'number');
+  assert.equal(typeof report.rss_peak_mb, 'number');
+  assert.equal(typeof report.cpu_s, 'number');
+  assert.equal(typeof report.latency_ms.result.p99, 'number');
+}
+
+test('a tiny benchmark run through the APNS mock completes with zero errors and reports delivery latency', async () => {
+  const { code, stdout, stderr } = await runBench(['--devices', '20', '--pushes', '50', '--concurrency', '10', '--provider', 'apns', '--json']);
+  assert.equal(code, 0, `bench exited ${code}\n${stdout}\n${stderr}`);
+  const report = lastJsonLine(stdout);
+  assertReportShape(report);
+  assert.equal(report.errors, 0, JSON.stringify(report.errors_by_type));
+  assert.equal(report.counts.pushes_answered, 50 + report.parameters.warmup);
+  assert.equal(typeof report.latency_ms.delivery.p50, 'number');
+});
+
+test('a tiny benchmark run with the dry-run provider at a fixed offered rate completes with zero errors', async () => {
+  const { code, stdout, stderr } = await runBench(['--devices', '20', '--pushes', '50', '--rate', '500', '--provider', 'log', '--json']);
+  assert.equal(code, 0, `bench exited ${code}\n${stdout}\n${stderr}`);
+  const report = lastJsonLine(stdout);
+  assertReportShape(report);
+  assert.equal(report.errors, 0, JSON.stringify(report.errors_by_type));
+  assert.equal(report.latency_ms.delivery.p50, null, 'the dry-run provider has no delivery to time');
+  assert.equal(report.parameters.rate, 500);
+});
+
+test('a tiny --scale run seeds the store directly and pushes to seeded and registered devices with zero errors', async () => {
+  const { code, stdout, stderr } = await runBench(['--devices', '20', '--pushes', '50', '--scale-registrations', '2000', '--provider', 'apns', '--json']);
+  assert.equal(code, 0, `bench exited ${code}\n${stdout}\n${stderr}`);
+  const report = lastJsonLine(stdout);
+  assertReportShape(report);
+  assert.equal(report.errors, 0, JSON.stringify(report.errors_by_type));
+  assert.equal(report.parameters.registrations_in_store, 2020);
+  assert.match(report.notes.join('\n'), /seeded straight into SQLite/);
+});
