@@ -127,6 +127,14 @@ describe('APNS through Prosody', { skip, timeout: 180_000 }, () => {
     assert.equal((await app.server.store.getByNode(device.node))?.pushCount, 1);
   });
 
+  test('a token that is not 64 to 200 hex digits is refused at registration, so it never reaches APNS', async () => {
+    const before = tokenApns.requests.length;
+    const reply = await app.post('/push_appserver/v1/register', { type: 'ios', node: 'junk-phone', token: 'not-a-device-token' });
+    assert.equal(reply.body.split('\n')[0], 'ERROR');
+    assert.match(reply.body, /hex/);
+    assert.equal(tokenApns.requests.length, before);
+  });
+
   test('with certificate auth, the same push goes over a TLS client certificate and carries no JWT', async () => {
     const device = await offlineDevice('carol', 'ioscert');
     await bob.sendMessage(device.jid, 'hello carol');
