@@ -6,6 +6,7 @@
  * since the epoch; the `apns-id` header). RFC 9110 §10.2.3 Retry-After.
  */
 import type { Http2Response } from '../http2-client.ts';
+import { retryAfterMs } from '../retry-after.ts';
 import type { Outcome } from '../types.ts';
 
 /** The token will never work for this app again (Sygnal's TOKEN_ERRORS, and the issue's list). */
@@ -28,16 +29,6 @@ export function answerOf(body: string): ApnsAnswer {
   }
 }
 
-/** Seconds or an HTTP date; undefined when absent or unreadable. */
-export function retryAfterMsOf(header: string | string[] | undefined, nowMs: number): number | undefined {
-  const value = Array.isArray(header) ? header[0] : header;
-  if (value === undefined) return undefined;
-  const trimmed = value.trim();
-  if (/^\d+$/.test(trimmed)) return Number(trimmed) * 1000;
-  const date = Date.parse(trimmed);
-  return Number.isNaN(date) ? undefined : Math.max(0, date - nowMs);
-}
-
 function single(value: string | string[] | undefined): string | undefined {
   return Array.isArray(value) ? value[0] : value;
 }
@@ -47,7 +38,7 @@ export function outcomeFromApnsResponse(response: Pick<Http2Response, 'status' |
   if (status === 200) return { kind: 'delivered', id: single(response.headers['apns-id']) };
   const { reason: apnsReason, timestamp } = answerOf(response.body);
   const reason = `APNS ${status}${apnsReason ? ` ${apnsReason}` : ''}`;
-  const retryAfter = retryAfterMsOf(response.headers['retry-after'], nowMs);
+  const retryAfter = retryAfterMs(response.headers['retry-after'], nowMs);
 
   if (status === 410 || (apnsReason !== undefined && DEAD_TOKEN_REASONS.has(apnsReason) && status === 400)) {
     return timestamp !== undefined ? { kind: 'token-dead', reason, since: timestamp } : { kind: 'token-dead', reason };
