@@ -78,3 +78,9 @@ describe('command line', () => {
     assert.match(stderr, /stopped/);
   });
 });
+
+test('the example configuration shipped in config/ passes check-config', () => {
+  const example = join(import.meta.dirname, '..', '..', 'config', 'push-appserver.example.toml');
+  const result = spawnSync(CLI, ['check-config', '--config', example], { encoding: 'utf8', timeout: 30_000 });
+  assert.equal(result.status, 0, result.stderr);
+});
