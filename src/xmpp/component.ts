@@ -44,6 +44,7 @@ export class Component extends EventEmitter<ComponentEvents> {
   private socket: Socket | undefined;
   private reconnectTimer: NodeJS.Timeout | undefined;
   private keepaliveTimer: NodeJS.Timeout | undefined;
+  private outbox: string[] = [];
   private failures = 0;
   private authRefused = false;
   state: ComponentState = 'stopped';
@@ -66,8 +67,18 @@ export class Component extends EventEmitter<ComponentEvents> {
   /** Sends a stanza; false when offline (the caller's reply is lost, as with any dropped stream). */
   send(stanza: Element | string): boolean {
     if (this.state !== 'online' || !this.socket) return false;
-    this.socket.write(typeof stanza === 'string' ? stanza : stanza.toString());
+    // Stanzas sent in one turn of the event loop leave in one write: under load, one syscall for
+    // many iq replies instead of one each (the profile showed socket writes as the top cost).
+    this.outbox.push(typeof stanza === 'string' ? stanza : stanza.toString());
+    if (this.outbox.length === 1) setImmediate(() => this.flushOutbox());
     return true;
+  }
+
+  private flushOutbox(): void {
+    if (this.outbox.length === 0) return;
+    const data = this.outbox.length === 1 ? this.outbox[0] : this.outbox.join('');
+    this.outbox = [];
+    if (this.socket?.writable) this.socket.write(data);
   }
 
   async stop(): Promise<void> {
@@ -76,6 +87,7 @@ export class Component extends EventEmitter<ComponentEvents> {
     clearTimeout(this.reconnectTimer);
     clearInterval(this.keepaliveTimer);
     if (!socket || socket.destroyed) return;
+    this.flushOutbox();
     await new Promise<void>((resolve) => {
       socket.once('close', () => resolve());
       socket.end('</stream:stream>');
@@ -163,6 +175,7 @@ export class Component extends EventEmitter<ComponentEvents> {
     if (socket !== this.socket) return;
     clearInterval(this.keepaliveTimer);
     this.socket = undefined;
+    this.outbox = [];
     const wasOnline = this.state === 'online';
     this.connectedSince = undefined;
     if (this.state === 'stopped') return;
