@@ -36,6 +36,8 @@ export interface PushPhaseResult {
   latency: Samples;
   errors: ErrorTally;
   errorSamples: Map<string, string>;
+  /** Per publish: ms since the phase started when it was sent, and its latency (NaN: no reply). */
+  timeline: { sentAtMs: Float64Array; latencyMs: Float64Array };
   /** Publishes to a node that already had one in flight (the server coalesces those). */
   sharedNode: number;
 }
@@ -52,6 +54,7 @@ export async function runPushPhase(options: PushPhaseOptions): Promise<PushPhase
   const sentAt = new Float64Array(total);
   const targetOf = new Int32Array(total);
   const answered = new Uint8Array(total);
+  const latencies = new Float64Array(total).fill(NaN);
   // How many publishes are in flight per target, so concurrent publishes mostly hit distinct nodes.
   const busy = new Uint16Array(targets.count);
   const latency = new Samples();
@@ -102,6 +105,7 @@ export async function runPushPhase(options: PushPhaseOptions): Promise<PushPhase
     }
     answered[index] = 1;
     busy[targetOf[index]] -= 1;
+    latencies[index] = now - sentAt[index];
     completed += 1;
     if (!reply.ok) {
       const type = reply.error ?? 'iq-error';
@@ -161,6 +165,7 @@ export async function runPushPhase(options: PushPhaseOptions): Promise<PushPhase
     latency,
     errors,
     errorSamples,
+    timeline: { sentAtMs: sentAt.map((at) => at - started), latencyMs: latencies },
     sharedNode,
   };
 }
