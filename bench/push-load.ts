@@ -37,7 +37,7 @@ export interface PushPhaseResult {
   errors: ErrorTally;
   errorSamples: Map<string, string>;
   /** Per publish: ms since the phase started when it was sent, and its latency (NaN: no reply). */
-  timeline: { sentAtMs: Float64Array; latencyMs: Float64Array };
+  timeline: { startedAtEpochMs: number; sentAtMs: Float64Array; latencyMs: Float64Array };
   /** Publishes to a node that already had one in flight (the server coalesces those). */
   sharedNode: number;
 }
@@ -165,7 +165,7 @@ export async function runPushPhase(options: PushPhaseOptions): Promise<PushPhase
     latency,
     errors,
     errorSamples,
-    timeline: { sentAtMs: sentAt.map((at) => at - started), latencyMs: latencies },
+    timeline: { startedAtEpochMs: performance.timeOrigin + started, sentAtMs: sentAt.map((at) => at - started), latencyMs: latencies },
     sharedNode,
   };
 }

@@ -281,8 +281,11 @@ async function main(): Promise<number> {
     });
     if (options.latencyCsv) {
       const { sentAtMs, latencyMs } = push.timeline;
-      let csv = 'index,sent_ms,latency_ms\n';
-      for (let i = 0; i < sentAtMs.length; i++) csv += `${i},${sentAtMs[i].toFixed(3)},${Number.isNaN(latencyMs[i]) ? '' : latencyMs[i].toFixed(3)}\n`;
+      const epoch = push.timeline.startedAtEpochMs;
+      let csv = 'index,sent_ms,sent_epoch_ms,latency_ms\n';
+      for (let i = 0; i < sentAtMs.length; i++) {
+        csv += `${i},${sentAtMs[i].toFixed(3)},${(epoch + sentAtMs[i]).toFixed(1)},${Number.isNaN(latencyMs[i]) ? '' : latencyMs[i].toFixed(3)}\n`;
+      }
       writeFileSync(options.latencyCsv, csv);
     }
     const afterPush = watcher.sample();
