@@ -196,6 +196,9 @@ async function main(): Promise<number> {
   }
   const progress = (line: string) => process.stderr.write(`bench: ${line}\n`);
   const dir = mkdtempSync(join(tmpdir(), 'push-appserver-bench-'));
+  // Also on Ctrl-C (children.ts exits the process from its signal handler, skipping `finally`).
+  const removeDir = () => { if (!options.keep) rmSync(dir, { recursive: true, force: true }); };
+  process.once('exit', removeDir);
   const runId = randomBytes(4).toString('hex');
   const notes: string[] = [];
   let server: Child | undefined;
@@ -332,6 +335,7 @@ async function main(): Promise<number> {
       rss_idle_mb: rssIdleMb === null ? null : round1(rssIdleMb),
       rss_after_registrations_mb: round1(rssAfterRegisterMb),
       cpu_s: round3(cpuAfterPush - cpuAtStart),
+      cpu_s_including_startup: round3(cpuAfterPush),
       cpu_s_by_phase: { register: round3(cpuAfterRegister - cpuAtStart), push: round3(cpuAfterPush - cpuAfterRegister) },
       load_generator_cpu_s: round3((process.cpuUsage().user + process.cpuUsage().system) / 1e6),
       provider_cpu_s: providerCpuS === null ? null : round3(providerCpuS),
@@ -392,8 +396,8 @@ async function main(): Promise<number> {
     await server?.stop(2000);
     await provider?.stop();
     await peer?.close().catch(() => {});
-    if (!options.keep) rmSync(dir, { recursive: true, force: true });
-    else progress(`kept ${dir}`);
+    removeDir();
+    if (options.keep) progress(`kept ${dir}`);
   }
 }
 

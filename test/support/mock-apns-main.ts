@@ -13,6 +13,8 @@
  *   --receipts   one more line per request: {"r":"<device token>","t":<ms, CLOCK_MONOTONIC, comparable across processes>}
  * Stops on SIGTERM/SIGINT, and when stdin closes if started with --exit-with-stdin.
  */
+import { rmSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { parseArgs } from 'node:util';
 import { createTestApnsKey, startMockApns } from './mock-apns.ts';
 import { testPki } from './tls.ts';
@@ -73,6 +75,9 @@ const stop = async () => {
   stopping = true;
   await mock.close();
   flushReceipts();
+  // The key and the throwaway CA were made for this process only.
+  rmSync(dirname(keyFile), { recursive: true, force: true });
+  rmSync(testPki().dir, { recursive: true, force: true });
   process.exit(0);
 };
 process.on('SIGTERM', stop);
