@@ -225,7 +225,8 @@ async function main(): Promise<number> {
 
     const env = { ...process.env };
     if (options.serverNodeOptions) env.NODE_OPTIONS = `${env.NODE_OPTIONS ?? ''} ${options.serverNodeOptions}`.trim();
-    if (options.profileDir) env.NODE_OPTIONS = `${env.NODE_OPTIONS ?? ''} --cpu-prof --cpu-prof-dir=${options.profileDir}`.trim();
+    const serveEnv = { ...env };
+    if (options.profileDir) serveEnv.NODE_OPTIONS = `${env.NODE_OPTIONS ?? ''} --cpu-prof --cpu-prof-dir=${options.profileDir}`.trim();
     // What an operator runs first; it also fills Node's compile cache (bin/push-appserver), so the
     // server below starts the way every start after the first does.
     try {
@@ -234,7 +235,7 @@ async function main(): Promise<number> {
       throw new Error(`push-appserver check-config failed:\n${String((error as { stderr?: Buffer }).stderr ?? (error as Error).message)}`);
     }
     progress(`starting push-appserver (provider ${options.provider}, storage ${storage})`);
-    server = new Child('push-appserver', join(ROOT, 'bin/push-appserver'), ['serve', '--config', configFile], { cwd: dir, env, flag: / (WARN|ERROR) /, });
+    server = new Child('push-appserver', join(ROOT, 'bin/push-appserver'), ['serve', '--config', configFile], { cwd: dir, env: serveEnv, flag: / (WARN|ERROR) / });
     watcher = new ProcessWatcher(server.pid, 100);
     const baseUrl = `http://127.0.0.1:${httpPort}`;
     const timeoutMs = options.timeoutS * 1000;
