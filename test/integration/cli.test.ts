@@ -4,16 +4,16 @@
  */
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { freePort } from '../support/ports.ts';
+import { testTempDir } from '../support/temp-dir.ts';
 
 const CLI = join(import.meta.dirname, '..', '..', 'bin', 'push-appserver');
 
 function writeConfig(text: string): string {
-  const dir = mkdtempSync(join(tmpdir(), 'push-appserver-cli-'));
+  const dir = testTempDir('push-appserver-cli-');
   const file = join(dir, 'push-appserver.toml');
   writeFileSync(file, text);
   return file;
@@ -56,7 +56,7 @@ describe('command line', () => {
 
   test('serve answers health over HTTP and stops cleanly on SIGTERM', async () => {
     const port = await freePort();
-    const dir = mkdtempSync(join(tmpdir(), 'push-appserver-serve-'));
+    const dir = testTempDir('push-appserver-serve-');
     const file = writeConfig(`[http]\nport = ${port}\n[storage]\nurl = "sqlite:${join(dir, 'push.db')}"\n[xmpp]\nserver_port = 1\n[apps.apns]\nprovider = "log"\n`);
     const child = spawn(CLI, ['serve', '--config', file], { stdio: ['ignore', 'ignore', 'pipe'] });
     let stderr = '';

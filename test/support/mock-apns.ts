@@ -16,13 +16,13 @@
  */
 import { createPublicKey, generateKeyPairSync, verify, type KeyObject } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { constants, createSecureServer, type Http2Session, type IncomingHttpHeaders, type ServerHttp2Stream } from 'node:http2';
 import type { AddressInfo } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import { testPki } from './tls.ts';
+import { testTempDir } from './temp-dir.ts';
 
 export type MockApnsBehaviour =
   | { kind: 'ok' }
@@ -115,7 +115,7 @@ export function createTestApnsKey(options: { keyId?: string; teamId?: string } =
   const keyId = options.keyId ?? 'TESTKEY001';
   const teamId = options.teamId ?? 'TESTTEAM01';
   const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
-  const keyFile = join(mkdtempSync(join(tmpdir(), 'push-appserver-apns-key-')), `AuthKey_${keyId}.p8`);
+  const keyFile = join(testTempDir('push-appserver-apns-key-'), `AuthKey_${keyId}.p8`);
   writeFileSync(keyFile, privateKey.export({ type: 'pkcs8', format: 'pem' }));
   return { keyFile, keyId, teamId, privateKey };
 }

@@ -7,13 +7,13 @@
  */
 import { generateKeyPairSync, verify, type KeyObject } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { createSecureServer, type Http2Session, type IncomingHttpHeaders, type ServerHttp2Stream } from 'node:http2';
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { testPki } from './tls.ts';
+import { testTempDir } from './temp-dir.ts';
 
 export const FCM_SCOPE = 'https://www.googleapis.com/auth/firebase.messaging';
 const JWT_BEARER = 'urn:ietf:params:oauth:grant-type:jwt-bearer';
@@ -46,7 +46,7 @@ export function createTestServiceAccount(tokenUri: string, options: { projectId?
   const projectId = options.projectId ?? 'push-test-project';
   const clientEmail = options.clientEmail ?? `firebase-adminsdk-test@${projectId}.iam.gserviceaccount.com`;
   const privateKeyId = 'test-key-1';
-  const file = join(mkdtempSync(join(tmpdir(), 'push-appserver-fcm-')), 'service-account.json');
+  const file = join(testTempDir('push-appserver-fcm-'), 'service-account.json');
   writeFileSync(file, JSON.stringify({
     type: 'service_account',
     project_id: projectId,

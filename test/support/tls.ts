@@ -4,9 +4,9 @@
  * Also client certificates signed by the same CA, for APNS certificate auth.
  */
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { testTempDir } from './temp-dir.ts';
 
 export interface TestPki {
   dir: string;
@@ -26,7 +26,7 @@ let cached: TestPki | undefined;
 
 export function testPki(): TestPki {
   if (cached) return cached;
-  const dir = mkdtempSync(join(tmpdir(), 'push-appserver-pki-'));
+  const dir = testTempDir('push-appserver-pki-');
   openssl(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '2',
     '-subj', '/CN=push-appserver test CA', '-keyout', 'ca.key', '-out', 'ca.pem'], dir);
   writeFileSync(join(dir, 'server.ext'), 'subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1\nextendedKeyUsage=serverAuth\n');

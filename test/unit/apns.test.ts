@@ -7,8 +7,7 @@ import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ConfigError, TableReader, type Table } from '../../src/config/reader.ts';
 import { silentLogger } from '../../src/log.ts';
@@ -19,6 +18,7 @@ import type { Notification } from '../../src/providers/types.ts';
 import { createTestApnsKey, startMockApns, testDeviceToken, type MockApns, type MockApnsOptions } from '../support/mock-apns.ts';
 import { freePort } from '../support/ports.ts';
 import { testPki } from '../support/tls.ts';
+import { testTempDir } from '../support/temp-dir.ts';
 
 const TOPIC = 'org.example.chat';
 const key = createTestApnsKey();
@@ -119,7 +119,7 @@ describe('APNS configuration', () => {
 
   test('a key file that is not an EC P-256 key is refused', () => {
     const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 1024 });
-    const file = join(mkdtempSync(join(tmpdir(), 'apns-rsa-')), 'rsa.p8');
+    const file = join(testTempDir('apns-rsa-'), 'rsa.p8');
     writeFileSync(file, privateKey.export({ type: 'pkcs8', format: 'pem' }));
     assert.throws(() => parse(tokenTable(undefined, { key_file: file })), /key_file: .* must hold an EC P-256 key/);
     assert.throws(() => parse(tokenTable(undefined, { key_file: '/nonexistent/AuthKey.p8' })), /key_file: cannot read "\/nonexistent\/AuthKey.p8": file not found/);
@@ -474,7 +474,7 @@ describe('APNS certificate auth', () => {
 
   test('a certificate the server does not trust is our credentials rejected, and the app is degraded', async () => {
     const mock = await mockApns({ auth: 'certificate' });
-    const dir = mkdtempSync(join(tmpdir(), 'apns-selfsigned-'));
+    const dir = testTempDir('apns-selfsigned-');
     execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '1',
       '-subj', '/CN=not-trusted', '-keyout', join(dir, 'key.pem'), '-out', join(dir, 'cert.pem')], { stdio: 'ignore' });
     const apns = provider(parse({ topic: TOPIC, cert_file: join(dir, 'cert.pem'), key_file: join(dir, 'key.pem'), endpoint: mock.origin, ca_file: mock.caFile }));

@@ -1,6 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { ConfigError, TableReader } from '../../src/config/reader.ts';
@@ -9,6 +8,7 @@ import { buildFcmMessage, FCM_MAX_TTL_S, fcmProvider, outcomeFromFcmResponse, va
 import { providerFactories } from '../../src/providers/registry.ts';
 import type { Notification, Outcome, Provider, PushTarget } from '../../src/providers/types.ts';
 import { startMockFcm, type FcmFailure, type MockFcm } from '../support/mock-fcm.ts';
+import { testTempDir } from '../support/temp-dir.ts';
 
 const TOKEN = 'dGVzdC1pbnN0YW5jZQ:APA91bH-test_token_for_fcm_unit_tests_0123456789abcdefABCDEF';
 const tokenFor = (name: string) => `${TOKEN}-${name}`;
@@ -214,7 +214,7 @@ describe('FCM configuration', () => {
   });
 
   test('a service account file lacking a field names the key and the field', () => {
-    const file = join(mkdtempSync(join(tmpdir(), 'fcm-config-')), 'sa.json');
+    const file = join(testTempDir('fcm-config-'), 'sa.json');
     writeFileSync(file, JSON.stringify({ type: 'service_account', project_id: 'p' }));
     const error = configError({ service_account_file: file });
     assert.equal(error.key, 'apps.android.service_account_file');

@@ -6,14 +6,14 @@ import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { constants, createSecureServer, type Http2SecureServer, type Http2Session, type ServerHttp2Stream, type IncomingHttpHeaders, type SecureServerOptions } from 'node:http2';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createServer as createNetServer, connect as netConnect, type Socket } from 'node:net';
 import { Http2Client, Http2TransportError, type Http2ClientOptions } from '../../src/providers/http2-client.ts';
 import { silentLogger } from '../../src/log.ts';
 import { freePort } from '../support/ports.ts';
 import { testPki } from '../support/tls.ts';
+import { testTempDir } from '../support/temp-dir.ts';
 
 type Handler = (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, body: string, session: Http2Session) => void;
 
@@ -304,7 +304,7 @@ describe('Http2Client', () => {
   test('a client certificate from a CA the server does not trust is reported as a TLS auth failure', async () => {
     const pki = testPki();
     const server = await startServer(ok, { ca: pki.ca, requestCert: true, rejectUnauthorized: true });
-    const dir = mkdtempSync(join(tmpdir(), 'http2-untrusted-'));
+    const dir = testTempDir('http2-untrusted-');
     execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '1',
       '-subj', '/CN=untrusted', '-keyout', join(dir, 'key.pem'), '-out', join(dir, 'cert.pem')], { stdio: 'ignore' });
     const http = client(server.origin, { cert: readFileSync(join(dir, 'cert.pem')), key: readFileSync(join(dir, 'key.pem')) });
