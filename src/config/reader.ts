@@ -3,6 +3,8 @@
  * Values that came from environment variables arrive as strings and are coerced here, so
  * `PUSH_APPSERVER_HTTP__PORT=8080` works like `port = 8080`.
  */
+import { readFileSync } from 'node:fs';
+
 export class ConfigError extends Error {
   readonly file: string;
   readonly key: string;
@@ -109,6 +111,30 @@ export class TableReader {
     if (value === undefined) return new TableReader(this.file, this.keyOf(key), {});
     if (!isTable(value)) this.fail(key, `must be a table ([${this.keyOf(key)}]), got ${describe(value)}`);
     return new TableReader(this.file, this.keyOf(key), value);
+  }
+
+  /** The contents of a file named by `key` (key files, CA files); a missing file names the key. */
+  fileContents(key: string, path: string): Buffer {
+    try {
+      return readFileSync(path);
+    } catch (error) {
+      const reason = (error as NodeJS.ErrnoException).code === 'ENOENT' ? 'file not found' : (error as Error).message;
+      this.fail(key, `cannot read "${path}": ${reason}`);
+    }
+  }
+
+  /** An `https://host[:port]` origin without a path (a push service endpoint override). */
+  httpsOrigin(key: string, fallback: string, why: string): string {
+    const value = this.nonEmptyString(key, fallback);
+    let url: URL;
+    try {
+      url = new URL(value);
+    } catch {
+      this.fail(key, `must be an https origin such as "${fallback}", got "${value}"`);
+    }
+    if (url.protocol !== 'https:') this.fail(key, `must be an https origin (${why}), got "${value}"`);
+    if (url.pathname !== '/' || url.search !== '' || url.hash !== '') this.fail(key, `must be an origin without a path, such as "https://host:port", got "${value}"`);
+    return url.origin;
   }
 
   /** Marks a key as known without reading it (a value another reader consumes). */

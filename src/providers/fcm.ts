@@ -8,7 +8,6 @@
  * google.firebase.fcm.v1.FcmError detail of a google.rpc.Status error; google.rpc.BadRequest
  * field violations); RFC 9110 §10.2.3 Retry-After.
  */
-import { readFileSync } from 'node:fs';
 import type { TableReader } from '../config/reader.ts';
 import { FIREBASE_MESSAGING_SCOPE, GoogleAccessTokens, parseServiceAccount, type ServiceAccount } from './google-auth.ts';
 import { retryAfterMs } from './retry-after.ts';
@@ -41,18 +40,9 @@ export interface FcmConfig {
   includeBody: boolean;
 }
 
-function readFileFor(settings: TableReader, key: string, path: string): string {
-  try {
-    return readFileSync(path, 'utf8');
-  } catch (error) {
-    const reason = (error as NodeJS.ErrnoException).code === 'ENOENT' ? 'file not found' : (error as Error).message;
-    settings.fail(key, `cannot read "${path}": ${reason}`);
-  }
-}
-
 function readServiceAccount(settings: TableReader): ServiceAccount {
   const file = settings.nonEmptyString('service_account_file');
-  const text = readFileFor(settings, 'service_account_file', file);
+  const text = settings.fileContents('service_account_file', file).toString('utf8');
   try {
     return parseServiceAccount(text);
   } catch (error) {
@@ -60,27 +50,14 @@ function readServiceAccount(settings: TableReader): ServiceAccount {
   }
 }
 
-function parseEndpoint(settings: TableReader): string {
-  const value = settings.nonEmptyString('endpoint', DEFAULT_ENDPOINT);
-  let url: URL;
-  try {
-    url = new URL(value);
-  } catch {
-    settings.fail('endpoint', `must be an https URL such as "${DEFAULT_ENDPOINT}", got "${value}"`);
-  }
-  if (url.protocol !== 'https:') settings.fail('endpoint', `must be an https URL (FCM speaks HTTP/2 over TLS), got "${value}"`);
-  if (url.pathname !== '/' || url.search !== '' || url.hash !== '') settings.fail('endpoint', `must be an origin without a path, such as "${DEFAULT_ENDPOINT}", got "${value}"`);
-  return url.origin;
-}
-
 export const fcmProvider: ProviderFactory<FcmConfig> = {
   parseConfig(settings) {
     const account = readServiceAccount(settings);
-    const endpoint = parseEndpoint(settings);
+    const endpoint = settings.httpsOrigin('endpoint', DEFAULT_ENDPOINT, 'FCM speaks HTTP/2 over TLS');
     const caFile = settings.optionalString('ca_file');
     let ca: string | undefined;
     if (caFile !== undefined) {
-      ca = readFileFor(settings, 'ca_file', caFile);
+      ca = settings.fileContents('ca_file', caFile).toString('utf8');
       if (!ca.includes('-----BEGIN CERTIFICATE-----')) settings.fail('ca_file', `"${caFile}" holds no PEM certificate`);
     }
     const priority = settings.oneOf('priority', ['high', 'normal'] as const, 'high');

@@ -13,7 +13,6 @@
 import { Agent as HttpAgent, request as httpRequest, type IncomingHttpHeaders } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { ForbiddenAddressError, forbiddenLiteralHost, guardedLookup, type ResolveAll } from './address-guard.ts';
-import { readFileSync } from 'node:fs';
 import type { TableReader } from '../config/reader.ts';
 import type { Outcome, Summary, Urgency } from './types.ts';
 import { retryAfterMs } from './retry-after.ts';
@@ -45,11 +44,7 @@ export const MAX_TOKEN_LENGTH = 4096;
 export function readCaFile(settings: TableReader): string | undefined {
   const file = settings.optionalString('ca_file');
   if (file === undefined) return undefined;
-  try {
-    return readFileSync(file, 'utf8');
-  } catch (error) {
-    settings.fail('ca_file', `cannot read "${file}": ${(error as Error).message}`);
-  }
+  return settings.fileContents('ca_file', file).toString('utf8');
 }
 const MAX_REASON_BYTES = 512;
 const USER_AGENT = 'push-appserver';

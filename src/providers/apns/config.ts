@@ -7,7 +7,6 @@
  * "Establishing a certificate-based connection to APNs" (.p8 ES256 key with key id and team id;
  * TLS client certificate).
  */
-import { readFileSync } from 'node:fs';
 import { createSecureContext, rootCertificates } from 'node:tls';
 import type { KeyObject } from 'node:crypto';
 import type { TableReader } from '../../config/reader.ts';
@@ -50,28 +49,6 @@ export interface ApnsConfig {
   requestTimeoutMs: number;
 }
 
-function readFileFor(settings: TableReader, key: string, path: string): Buffer {
-  try {
-    return readFileSync(path);
-  } catch (error) {
-    const reason = (error as NodeJS.ErrnoException).code === 'ENOENT' ? 'file not found' : (error as Error).message;
-    settings.fail(key, `cannot read "${path}": ${reason}`);
-  }
-}
-
-function parseOrigin(settings: TableReader, fallback: string): string {
-  const value = settings.nonEmptyString('endpoint', fallback);
-  let url: URL;
-  try {
-    url = new URL(value);
-  } catch {
-    settings.fail('endpoint', `must be an https origin such as "${APNS_PRODUCTION_ORIGIN}", got "${value}"`);
-  }
-  if (url.protocol !== 'https:') settings.fail('endpoint', `must be an https origin (APNS speaks HTTP/2 over TLS), got "${value}"`);
-  if (url.pathname !== '/' || url.search !== '' || url.hash !== '') settings.fail('endpoint', `must be an origin without a path, such as "https://host:port", got "${value}"`);
-  return url.origin;
-}
-
 const APPLE_ID = /^[A-Za-z0-9]+$/;
 
 function readTokenAuth(settings: TableReader): ApnsAuth {
@@ -80,7 +57,7 @@ function readTokenAuth(settings: TableReader): ApnsAuth {
   const teamId = settings.nonEmptyString('team_id');
   if (!APPLE_ID.test(keyId)) settings.fail('key_id', `must be the key's identifier from the developer account (letters and digits, e.g. "ABC123DEFG"), got "${keyId}"`);
   if (!APPLE_ID.test(teamId)) settings.fail('team_id', `must be the team identifier (letters and digits, e.g. "DEF123GHIJ"), got "${teamId}"`);
-  const pem = readFileFor(settings, 'key_file', keyFile);
+  const pem = settings.fileContents('key_file', keyFile);
   let key: KeyObject;
   try {
     key = loadPrivateKey(pem);
@@ -100,7 +77,7 @@ function readCertificateAuth(settings: TableReader): ApnsAuth {
     if (settings.has('cert_file') || settings.has('key_file')) {
       settings.fail('p12_file', 'give either p12_file, or cert_file with key_file, not both');
     }
-    const pfx = readFileFor(settings, 'p12_file', p12File);
+    const pfx = settings.fileContents('p12_file', p12File);
     try {
       createSecureContext({ pfx, passphrase });
     } catch (error) {
@@ -111,8 +88,8 @@ function readCertificateAuth(settings: TableReader): ApnsAuth {
   const certFile = settings.nonEmptyString('cert_file');
   if (!settings.has('key_file')) settings.fail('key_file', 'is required with cert_file (the certificate\'s private key, PEM)');
   const keyFile = settings.nonEmptyString('key_file');
-  const cert = readFileFor(settings, 'cert_file', certFile).toString('utf8');
-  const key = readFileFor(settings, 'key_file', keyFile).toString('utf8');
+  const cert = settings.fileContents('cert_file', certFile).toString('utf8');
+  const key = settings.fileContents('key_file', keyFile).toString('utf8');
   if (!cert.includes('-----BEGIN CERTIFICATE-----')) settings.fail('cert_file', `"${certFile}" holds no PEM certificate`);
   try {
     createSecureContext({ cert, key, passphrase });
@@ -148,11 +125,11 @@ export function parseApnsConfig(settings: TableReader): ApnsConfig {
   const topic = settings.nonEmptyString('topic');
   if (/\s/.test(topic)) settings.fail('topic', `must be the app's bundle id (no spaces), got "${topic}"`);
   const environment = settings.oneOf('environment', ['production', 'sandbox'] as const, 'production');
-  const origin = parseOrigin(settings, environment === 'sandbox' ? APNS_SANDBOX_ORIGIN : APNS_PRODUCTION_ORIGIN);
+  const origin = settings.httpsOrigin('endpoint', environment === 'sandbox' ? APNS_SANDBOX_ORIGIN : APNS_PRODUCTION_ORIGIN, 'APNS speaks HTTP/2 over TLS');
   const caFile = settings.optionalString('ca_file');
   let ca: string[] | undefined;
   if (caFile !== undefined) {
-    const pem = readFileFor(settings, 'ca_file', caFile).toString('utf8');
+    const pem = settings.fileContents('ca_file', caFile).toString('utf8');
     if (!pem.includes('-----BEGIN CERTIFICATE-----')) settings.fail('ca_file', `"${caFile}" holds no PEM certificate`);
     ca = [...rootCertificates, pem];
   }
