@@ -90,6 +90,8 @@ function transportErrorFrom(error: unknown, context: string): Http2TransportErro
 
 const DEFAULT_MAX_RESPONSE_BYTES = 1024 * 1024;
 
+function ignoreStreamError(): void {}
+
 interface Job {
   request: Http2Request;
   resolve(response: Http2Response): void;
@@ -367,11 +369,11 @@ export class Http2Client {
     let ended = false;
     let streamError: unknown;
 
-    stream.on('response', (h) => {
+    const onResponse = (h: IncomingHttpHeaders): void => {
       responseHeaders = h;
       status = Number(h[':status']);
-    });
-    stream.on('data', (chunk: Buffer) => {
+    };
+    const onData = (chunk: Buffer): void => {
       received += chunk.length;
       if (received > this.maxResponseBytes) {
         streamError = new Http2TransportError(`${this.options.name}: answer larger than ${this.maxResponseBytes} bytes`, 'ERESPONSETOOLARGE');
@@ -379,10 +381,20 @@ export class Http2Client {
         return;
       }
       chunks.push(chunk);
-    });
-    stream.on('end', () => { ended = true; });
-    stream.on('error', (error) => { streamError ??= error; });
-    stream.on('close', () => {
+    };
+    const onEnd = (): void => { ended = true; };
+    const onError = (error: unknown): void => { streamError ??= error; };
+    const onClose = (): void => {
+      // node:http2 keeps a closed stream's objects alive until a full collection; without our
+      // listeners it no longer reaches this request (job, promise, caller), which can then die young.
+      stream.off('response', onResponse);
+      stream.off('data', onData);
+      stream.off('end', onEnd);
+      stream.off('close', onClose);
+      // An 'error' listener stays (an unheard one would throw), but one that holds nothing of ours.
+      stream.on('error', ignoreStreamError);
+      stream.off('error', onError);
+      if (job.stream === stream) job.stream = undefined;
       slot.active -= 1;
       slot.jobs.delete(job);
       if (job.settled) {
@@ -403,7 +415,12 @@ export class Http2Client {
         else this.settle(job, failure);
       }
       this.pump();
-    });
+    };
+    stream.on('response', onResponse);
+    stream.on('data', onData);
+    stream.on('end', onEnd);
+    stream.on('error', onError);
+    stream.on('close', onClose);
   }
 
   /**
