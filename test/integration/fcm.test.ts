@@ -5,38 +5,25 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { xml } from '@xmpp/client';
-import { startAppServer, type TestAppServer } from '../support/app-server.ts';
+import type { TestAppServer } from '../support/app-server.ts';
 import { startMockFcm, type MockFcm } from '../support/mock-fcm.ts';
-import { prosodyMissing, startProsody, type ProsodyInstance } from '../support/prosody.ts';
-import { connectClient, iqErrorOf, type TestClient } from '../support/xmpp-client.ts';
+import { prosodyMissing } from '../support/prosody.ts';
+import { publishIq, startPushStack, type PushStack } from '../support/push-stack.ts';
+import { rejectionOf, type TestClient } from '../support/xmpp-client.ts';
 
 const skip = prosodyMissing();
 
 const fcmToken = (name: string) => `cHVzaC1hcHBzZXJ2ZXItdGVzdA:APA91bF-integration_${name}_0123456789abcdefghijklmnopqrstuvwxyz`;
 
-function publish(node: string, secret: string) {
-  return xml('iq', { type: 'set', to: 'push.localhost' },
-    xml('pubsub', { xmlns: 'http://jabber.org/protocol/pubsub' },
-      xml('publish', { node }, xml('item', {}, xml('notification', { xmlns: 'urn:xmpp:push:0' }))),
-      xml('publish-options', {},
-        xml('x', { xmlns: 'jabber:x:data', type: 'submit' },
-          xml('field', { var: 'FORM_TYPE' }, xml('value', {}, 'http://jabber.org/protocol/pubsub#publish-options')),
-          xml('field', { var: 'secret' }, xml('value', {}, secret))))));
-}
-
 describe('FCM through real Prosody', { skip, timeout: 120_000 }, () => {
-  let prosody: ProsodyInstance;
+  let stack: PushStack;
   let mock: MockFcm;
   let app: TestAppServer;
   let bob: TestClient;
-  const users = ['alice', 'carol', 'dave', 'erin', 'frank'];
 
   before(async () => {
     mock = await startMockFcm({ projectId: 'xmpp-push-it' });
-    prosody = await startProsody();
-    for (const user of [...users, 'bob']) await prosody.register(user, 'localhost', `${user}-pw`);
-    app = await startAppServer(`
+    stack = await startPushStack(`
       [apps.android]
       provider = "fcm"
       service_account_file = ${JSON.stringify(mock.account.file)}
@@ -44,29 +31,16 @@ describe('FCM through real Prosody', { skip, timeout: 120_000 }, () => {
       ca_file = ${JSON.stringify(mock.caFile)}
       ttl = 3600
       collapse_key = "xmpp-wakeup"
-    `, { prosody });
-    await app.waitOnline();
-    bob = await connectClient({ port: prosody.c2sPort, domain: 'localhost', username: 'bob', password: 'bob-pw' });
+    `);
+    ({ app, bob } = stack);
   });
 
   after(async () => {
-    await bob?.stop();
-    await app?.stop();
-    await prosody?.stop();
+    await stack?.stop();
     await mock?.close();
   });
 
-  /** Registers a device with the app server, enables push for `user` in Prosody, and logs the user off. */
-  async function offlineUserWithPush(user: string, token: string): Promise<{ node: string; secret: string }> {
-    const reply = await app.post('/push_appserver/v1/register', { type: 'android', node: `${user}-phone`, token });
-    assert.equal(reply.status, 200, reply.body);
-    const [ok, node, secret] = reply.body.split('\n');
-    assert.equal(ok, 'OK', reply.body);
-    const client = await connectClient({ port: prosody.c2sPort, domain: 'localhost', username: user, password: `${user}-pw` });
-    await client.enablePush('push.localhost', node, secret);
-    await client.stop();
-    return { node, secret };
-  }
+  const offlineUserWithPush = (user: string, token: string) => stack.offlineUserWithPush(user, 'android', token);
 
   const requestsFor = (token: string) => mock.requests.filter((request) => request.token === token);
 
@@ -102,13 +76,8 @@ describe('FCM through real Prosody', { skip, timeout: 120_000 }, () => {
     await bob.sendMessage('carol@localhost', 'hello?');
     await app.waitForLog(new RegExp(`token is dead, registration removed app=android node=${node}`));
     assert.equal(await app.server.store.getByNode(node), undefined);
-    let error;
-    try {
-      await bob.iq(publish(node, secret));
-    } catch (caught) {
-      error = iqErrorOf(caught);
-    }
-    assert.deepEqual([error?.type, error?.condition], ['cancel', 'item-not-found']);
+    const error = await rejectionOf(bob.iq(publishIq(node, secret, { summary: false })));
+    assert.deepEqual([error.type, error.condition], ['cancel', 'item-not-found']);
     assert.equal(requestsFor(token).length, 1, 'the removed registration is not pushed again');
   });
 

@@ -6,25 +6,15 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { xml } from '@xmpp/client';
 import { generateVapidKeys } from '../../src/providers/web-push-crypto.ts';
 import { startAppServer, type TestAppServer } from '../support/app-server.ts';
 import { startMockPushEndpoint, type MockAnswer, type MockPushEndpoint } from '../support/mock-push-endpoint.ts';
-import { prosodyMissing, startProsody, type ProsodyInstance } from '../support/prosody.ts';
+import { prosodyMissing } from '../support/prosody.ts';
+import { publishIq, startPushStack, type PushStack } from '../support/push-stack.ts';
 import { testPki } from '../support/tls.ts';
-import { connectClient, iqErrorOf, type TestClient } from '../support/xmpp-client.ts';
+import { rejectionOf, type TestClient } from '../support/xmpp-client.ts';
 
 const skip = prosodyMissing();
-
-function publish(node: string, secret: string) {
-  return xml('iq', { type: 'set', to: 'push.localhost' },
-    xml('pubsub', { xmlns: 'http://jabber.org/protocol/pubsub' },
-      xml('publish', { node }, xml('item', {}, xml('notification', { xmlns: 'urn:xmpp:push:0' }))),
-      xml('publish-options', {},
-        xml('x', { xmlns: 'jabber:x:data', type: 'submit' },
-          xml('field', { var: 'FORM_TYPE' }, xml('value', {}, 'http://jabber.org/protocol/pubsub#publish-options')),
-          xml('field', { var: 'secret' }, xml('value', {}, secret))))));
-}
 
 interface Kind {
   app: 'web' | 'up';
@@ -35,7 +25,7 @@ interface Kind {
 
 describe('WebPush and UnifiedPush through real Prosody', { skip, timeout: 120_000 }, () => {
   const vapid = generateVapidKeys();
-  let prosody: ProsodyInstance;
+  let stack: PushStack;
   let webMock: MockPushEndpoint;
   let upMock: MockPushEndpoint;
   let app: TestAppServer;
@@ -64,9 +54,7 @@ describe('WebPush and UnifiedPush through real Prosody', { skip, timeout: 120_00
   before(async () => {
     webMock = await startMockPushEndpoint({ tls: true, vapidPublicKey: vapid.publicKey });
     upMock = await startMockPushEndpoint({ tls: false });
-    prosody = await startProsody();
-    await prosody.register('bob', 'localhost', 'bob-pw');
-    app = await startAppServer(`
+    stack = await startPushStack(`
       [apps.web]
       provider = "webpush"
       vapid_public_key = "${vapid.publicKey}"
@@ -81,15 +69,12 @@ describe('WebPush and UnifiedPush through real Prosody', { skip, timeout: 120_00
       ttl = 600
       allow_http = true
       allow_private = true
-    `, { prosody });
-    await app.waitOnline();
-    bob = await connectClient({ port: prosody.c2sPort, domain: 'localhost', username: 'bob', password: 'bob-pw' });
+    `);
+    ({ app, bob } = stack);
   });
 
   after(async () => {
-    await bob?.stop();
-    await app?.stop();
-    await prosody?.stop();
+    await stack?.stop();
     await webMock?.close();
     await upMock?.close();
   });
@@ -98,14 +83,7 @@ describe('WebPush and UnifiedPush through real Prosody', { skip, timeout: 120_00
   async function offlineUserWithPush(appName: string, token: string): Promise<{ user: string; node: string; secret: string }> {
     userCount += 1;
     const user = `user${userCount}`;
-    await prosody.register(user, 'localhost', `${user}-pw`);
-    const reply = await app.post('/push_appserver/v1/register', { type: appName, node: `${user}-device`, token });
-    const [ok, node, secret] = reply.body.split('\n');
-    assert.equal(ok, 'OK', reply.body);
-    const client = await connectClient({ port: prosody.c2sPort, domain: 'localhost', username: user, password: `${user}-pw` });
-    await client.enablePush('push.localhost', node, secret);
-    await client.stop();
-    return { user, node, secret };
+    return { user, ...(await stack.offlineUserWithPush(user, appName, token)) };
   }
 
   for (const [name, kind] of Object.entries(kinds)) {
@@ -136,13 +114,8 @@ describe('WebPush and UnifiedPush through real Prosody', { skip, timeout: 120_00
       await bob.sendMessage(`${user}@localhost`, 'hello?');
       await app.waitForLog(new RegExp(`token is dead, registration removed app=${kind.app} node=${node}`));
       assert.equal(await app.server.store.getByNode(node), undefined);
-      let error;
-      try {
-        await bob.iq(publish(node, secret));
-      } catch (caught) {
-        error = iqErrorOf(caught);
-      }
-      assert.deepEqual([error?.type, error?.condition], ['cancel', 'item-not-found']);
+      const error = await rejectionOf(bob.iq(publishIq(node, secret, { summary: false })));
+      assert.deepEqual([error.type, error.condition], ['cancel', 'item-not-found']);
       assert.equal(kind.mock().requestsTo(endpoint).length, 1, 'the removed registration is not pushed again');
     });
 

@@ -5,45 +5,26 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { xml } from '@xmpp/client';
-import { startProsody, prosodyMissing, type ProsodyInstance } from '../support/prosody.ts';
+import { prosodyMissing, type ProsodyInstance } from '../support/prosody.ts';
+import { publishIq, startPushStack, type PushStack } from '../support/push-stack.ts';
 import { startAppServer, type TestAppServer } from '../support/app-server.ts';
-import { connectClient, rejectionOf, type TestClient } from '../support/xmpp-client.ts';
+import { rejectionOf, type TestClient } from '../support/xmpp-client.ts';
 
 const skip = prosodyMissing();
 
-function publish(node: string, secret: string | undefined, summary = true) {
-  const options = secret === undefined ? [] : [xml('publish-options', {},
-    xml('x', { xmlns: 'jabber:x:data', type: 'submit' },
-      xml('field', { var: 'FORM_TYPE' }, xml('value', {}, 'http://jabber.org/protocol/pubsub#publish-options')),
-      xml('field', { var: 'secret' }, xml('value', {}, secret))))];
-  const form = summary ? [xml('x', { xmlns: 'jabber:x:data', type: 'form' },
-    xml('field', { var: 'FORM_TYPE' }, xml('value', {}, 'urn:xmpp:push:summary')),
-    xml('field', { var: 'message-count' }, xml('value', {}, '1')))] : [];
-  return xml('iq', { type: 'set', to: 'push.localhost' },
-    xml('pubsub', { xmlns: 'http://jabber.org/protocol/pubsub' },
-      xml('publish', { node }, xml('item', {}, xml('notification', { xmlns: 'urn:xmpp:push:0' }, ...form))),
-      ...options));
-}
-
 describe('component attached to Prosody', { skip, timeout: 120_000 }, () => {
+  let stack: PushStack;
   let prosody: ProsodyInstance;
   let app: TestAppServer;
   let bob: TestClient;
 
   before(async () => {
-    prosody = await startProsody();
-    await prosody.register('alice', 'localhost', 'alice-pw');
-    await prosody.register('bob', 'localhost', 'bob-pw');
-    await prosody.register('carol', 'localhost', 'carol-pw');
-    app = await startAppServer({}, { prosody });
-    await app.waitOnline();
-    bob = await connectClient({ port: prosody.c2sPort, domain: 'localhost', username: 'bob', password: 'bob-pw' });
+    stack = await startPushStack();
+    ({ prosody, app, bob } = stack);
   });
 
   after(async () => {
-    await bob?.stop();
-    await app?.stop();
-    await prosody?.stop();
+    await stack?.stop();
   });
 
   async function register(node: string, token: string) {
@@ -89,10 +70,7 @@ describe('component attached to Prosody', { skip, timeout: 120_000 }, () => {
   });
 
   test('a message to an offline account with push enabled makes exactly one provider call for its registration', async () => {
-    const { node, secret } = await register('alice-phone', 'a'.repeat(64));
-    const alice = await connectClient({ port: prosody.c2sPort, domain: 'localhost', username: 'alice', password: 'alice-pw' });
-    await alice.enablePush('push.localhost', node, secret);
-    await alice.stop();
+    const { node } = await stack.offlineUserWithPush('alice', 'apns', 'a'.repeat(64));
     await bob.sendMessage('alice@localhost', 'are you there?');
     await app.waitForCount(new RegExp(`pushed app=apns node=${node}`), 1);
     // A second message proves the first was not counted twice and the pipeline stays healthy.
@@ -106,19 +84,19 @@ describe('component attached to Prosody', { skip, timeout: 120_000 }, () => {
 
   test('a publish with a wrong secret is answered cancel/item-not-found and reaches no provider', async () => {
     const { node } = await register('wrong-secret-device', 'b'.repeat(64));
-    const error = await rejectionOf(bob.iq(publish(node, 'not-the-secret')));
+    const error = await rejectionOf(bob.iq(publishIq(node, 'not-the-secret')));
     assert.deepEqual([error.type, error.condition], ['cancel', 'item-not-found']);
     assert.equal(app.countLog(new RegExp(`dry-run push node=${node}`)), 0);
   });
 
   test('a publish without a secret is answered like a wrong secret', async () => {
     const { node } = await register('no-secret-device', 'c'.repeat(64));
-    const error = await rejectionOf(bob.iq(publish(node, undefined)));
+    const error = await rejectionOf(bob.iq(publishIq(node, undefined)));
     assert.deepEqual([error.type, error.condition], ['cancel', 'item-not-found']);
   });
 
   test('a publish to an unknown node gets the same answer as a wrong secret', async () => {
-    const error = await rejectionOf(bob.iq(publish('no-such-node', 'whatever')));
+    const error = await rejectionOf(bob.iq(publishIq('no-such-node', 'whatever')));
     assert.deepEqual([error.type, error.condition], ['cancel', 'item-not-found']);
   });
 
@@ -131,7 +109,7 @@ describe('component attached to Prosody', { skip, timeout: 120_000 }, () => {
 
   test('a hand-made publish with the right secret and no summary is pushed', async () => {
     const { node, secret } = await register('plain-device', 'd'.repeat(64));
-    const reply = await bob.iq(publish(node, secret, false));
+    const reply = await bob.iq(publishIq(node, secret, { summary: false }));
     assert.equal(reply.attrs.type, 'result');
     assert.equal(app.countLog(new RegExp(`dry-run push node=${node}`)), 1);
   });
@@ -143,8 +121,9 @@ describe('component attached to Prosody', { skip, timeout: 120_000 }, () => {
     await prosody.restart();
     await app.waitForLog(/component offline, reconnecting/, 15_000, from);
     await app.waitForLog(/component online/, 30_000, from);
-    bob = await connectClient({ port: prosody.c2sPort, domain: 'localhost', username: 'bob', password: 'bob-pw' });
-    const reply = await bob.iq(publish(node, secret));
+    await stack.reconnectBob();
+    bob = stack.bob;
+    const reply = await bob.iq(publishIq(node, secret));
     assert.equal(reply.attrs.type, 'result');
   });
 
