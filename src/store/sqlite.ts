@@ -2,12 +2,14 @@
  * The embedded store: one SQLite file through node:sqlite (no native module to compile), WAL mode.
  * Migrations are numbered and run at open (PRAGMA user_version). Push bookkeeping (counts, last
  * push) is batched and written every FLUSH_INTERVAL_MS in transactions of FLUSH_SLICE rows, so the
- * hot path does no write and no flush holds the event loop for long.
+ * hot path does no write and no flush holds the event loop for long. WAL checkpoints run on a worker
+ * thread (wal-checkpointer.ts), never in the middle of a commit on the serving thread.
  */
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
 import type { PendingRetry, Registration, Store } from './types.ts';
+import { WalCheckpointer } from './wal-checkpointer.ts';
 import type { Urgency } from '../providers/types.ts';
 
 const MIGRATIONS: string[] = [
@@ -101,6 +103,13 @@ export function sqlitePathFromUrl(url: string): string {
   return path;
 }
 
+export interface SqliteStoreOptions {
+  /** WAL checkpoints on a worker thread (default), or on the serving connection as SQLite does. */
+  checkpointInBackground?: boolean;
+  /** The checkpoint thread failed; checkpoints happen on the serving connection from now on. */
+  onCheckpointFallback?: (error: Error) => void;
+}
+
 export class SqliteStore implements Store {
   readonly kind = 'sqlite';
   private readonly db: DatabaseSync;
@@ -108,12 +117,17 @@ export class SqliteStore implements Store {
   private readonly pending = new Map<string, PendingStats>();
   private flushTimer: NodeJS.Timeout | undefined;
   private flushImmediate: NodeJS.Immediate | undefined;
+  /** Undefined for an in-memory database, which has no WAL. */
+  readonly checkpointer: WalCheckpointer | undefined;
 
-  constructor(path: string) {
+  constructor(path: string, options: SqliteStoreOptions = {}) {
     if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
     this.db = new DatabaseSync(path);
     this.db.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;');
     this.migrate();
+    if (path !== ':memory:' && options.checkpointInBackground !== false) {
+      this.checkpointer = new WalCheckpointer(this.db, path, { onFallback: options.onCheckpointFallback });
+    }
     const p = (sql: string) => this.db.prepare(sql);
     this.statements = {
       byNode: p('SELECT * FROM registrations WHERE node = ?'),
@@ -195,16 +209,20 @@ export class SqliteStore implements Store {
       this.statements.insert.run(r.node, r.secret, r.app, r.token, r.deviceKey, r.boundDomain, r.registeredAt, r.renewedAt,
         r.lastPushAt, r.lastErrorAt, r.lastError, r.pushCount);
     });
+    this.checkpointer?.noteWrite();
   }
 
   async renew(node: string, at: number): Promise<void> {
     this.statements.renew.run(at, node);
+    this.checkpointer?.noteWrite();
   }
 
   async remove(node: string): Promise<boolean> {
     this.pending.delete(node);
     this.statements.retryDelete.run(node);
-    return Number(this.statements.remove.run(node).changes) > 0;
+    const removed = Number(this.statements.remove.run(node).changes) > 0;
+    this.checkpointer?.noteWrite();
+    return removed;
   }
 
   async removeIfNotRenewedSince(node: string, before: number): Promise<boolean> {
@@ -212,6 +230,7 @@ export class SqliteStore implements Store {
     if (removed) {
       this.pending.delete(node);
       this.statements.retryDelete.run(node);
+      this.checkpointer?.noteWrite();
     }
     return removed;
   }
@@ -277,6 +296,7 @@ export class SqliteStore implements Store {
         if (stats.lastErrorAt !== null) this.statements.failed.run(stats.lastErrorAt, stats.lastError, node);
       }
     });
+    this.checkpointer?.noteWrite();
   }
 
   async list(options: { after?: string; limit: number }): Promise<Registration[]> {
@@ -292,7 +312,9 @@ export class SqliteStore implements Store {
   }
 
   async scheduleRetry(retry: PendingRetry): Promise<boolean> {
-    return Number(this.statements.retryInsert.run(retry.node, retry.dueAt, retry.attempt, retry.urgency, retry.reason).changes) > 0;
+    const scheduled = Number(this.statements.retryInsert.run(retry.node, retry.dueAt, retry.attempt, retry.urgency, retry.reason).changes) > 0;
+    if (scheduled) this.checkpointer?.noteWrite();
+    return scheduled;
   }
 
   async takeDueRetries(now: number, limit: number): Promise<PendingRetry[]> {
@@ -302,11 +324,12 @@ export class SqliteStore implements Store {
       due = rows.map((row) => ({ node: row.node, dueAt: row.due_at, attempt: row.attempt, urgency: row.urgency, reason: row.reason }));
       for (const retry of due) this.statements.retryDelete.run(retry.node);
     });
+    if (due.length > 0) this.checkpointer?.noteWrite();
     return due;
   }
 
   async cancelRetry(node: string): Promise<void> {
-    this.statements.retryDelete.run(node);
+    if (Number(this.statements.retryDelete.run(node).changes) > 0) this.checkpointer?.noteWrite();
   }
 
   async blockToken(app: string, token: string, until: number): Promise<void> {
@@ -316,6 +339,7 @@ export class SqliteStore implements Store {
       const { n } = this.statements.blockedCount.get() as { n: number };
       if (n > BLOCKED_TOKENS_LIMIT) this.statements.unblockOldest.run(n - BLOCKED_TOKENS_LIMIT);
     });
+    this.checkpointer?.noteWrite();
   }
 
   async isTokenBlocked(app: string, token: string, now: number): Promise<boolean> {
@@ -330,6 +354,7 @@ export class SqliteStore implements Store {
   async close(): Promise<void> {
     if (!this.db.isOpen) return;
     this.flush();
+    await this.checkpointer?.close();
     this.db.close();
   }
 }
