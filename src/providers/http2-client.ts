@@ -12,7 +12,7 @@
  * Http2TransportError (connection refused, TLS failure, timeout, session died); any HTTP status,
  * including 4xx/5xx, is an answer and is returned.
  */
-import { connect, constants, type ClientHttp2Session, type ClientHttp2Stream, type IncomingHttpHeaders, type OutgoingHttpHeaders } from 'node:http2';
+import { connect, constants, type ClientHttp2Session, type ClientHttp2Stream, type IncomingHttpHeaders } from 'node:http2';
 import type { Logger } from '../log.ts';
 
 export interface Http2ClientOptions {
@@ -345,9 +345,12 @@ export class Http2Client {
 
   private start(job: Job, slot: Slot): void {
     const { request } = job;
-    const headers: OutgoingHttpHeaders = { ...request.headers, ':method': request.method ?? 'POST', ':path': request.path };
+    // A flat [name, value, …] list rather than an object: node:http2 copies an object into a
+    // null-prototype dictionary that the closed stream keeps until a full collection (bench, issue 6).
+    const headers: string[] = [':method', request.method ?? 'POST', ':path', request.path];
+    if (request.headers) for (const name in request.headers) headers.push(name, request.headers[name]);
     const body = request.body === undefined ? undefined : Buffer.isBuffer(request.body) ? request.body : Buffer.from(request.body);
-    if (body !== undefined) headers['content-length'] = body.length;
+    if (body !== undefined) headers.push('content-length', String(body.length));
     let stream: ClientHttp2Stream;
     try {
       stream = slot.session.request(headers, { endStream: body === undefined });
