@@ -11,7 +11,14 @@
  */
 import { Worker } from 'node:worker_threads';
 import type { DatabaseSync } from 'node:sqlite';
-import type { CheckpointDone } from './wal-checkpoint-worker.ts';
+
+/** What the worker (wal-checkpoint-worker.js) answers to each request. */
+export interface CheckpointDone {
+  kind: 'checkpointed';
+  /** Frames in the WAL, and how many of them are now in the database file (SQLite's own counts). */
+  walFrames: number;
+  checkpointed: number;
+}
 
 const CHECKPOINT_EVERY_MS = 200;
 /** SQLite's default, restored when the worker is gone. */
@@ -34,7 +41,7 @@ export class WalCheckpointer {
   private requested = false;
   private failed = false;
   private closed = false;
-  private waiters: Array<(done: CheckpointDone) => void> = [];
+  private waiters: Array<{ resolve: (done: CheckpointDone) => void; reject: (error: Error) => void }> = [];
   /** Checkpoints the worker finished (for tests and diagnostics). */
   checkpoints = 0;
 
@@ -60,9 +67,9 @@ export class WalCheckpointer {
     this.timer.unref();
   }
 
-  /** Resolves with the next checkpoint the worker finishes (tests). */
+  /** Resolves with the next checkpoint the worker finishes; rejects if the worker fails first (tests). */
   nextCheckpoint(): Promise<CheckpointDone> {
-    return new Promise((resolve) => this.waiters.push(resolve));
+    return new Promise((resolve, reject) => this.waiters.push({ resolve, reject }));
   }
 
   private request(): void {
@@ -81,7 +88,7 @@ export class WalCheckpointer {
 
   private start(): Worker | undefined {
     try {
-      const worker = new Worker(this.options.workerUrl ?? new URL('./wal-checkpoint-worker.ts', import.meta.url), {
+      const worker = new Worker(this.options.workerUrl ?? new URL('./wal-checkpoint-worker.js', import.meta.url), {
         workerData: { path: this.path },
         // A checkpoint needs almost no JavaScript heap; keep the thread's own footprint small.
         resourceLimits: { maxOldGenerationSizeMb: 16, maxYoungGenerationSizeMb: 2 },
@@ -92,7 +99,7 @@ export class WalCheckpointer {
       worker.on('message', (done: CheckpointDone) => {
         this.requested = false;
         this.checkpoints += 1;
-        for (const resolve of this.waiters.splice(0)) resolve(done);
+        for (const waiter of this.waiters.splice(0)) waiter.resolve(done);
       });
       worker.on('error', (error) => this.fallBack(error));
       worker.on('exit', (code) => {
@@ -113,6 +120,7 @@ export class WalCheckpointer {
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
     if (this.db.isOpen) this.db.exec(`PRAGMA wal_autocheckpoint = ${AUTOCHECKPOINT_PAGES}`);
+    for (const waiter of this.waiters.splice(0)) waiter.reject(error);
     this.options.onFallback?.(error);
   }
 

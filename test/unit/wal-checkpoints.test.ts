@@ -92,19 +92,19 @@ test('when the checkpoint thread fails, the serving connection checkpoints again
   writeFileSync(broken, 'throw new Error("no checkpoints here");\n');
   const db = walDb(path);
   let reported: Error | undefined;
-  const fellBack = new Promise<void>((resolve) => {
-    const checkpointer = new WalCheckpointer(db, path, {
-      everyMs: 1,
-      workerUrl: pathToFileURL(broken),
-      onFallback: (error) => { reported = error; resolve(); },
-    });
-    t.after(() => checkpointer.close());
-    db.exec("INSERT INTO t VALUES ('x')");
-    checkpointer.noteWrite();
+  const checkpointer = new WalCheckpointer(db, path, {
+    everyMs: 1,
+    workerUrl: pathToFileURL(broken),
+    onFallback: (error) => { reported = error; },
   });
-  await fellBack;
+  t.after(() => checkpointer.close());
+  const next = checkpointer.nextCheckpoint();
+  db.exec("INSERT INTO t VALUES ('x')");
+  checkpointer.noteWrite();
   try {
+    await assert.rejects(next, /no checkpoints here/);
     assert.match(String(reported?.message), /no checkpoints here/);
+    assert.equal(checkpointer.active, false);
     assert.equal(autocheckpointPages(db), 1000, "SQLite's own automatic checkpoints are back");
   } finally {
     db.close();
