@@ -83,12 +83,13 @@ interface MockReady {
   teamId: string;
 }
 
-async function startApnsMock(): Promise<ProviderSetup> {
+async function startApnsMock(mockProcess: MockProcessOptions | undefined): Promise<ProviderSetup> {
   const matcher = new ReceiptMatcher();
   let ready: (value: MockReady) => void = () => {};
   const announced = new Promise<MockReady>((resolve) => { ready = resolve; });
-  const mock = new Child('mock-apns', process.execPath, ['--disable-warning=ExperimentalWarning', join(ROOT, 'test/support/mock-apns-main.ts'), '--receipts'], {
+  const mock = new Child('mock-apns', process.execPath, ['--disable-warning=ExperimentalWarning', ...(mockProcess?.nodeArgs ?? []), join(ROOT, 'test/support/mock-apns-main.ts'), '--receipts'], {
     cwd: ROOT,
+    env: { ...process.env, ...mockProcess?.env },
     onStdoutLine: (line) => {
       // Hot path: one line per request, {"r":"<token>","t":<ms>}.
       if (line.startsWith('{"r":"')) {
@@ -121,8 +122,14 @@ async function startApnsMock(): Promise<ProviderSetup> {
   };
 }
 
-export async function startProviderSetup(kind: 'apns' | 'log'): Promise<ProviderSetup> {
-  if (kind === 'apns') return startApnsMock();
+/** Extra environment and node flags for the mock's process (the --stall-report preload). */
+export interface MockProcessOptions {
+  env: NodeJS.ProcessEnv;
+  nodeArgs: string[];
+}
+
+export async function startProviderSetup(kind: 'apns' | 'log', mockProcess?: MockProcessOptions): Promise<ProviderSetup> {
+  if (kind === 'apns') return startApnsMock(mockProcess);
   return {
     appTable: 'provider = "log"\n# one log line per push would measure the terminal, not the server\nverbose = false\n',
     delivery: undefined,

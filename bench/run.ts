@@ -10,7 +10,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { randomBytes, createHash } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { availableParallelism, cpus, tmpdir, totalmem } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -20,6 +20,7 @@ import { startProviderSetup, type ProviderSetup } from './providers.ts';
 import { ProcessWatcher, sampleProcess } from './proc-stats.ts';
 import { runPushPhase, type PushTargets } from './push-load.ts';
 import { runRegisterPhase } from './register-load.ts';
+import { formatStallReport, startStallMonitor, stallReport, type StallReport } from './stall-monitor.ts';
 import { seededNode, seededSecret, seededToken, seedRegistrations } from './seed.ts';
 import { round1, round3, type Percentiles } from './stats.ts';
 import { XmppPeer } from './xmpp-peer.ts';
@@ -46,6 +47,9 @@ const USAGE = `npm run bench -- [options]
   --server-log       print the last lines of push-appserver's log after the table
   --keep             keep the temp dir (config, SQLite file)
   --latency-csv FILE write every publish's send time and latency (ms) as CSV, to look at the tail
+  --stall-report DIR record every process's GC pauses and event-loop stalls into DIR and report
+                     which of them the publishes at or above the p99 overlapped (perturbs the run: a 1 ms
+                     timer in every process, and the preload adds memory to push-appserver)
 `;
 
 interface Options {
@@ -65,6 +69,7 @@ interface Options {
   keep: boolean;
   serverLog: boolean;
   latencyCsv: string | undefined;
+  stallDir: string | undefined;
 }
 
 function positiveInt(name: string, value: string | undefined, fallback: number, min = 1): number {
@@ -94,6 +99,7 @@ function parseOptions(argv: string[]): Options {
       keep: { type: 'boolean' },
       'server-log': { type: 'boolean' },
       'latency-csv': { type: 'string' },
+      'stall-report': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -122,6 +128,7 @@ function parseOptions(argv: string[]): Options {
     keep: values.keep === true,
     serverLog: values['server-log'] === true,
     latencyCsv: values['latency-csv'],
+    stallDir: values['stall-report'] === undefined ? undefined : resolve(values['stall-report']),
   };
 }
 
@@ -215,7 +222,14 @@ async function main(): Promise<number> {
       notes.push(`${options.seeded} registrations seeded straight into SQLite (same schema, one transaction, ${round1(seedSeconds)} s) before the server started; the HTTP registrations come on top`);
     }
 
-    provider = await startProviderSetup(options.provider);
+    let stallEnv: NodeJS.ProcessEnv = {};
+    if (options.stallDir) {
+      mkdirSync(options.stallDir, { recursive: true });
+      for (const name of readdirSync(options.stallDir)) if (/-\d+\.csv$/.test(name)) rmSync(join(options.stallDir, name));
+      stallEnv = { PUSH_BENCH_STALL_DIR: options.stallDir };
+    }
+    const stallPreload = `--import=${join(ROOT, 'bench/stall-monitor-preload.ts')}`;
+    provider = await startProviderSetup(options.provider, options.stallDir ? { env: { ...stallEnv, PUSH_BENCH_STALL_LABEL: 'mock' }, nodeArgs: [stallPreload] } : undefined);
     const secret = randomBytes(12).toString('hex');
     peer = new XmppPeer({ componentJid: COMPONENT_JID, secret });
     const xmppPort = await peer.listen();
@@ -226,7 +240,11 @@ async function main(): Promise<number> {
     const env = { ...process.env };
     if (options.serverNodeOptions) env.NODE_OPTIONS = `${env.NODE_OPTIONS ?? ''} ${options.serverNodeOptions}`.trim();
     const serveEnv = { ...env };
-    if (options.profileDir) serveEnv.NODE_OPTIONS = `${env.NODE_OPTIONS ?? ''} --cpu-prof --cpu-prof-dir=${options.profileDir}`.trim();
+    if (options.profileDir) serveEnv.NODE_OPTIONS = `${serveEnv.NODE_OPTIONS ?? ''} --cpu-prof --cpu-prof-dir=${options.profileDir}`.trim();
+    if (options.stallDir) {
+      Object.assign(serveEnv, stallEnv, { PUSH_BENCH_STALL_LABEL: 'push-appserver' });
+      serveEnv.NODE_OPTIONS = `${serveEnv.NODE_OPTIONS ?? ''} ${stallPreload}`.trim();
+    }
     // What an operator runs first; it also fills Node's compile cache (bin/push-appserver), so the
     // server below starts the way every start after the first does.
     try {
@@ -273,6 +291,7 @@ async function main(): Promise<number> {
     const mode = options.rate === undefined ? `closed loop, ${options.concurrency} in flight` : `offered ${options.rate}/s`;
     progress(`publishing ${options.warmup} warm-up + ${options.pushes} counted pushes to ${targets.count.toLocaleString('en')} registrations, ${mode}…`);
     const delivery = provider.delivery;
+    const stopOwnMonitor = options.stallDir ? startStallMonitor('load-generator', options.stallDir) : undefined;
     const push = await runPushPhase({
       peer,
       targets,
@@ -303,6 +322,12 @@ async function main(): Promise<number> {
     const providerCpuS = provider.pid ? sampleProcess(provider.pid)?.cpuS ?? null : null;
     await provider.stop();
     await peer.close();
+    stopOwnMonitor?.();
+    let stalls: StallReport | undefined;
+    if (options.stallDir) {
+      const { sentAtMs, latencyMs, startedAtEpochMs } = push.timeline;
+      stalls = stallReport(options.stallDir, sentAtMs.map((at) => startedAtEpochMs + at), latencyMs, options.warmup);
+    }
 
     // Everything that went wrong, by type.
     const errors = new Map<string, number>();
@@ -361,6 +386,7 @@ async function main(): Promise<number> {
         deliveries_timed: deliveryPercentiles?.count ?? null,
         publishes_without_receipt: deliveryLatency?.unmatched ?? null,
       },
+      ...(stalls ? { stalls } : {}),
       notes,
       machine: machine(),
       date: new Date().toISOString(),
@@ -378,6 +404,7 @@ async function main(): Promise<number> {
       ['load generator / mock CPU', `${report.load_generator_cpu_s} s / ${report.provider_cpu_s ?? '-'} s`],
       ['machine', `${report.machine.nproc} × ${report.machine.cpu}, ${report.machine.memory_gb} GB, Node ${report.machine.node}`],
     ];
+    if (stalls) table.push(['pauses in the push phase', `(--stall-report ${options.stallDir})`], ...formatStallReport(stalls));
     const width = Math.max(...table.map(([key]) => key.length));
     let out = '\n' + table.map(([key, value]) => `${key.padEnd(width)}  ${value}`).join('\n') + '\n';
     if (notes.length > 0) out += notes.map((note) => `note: ${note}`).join('\n') + '\n';

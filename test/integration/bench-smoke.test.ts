@@ -5,6 +5,8 @@
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
@@ -71,4 +73,20 @@ test('a tiny --scale run seeds the store directly and pushes to seeded and regis
   assert.equal(report.errors, 0, JSON.stringify(report.errors_by_type));
   assert.equal(report.parameters.registrations_in_store, 2020);
   assert.match(report.notes.join('\n'), /seeded straight into SQLite/);
+});
+
+test('a tiny --stall-report run records every process and matches the slowest publishes against their pauses', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'push-appserver-stalls-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const { code, stdout, stderr } = await runBench(['--devices', '20', '--pushes', '200', '--rate', '400', '--provider', 'apns', '--stall-report', dir, '--json']);
+  assert.equal(code, 0, `bench exited ${code}\n${stdout}\n${stderr}`);
+  const report = lastJsonLine(stdout);
+  assert.equal(report.errors, 0, JSON.stringify(report.errors_by_type));
+  assert.deepEqual(Object.keys(report.stalls.by_process).sort(), ['load-generator', 'mock', 'push-appserver']);
+  const slow = report.stalls.slow_publishes;
+  assert.ok(slow.count >= 2, 'at least the top 1 % of 200 publishes');
+  assert.equal(slow.threshold_ms, report.latency_ms.result.p99);
+  const matched = Object.values(slow.overlapping as Record<string, number>).every((n) => Number.isInteger(n) && n >= 0 && n <= slow.count);
+  assert.ok(matched && slow.overlapping_none <= slow.count);
+  assert.match(stdout, /publishes ≥ p99/);
 });
