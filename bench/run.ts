@@ -10,7 +10,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { randomBytes, createHash } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { availableParallelism, cpus, tmpdir, totalmem } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -20,7 +20,7 @@ import { startProviderSetup, type ProviderSetup } from './providers.ts';
 import { ProcessWatcher, sampleProcess } from './proc-stats.ts';
 import { runPushPhase, type PushTargets } from './push-load.ts';
 import { runRegisterPhase } from './register-load.ts';
-import { formatStallReport, startStallMonitor, stallReport, type StallReport } from './stall-monitor.ts';
+import { formatStallReport, prepareStallDir, stallMonitorForChild, startStallMonitor, stallReport, type StallReport } from './stall-monitor.ts';
 import { seededNode, seededSecret, seededToken, seedRegistrations } from './seed.ts';
 import { round1, round3, type Percentiles } from './stats.ts';
 import { XmppPeer } from './xmpp-peer.ts';
@@ -222,14 +222,8 @@ async function main(): Promise<number> {
       notes.push(`${options.seeded} registrations seeded straight into SQLite (same schema, one transaction, ${round1(seedSeconds)} s) before the server started; the HTTP registrations come on top`);
     }
 
-    let stallEnv: NodeJS.ProcessEnv = {};
-    if (options.stallDir) {
-      mkdirSync(options.stallDir, { recursive: true });
-      for (const name of readdirSync(options.stallDir)) if (/-\d+\.csv$/.test(name)) rmSync(join(options.stallDir, name));
-      stallEnv = { PUSH_BENCH_STALL_DIR: options.stallDir };
-    }
-    const stallPreload = `--import=${join(ROOT, 'bench/stall-monitor-preload.ts')}`;
-    provider = await startProviderSetup(options.provider, options.stallDir ? { env: { ...stallEnv, PUSH_BENCH_STALL_LABEL: 'mock' }, nodeArgs: [stallPreload] } : undefined);
+    if (options.stallDir) prepareStallDir(options.stallDir);
+    provider = await startProviderSetup(options.provider, options.stallDir ? stallMonitorForChild(options.stallDir, 'mock') : undefined);
     const secret = randomBytes(12).toString('hex');
     peer = new XmppPeer({ componentJid: COMPONENT_JID, secret });
     const xmppPort = await peer.listen();
@@ -242,8 +236,9 @@ async function main(): Promise<number> {
     const serveEnv = { ...env };
     if (options.profileDir) serveEnv.NODE_OPTIONS = `${serveEnv.NODE_OPTIONS ?? ''} --cpu-prof --cpu-prof-dir=${options.profileDir}`.trim();
     if (options.stallDir) {
-      Object.assign(serveEnv, stallEnv, { PUSH_BENCH_STALL_LABEL: 'push-appserver' });
-      serveEnv.NODE_OPTIONS = `${serveEnv.NODE_OPTIONS ?? ''} ${stallPreload}`.trim();
+      const monitor = stallMonitorForChild(options.stallDir, 'push-appserver');
+      Object.assign(serveEnv, monitor.env);
+      serveEnv.NODE_OPTIONS = `${serveEnv.NODE_OPTIONS ?? ''} ${monitor.nodeArgs.join(' ')}`.trim();
     }
     // What an operator runs first; it also fills Node's compile cache (bin/push-appserver), so the
     // server below starts the way every start after the first does.

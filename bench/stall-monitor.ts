@@ -9,8 +9,9 @@
  * taken apart (bench/RESULTS.md); the 1 ms timer costs each process a little CPU, so the figures of
  * a run with this option are not the ones to quote.
  */
-import { appendFileSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { appendFileSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { constants, PerformanceObserver, performance } from 'node:perf_hooks';
 
 const STALL_MS = 3;
@@ -31,6 +32,19 @@ interface StallEvent {
   /** Wall clock, ms since the epoch. */
   atMs: number;
   durationMs: number;
+}
+
+const PRELOAD = join(dirname(fileURLToPath(import.meta.url)), 'stall-monitor-preload.ts');
+
+/** Creates DIR, or empties it of an earlier run's recordings. */
+export function prepareStallDir(dir: string): void {
+  mkdirSync(dir, { recursive: true });
+  for (const name of readdirSync(dir)) if (/-\d+\.csv$/.test(name)) rmSync(join(dir, name));
+}
+
+/** What a child process needs to record itself as `label` into DIR (stall-monitor-preload.ts reads it). */
+export function stallMonitorForChild(dir: string, label: string): { env: NodeJS.ProcessEnv; nodeArgs: string[] } {
+  return { env: { PUSH_BENCH_STALL_DIR: dir, PUSH_BENCH_STALL_LABEL: label }, nodeArgs: [`--import=${PRELOAD}`] };
 }
 
 /** Starts recording in this process; lines are appended to DIR/<label>-<pid>.csv every second and at exit. */

@@ -104,8 +104,6 @@ export function sqlitePathFromUrl(url: string): string {
 }
 
 export interface SqliteStoreOptions {
-  /** WAL checkpoints on a worker thread (default), or on the serving connection as SQLite does. */
-  checkpointInBackground?: boolean;
   /** The checkpoint thread failed; checkpoints happen on the serving connection from now on. */
   onCheckpointFallback?: (error: Error) => void;
 }
@@ -125,9 +123,7 @@ export class SqliteStore implements Store {
     this.db = new DatabaseSync(path);
     this.db.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;');
     this.migrate();
-    if (path !== ':memory:' && options.checkpointInBackground !== false) {
-      this.checkpointer = new WalCheckpointer(this.db, path, { onFallback: options.onCheckpointFallback });
-    }
+    if (path !== ':memory:') this.checkpointer = new WalCheckpointer(this.db, path, { onFallback: options.onCheckpointFallback });
     const p = (sql: string) => this.db.prepare(sql);
     this.statements = {
       byNode: p('SELECT * FROM registrations WHERE node = ?'),
