@@ -8,9 +8,15 @@ import type { Notification, Outcome, Summary, Urgency } from '../providers/types
 import type { Registration, Store } from '../store/types.ts';
 import type { App, AppDirectory } from './apps.ts';
 import { secretsEqual } from './secrets.ts';
+import type { Dialect } from './telemetry.ts';
 import { urgencyOf } from './summary.ts';
 
 export interface PushRequest {
+  /**
+   * The dialect the transport saw. A publish to a node we do not store that carries `pushModule`
+   * is resolved as `stateless` by the pipeline, so the XMPP handler always says `xep0357`.
+   */
+  dialect: Dialect;
   node: string;
   /** The publish-options secret; null when the publisher sent none. */
   secret: string | null;

@@ -88,7 +88,7 @@ export function addV1Routes(http: HttpServer, deps: V1Dependencies): void {
     const secret = field(request, 'secret');
     if (node === '') return text(400, 'ERROR\nmissing field "node"');
     if (secret === '') return text(400, 'ERROR\nmissing field "secret"');
-    const result = await deps.dispatcher.dispatch({ node, secret, from: null, summary: {}, options: new Map() });
+    const result = await deps.dispatcher.dispatch({ dialect: 'http', node, secret, from: null, summary: {}, options: new Map() });
     return httpReplyForDispatch(result, node);
   });
 

@@ -31,7 +31,12 @@ export interface PushTarget {
   token: string;
 }
 
-export type Outcome =
+export type Outcome = OutcomeKind & {
+  /** The push service's HTTP status, when it answered (for metrics and the admin page). */
+  status?: number;
+};
+
+type OutcomeKind =
   | { kind: 'delivered'; id?: string }
   /** The service says this token will never work again; `since` is its timestamp (ms) when given. */
   | { kind: 'token-dead'; reason: string; since?: number }

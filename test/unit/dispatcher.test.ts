@@ -15,7 +15,7 @@ describe('dispatcher', () => {
   let secret: string;
 
   const request = (overrides: Partial<PushRequest> = {}): PushRequest => ({
-    node, secret, from: 'example.org', summary: { messageCount: 1 }, options: new Map(), ...overrides,
+    dialect: 'xep0357', node, secret, from: 'example.org', summary: { messageCount: 1 }, options: new Map(), ...overrides,
   });
 
   beforeEach(async () => {

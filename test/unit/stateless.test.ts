@@ -21,7 +21,7 @@ describe('stateless dialect', () => {
   let now: number;
 
   const publish = (overrides: Partial<PushRequest> = {}): PushRequest => ({
-    node: 'device-token-1', secret: null, from: 'example.org', summary: { messageCount: 1 }, options: new Map([['pushModule', 'monal-prod']]), ...overrides,
+    dialect: 'xep0357', node: 'device-token-1', secret: null, from: 'example.org', summary: { messageCount: 1 }, options: new Map([['pushModule', 'monal-prod']]), ...overrides,
   });
 
   const wire = (target: SqliteStore) => {

@@ -35,7 +35,7 @@ export function parsePublish(iq: Element, pubsub: Element): PushRequest | string
   const options = readForm(findForm(pubsub.getChild('publish-options'))).fields;
   const secret = options.get('secret') ?? null;
   options.delete('secret');
-  return { node, secret, from: iq.attrs.from ?? null, summary, options };
+  return { dialect: 'xep0357', node, secret, from: iq.attrs.from ?? null, summary, options };
 }
 
 export function publishHandler(dispatcher: PushDispatcher): IqHandler {
