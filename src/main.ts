@@ -62,7 +62,8 @@ export function effectiveDocument(config: Config): Record<string, unknown> {
     },
     storage: { url: config.storage.url.replace(/\/\/([^:@/]*):[^@]*@/, '//$1:********@') },
     push: { timeout_ms: config.push.timeoutMs, max_in_flight: config.push.maxInFlight, retry_max_attempts: config.push.retryMaxAttempts, retry_max_delay_s: config.push.retryMaxDelayS },
-    log: { level: config.log.level },
+    log: { level: config.log.level, format: config.log.format },
+    metrics: { enabled: config.metrics.enabled, ...(config.metrics.token !== undefined ? { token: config.metrics.token } : {}) },
     apps,
   };
   if (Object.keys(config.dialects.table).length > 0) document.dialects = config.dialects.table;
@@ -71,7 +72,7 @@ export function effectiveDocument(config: Config): Record<string, unknown> {
 
 async function serve(configPath: string | undefined): Promise<number> {
   const { config, environmentKeys } = loadConfig(configPath);
-  const logger = createLogger({ level: config.log.level });
+  const logger = createLogger({ level: config.log.level, format: config.log.format });
   if (environmentKeys.length > 0) logger.info('configuration overridden from the environment', { keys: environmentKeys.join(',') });
   const server = await PushAppServer.start(config, logger);
   await new Promise<void>((resolve) => {
