@@ -35,6 +35,27 @@ export interface PendingRetry {
   reason: string;
 }
 
+/** What the admin page and `stats` search registrations by; every criterion given must match. */
+export interface RegistrationQuery {
+  /** The node starts with this. */
+  node?: string;
+  /** The device token starts with this. */
+  tokenPrefix?: string;
+  /** Registered by this bare JID (the scope of the device key), case-insensitively. */
+  jid?: string;
+  app?: string;
+  /** Only registrations whose last push failed, the most recent failure first. */
+  failedOnly?: boolean;
+  offset: number;
+  limit: number;
+}
+
+export interface RegistrationPage {
+  registrations: Registration[];
+  /** How many match in all (for paging). */
+  total: number;
+}
+
 export interface Store {
   readonly kind: string;
   getByNode(node: string): Promise<Registration | undefined>;
@@ -60,6 +81,13 @@ export interface Store {
   /** Token block list for the stateless dialect: dead tokens are not sent to again until expiry. */
   blockToken(app: string, token: string, until: number): Promise<void>;
   isTokenBlocked(app: string, token: string, now: number): Promise<boolean>;
+
+  /** Registrations per app, counted once (at start; the metrics keep the gauge up to date from events). */
+  countByApp(): Promise<Map<string, number>>;
+  /** Pushes waiting to be retried. */
+  countPendingRetries(): Promise<number>;
+  /** Registrations matching the query, ordered by node (or by failure time with `failedOnly`); for operators, not the hot path. */
+  search(query: RegistrationQuery): Promise<RegistrationPage>;
 
   /** Throws when the backend cannot answer (for health). */
   ping(): Promise<void>;
