@@ -10,6 +10,12 @@ import { Dispatcher } from './core/dispatcher.ts';
 import { Registrations } from './core/registrations.ts';
 import { StatelessDialect } from './core/stateless.ts';
 import { addV1Routes, type HealthReport } from './http/v1.ts';
+import { addOpsRoutes } from './http/ops.ts';
+import { addAdminRoutes } from './http/admin/routes.ts';
+import { apnsCertificateExpiries, type CredentialsExpiry } from './ops/credentials.ts';
+import { fanOut, PrometheusTelemetry } from './ops/metrics.ts';
+import { RecentActivity } from './ops/recent.ts';
+import type { Telemetry } from './core/telemetry.ts';
 import { HttpServer } from './http/server.ts';
 import type { Logger } from './log.ts';
 import { providerFactories } from './providers/registry.ts';
@@ -52,6 +58,12 @@ export class PushAppServer {
   readonly xmpp: XmppService;
   readonly http: HttpServer | undefined;
   httpAddress: AddressInfo | undefined;
+  /** Undefined with `metrics.enabled = false`. */
+  readonly metrics: PrometheusTelemetry | undefined;
+  /** The last hour per app, for the admin page. */
+  readonly recent = new RecentActivity();
+  readonly telemetry: Telemetry;
+  readonly credentialsExpiry: CredentialsExpiry[];
   private readonly logger: Logger;
   private stopping: Promise<void> | undefined;
 
@@ -60,13 +72,24 @@ export class PushAppServer {
     this.store = store;
     this.apps = apps;
     this.logger = logger;
-    this.registrations = new Registrations(store, apps);
-    this.dispatcher = new Dispatcher(store, apps, logger.child('dispatch'), {
+    this.credentialsExpiry = apnsCertificateExpiries(config);
+    this.metrics = config.metrics.enabled ? new PrometheusTelemetry({
+      sources: {
+        componentConnected: () => this.xmpp.component.state === 'online',
+        appsDegraded: () => this.apps.all().map((app) => ({ app: app.name, degraded: app.provider.status().state !== 'ok' })),
+        credentialsExpiry: () => this.credentialsExpiry,
+      },
+    }) : undefined;
+    this.telemetry = this.metrics ? fanOut(this.metrics, this.recent) : this.recent;
+    this.registrations = new Registrations(store, apps, Date.now, this.telemetry);
+    const dispatcherOptions = {
       timeoutMs: config.push.timeoutMs,
       maxInFlight: config.push.maxInFlight,
       retryMaxAttempts: config.push.retryMaxAttempts,
       retryMaxDelayMs: config.push.retryMaxDelayS * 1000,
-    });
+      telemetry: this.telemetry,
+    };
+    this.dispatcher = new Dispatcher(store, apps, logger.child('dispatch'), dispatcherOptions);
     this.xmpp = new XmppService({
       jid: config.xmpp.componentJid,
       host: config.xmpp.serverHost,
@@ -77,6 +100,11 @@ export class PushAppServer {
       authFailureRetryMs: config.xmpp.authFailureRetryMs,
       maxStanzaBytes: config.xmpp.maxStanzaBytes,
     }, this.dispatcher, logger.child('xmpp'));
+    let wasOnline = false;
+    this.xmpp.component.on('online', () => {
+      if (wasOnline) this.metrics?.componentReconnected();
+      wasOnline = true;
+    });
     this.dispatcher.unregisteredNodes = new StatelessDialect(store, apps, this.dispatcher, logger.child('stateless'));
     this.xmpp.useCommands(new AdHocCommands({ registrations: this.registrations, p2: config.p2, logger: logger.child('commands') }));
     if (config.http.enabled) {
@@ -89,6 +117,30 @@ export class PushAppServer {
         debug: config.http.debug,
         adminToken: config.http.adminToken,
       });
+      addOpsRoutes(this.http, {
+        adminToken: config.http.adminToken,
+        readiness: {
+          component: () => this.xmpp.component,
+          store,
+          apps: () => this.apps.all().map((app) => ({ name: app.name, providerKind: app.providerKind, status: app.provider.status() })),
+          credentialsExpiry: () => this.credentialsExpiry,
+        },
+        metrics: this.metrics ? { text: () => this.metrics!.metrics(), contentType: this.metrics.contentType, token: config.metrics.token } : undefined,
+      });
+      if (config.http.adminToken !== undefined) {
+        addAdminRoutes(this.http, {
+          adminToken: config.http.adminToken,
+          store,
+          apps,
+          recent: this.recent,
+          component: () => this.xmpp.component,
+          componentJid: config.xmpp.componentJid,
+          credentialsExpiry: () => this.credentialsExpiry,
+          pushTimeoutMs: config.push.timeoutMs,
+          telemetry: this.telemetry,
+          logger: logger.child('admin'),
+        });
+      }
     }
   }
 
@@ -102,12 +154,15 @@ export class PushAppServer {
       throw error;
     }
     const server = new PushAppServer(config, store, apps, logger);
+    // Counted once; registration events keep the gauge from here on.
+    server.metrics?.setRegistrationCounts(await store.countByApp(), apps.names());
+    server.telemetry.retriesPending(await store.countPendingRetries());
     try {
       if (server.http) {
         server.httpAddress = await server.http.listen(config.http.host, config.http.port);
         logger.info('HTTP API listening', { url: `http://${config.http.host}:${server.httpAddress.port}/push_appserver/v1/` });
         if (config.http.debug) {
-          logger.warn('http.debug is on: /push_appserver/v1/settings lists registrations and their tokens', { admin_token: config.http.adminToken ? 'required' : 'NOT required' });
+          logger.warn('http.debug is on: /push_appserver/v1/settings lists registrations and their tokens', { admin_token_set: config.http.adminToken !== undefined });
         }
       }
     } catch (error) {

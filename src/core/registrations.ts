@@ -12,6 +12,7 @@
 import type { Registration, Store } from '../store/types.ts';
 import type { AppDirectory } from './apps.ts';
 import { newNode, newSecret, secretsEqual } from './secrets.ts';
+import { noTelemetry, type RegistrationDialect, type Telemetry } from './telemetry.ts';
 
 export const LIMITS = { app: 64, deviceId: 256, token: 4096, scope: 3071 } as const;
 
@@ -38,6 +39,8 @@ export interface RegisterInput {
   deviceIdAsNode?: boolean;
   /** A group chat (bare JID) the device registers for separately (p2's `muc`). */
   group?: string;
+  /** Who asks, for the metrics (default `http`). */
+  dialect?: RegistrationDialect;
 }
 
 export interface UnregisterInput {
@@ -51,6 +54,8 @@ export interface UnregisterInput {
    * needs its secret, so nobody can remove someone else's registration by naming its device id.
    */
   anonymous?: boolean;
+  /** Who asks, for the metrics (default `http`). */
+  dialect?: RegistrationDialect;
 }
 
 const NODE_SAFE = /^[\x21-\x7e]{1,256}$/;
@@ -75,11 +80,13 @@ export class Registrations {
   private readonly store: Store;
   private readonly apps: AppDirectory;
   private readonly now: () => number;
+  private readonly telemetry: Telemetry;
 
-  constructor(store: Store, apps: AppDirectory, now: () => number = Date.now) {
+  constructor(store: Store, apps: AppDirectory, now: () => number = Date.now, telemetry: Telemetry = noTelemetry) {
     this.store = store;
     this.apps = apps;
     this.now = now;
+    this.telemetry = telemetry;
   }
 
   async register(input: RegisterInput): Promise<RegisterResult> {
@@ -101,6 +108,7 @@ export class Registrations {
     const existing = await this.store.getByDevice(input.app, deviceKey);
     if (existing && existing.token === input.token && existing.boundDomain === (input.boundDomain ?? null)) {
       await this.store.renew(existing.node, now);
+      this.telemetry.registrationChanged(input.app, input.dialect ?? 'http', 'renewed');
       return { ok: true, registration: { ...existing, renewedAt: now }, created: false };
     }
 
@@ -120,16 +128,21 @@ export class Registrations {
     };
     const wantsDeviceNode = input.deviceIdAsNode === true && !existing && NODE_SAFE.test(input.deviceId);
     registration.node = wantsDeviceNode && !(await this.store.getByNode(input.deviceId)) ? input.deviceId : newNode();
+    let replaced = existing?.node;
     try {
-      await this.store.insert(registration, existing?.node);
+      await this.store.insert(registration, replaced);
     } catch (error) {
       // Lost a race for the device-id node (or the device key): a random node never collides.
       if (registration.node !== input.deviceId) throw error;
       const raced = await this.store.getByDevice(input.app, deviceKey);
       if (raced && raced.token === input.token) return { ok: true, registration: raced, created: false };
       registration.node = newNode();
-      await this.store.insert(registration, raced?.node ?? existing?.node);
+      replaced = raced?.node ?? existing?.node;
+      await this.store.insert(registration, replaced);
     }
+    // A new token for a known device replaces its registration: the old one is removed.
+    if (replaced !== undefined) this.telemetry.registrationChanged(input.app, input.dialect ?? 'http', 'removed');
+    this.telemetry.registrationChanged(input.app, input.dialect ?? 'http', 'created');
     return { ok: true, registration, created: true };
   }
 
@@ -158,7 +171,7 @@ export class Registrations {
     if (input.secret !== undefined && !secretsEqual(registration.secret, input.secret)) {
       return { ok: false, failure: { code: 'not-found', message: 'no such registration' } };
     }
-    await this.store.remove(registration.node);
+    if (await this.store.remove(registration.node)) this.telemetry.registrationChanged(registration.app, input.dialect ?? 'http', 'removed');
     return { ok: true, node: registration.node };
   }
 }

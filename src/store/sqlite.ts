@@ -381,6 +381,14 @@ export class SqliteStore implements Store {
     return { registrations: rows.map(toRegistration), total: n };
   }
 
+  async probeWrite(): Promise<void> {
+    // A node with a space is never a registration's (nodes are printable ASCII without spaces).
+    this.transaction(() => {
+      this.statements.retryInsert.run(' write-probe', Number.MAX_SAFE_INTEGER, 0, 'normal', 'readiness probe');
+      this.statements.retryDelete.run(' write-probe');
+    });
+  }
+
   async ping(): Promise<void> {
     this.statements.ping.get();
   }

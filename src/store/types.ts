@@ -89,6 +89,9 @@ export interface Store {
   /** Registrations matching the query, ordered by node (or by failure time with `failedOnly`); for operators, not the hot path. */
   search(query: RegistrationQuery): Promise<RegistrationPage>;
 
+  /** Writes and removes a marker in one transaction; throws when the backend cannot write (for readiness). */
+  probeWrite(): Promise<void>;
+
   /** Throws when the backend cannot answer (for health). */
   ping(): Promise<void>;
   /** Writes pending bookkeeping and closes. */

@@ -65,3 +65,11 @@ test('search for failed registrations lists the most recent failure first, bookk
   assert.equal(page.total, 2);
   await store.close();
 });
+
+test('probeWrite writes and leaves nothing behind', async () => {
+  const store = await seeded();
+  await store.probeWrite();
+  assert.equal(await store.countPendingRetries(), 0);
+  await store.close();
+  await assert.rejects(store.probeWrite(), 'a closed store cannot write');
+});
