@@ -25,7 +25,8 @@ section, .card { background: #fff; border: 1px solid var(--line); border-radius:
 table { width: 100%; border-collapse: collapse; }
 th, td { text-align: left; padding: .4rem .5rem; border-bottom: 1px solid var(--line); vertical-align: top; }
 th { font-weight: 600; color: var(--muted); font-size: .85rem; }
-td { overflow-wrap: anywhere; }
+td { overflow-wrap: break-word; word-break: break-word; }
+section > h2:first-child { margin-top: 0; }
 .kv th { width: 11rem; }
 .ok { color: var(--ok); font-weight: 600; }
 .bad { color: var(--bad); font-weight: 600; }
