@@ -8,6 +8,7 @@ import { DEFAULT_COMPONENT_SECRET } from './config/schema.ts';
 import { AppDirectory, type App } from './core/apps.ts';
 import { Dispatcher } from './core/dispatcher.ts';
 import { Registrations } from './core/registrations.ts';
+import { RegisteredNodes } from './core/resolvers/registered.ts';
 import { StatelessDialect } from './core/stateless.ts';
 import { addV1Routes, type HealthReport } from './http/v1.ts';
 import { HttpServer } from './http/server.ts';
@@ -38,7 +39,7 @@ export function createApps(config: Config, logger: Logger): AppDirectory {
   const apps: App[] = [];
   for (const app of config.apps.values()) {
     const provider = providerFactories[app.provider].create(settings.get(app.name), { app: app.name, logger: logger.child(`app:${app.name}`) });
-    apps.push({ name: app.name, providerKind: app.provider, provider, stateless: app.stateless });
+    apps.push({ name: app.name, providerKind: app.provider, provider, stateless: app.stateless, allowedDomains: app.allowedDomains });
   }
   return new AppDirectory(apps);
 }
@@ -66,7 +67,15 @@ export class PushAppServer {
       maxInFlight: config.push.maxInFlight,
       retryMaxAttempts: config.push.retryMaxAttempts,
       retryMaxDelayMs: config.push.retryMaxDelayS * 1000,
+      maxPublishesPerDomainPerS: config.push.maxPublishesPerDomainPerS,
+      publishBurstPerDomain: config.push.publishBurstPerDomain,
+      maxStatelessPerDomainPerS: config.push.maxStatelessPerDomainPerS,
+      statelessBurstPerDomain: config.push.statelessBurstPerDomain,
+      maxStatelessInFlight: config.push.maxStatelessInFlight,
     });
+    // Asked in this order: a stored node wins over the stateless reading of the same publish.
+    this.dispatcher.addResolver(new RegisteredNodes(store, apps, logger.child('dispatch')));
+    this.dispatcher.addResolver(new StatelessDialect(store, apps, logger.child('stateless')));
     this.xmpp = new XmppService({
       jid: config.xmpp.componentJid,
       host: config.xmpp.serverHost,
@@ -77,7 +86,6 @@ export class PushAppServer {
       authFailureRetryMs: config.xmpp.authFailureRetryMs,
       maxStanzaBytes: config.xmpp.maxStanzaBytes,
     }, this.dispatcher, logger.child('xmpp'));
-    this.dispatcher.unregisteredNodes = new StatelessDialect(store, apps, this.dispatcher, logger.child('stateless'));
     this.xmpp.useCommands(new AdHocCommands({ registrations: this.registrations, p2: config.p2, logger: logger.child('commands') }));
     if (config.http.enabled) {
       this.http = new HttpServer(logger.child('http'), config.http.maxBodyBytes);

@@ -40,6 +40,29 @@ export interface PushConfig {
   retryMaxAttempts: number;
   /** A Retry-After longer than this is not waited for: the push is dropped with a log line. */
   retryMaxDelayS: number;
+  /** Publishes per publishing domain and second (every dialect); 0 = no limit. */
+  maxPublishesPerDomainPerS: number;
+  publishBurstPerDomain: number;
+  /** Stateless publishes per publishing domain and second, on top of the limit above. */
+  maxStatelessPerDomainPerS: number;
+  statelessBurstPerDomain: number;
+  /** Stateless pushes on their way at once. */
+  maxStatelessInFlight: number;
+}
+
+/** The `[push]` table as written keys, for check-config's effective document. */
+export function pushDocument(push: PushConfig): Record<string, number> {
+  return {
+    timeout_ms: push.timeoutMs,
+    max_in_flight: push.maxInFlight,
+    retry_max_attempts: push.retryMaxAttempts,
+    retry_max_delay_s: push.retryMaxDelayS,
+    max_publishes_per_domain_per_s: push.maxPublishesPerDomainPerS,
+    publish_burst_per_domain: push.publishBurstPerDomain,
+    max_stateless_per_domain_per_s: push.maxStatelessPerDomainPerS,
+    stateless_burst_per_domain: push.statelessBurstPerDomain,
+    max_stateless_in_flight: push.maxStatelessInFlight,
+  };
 }
 
 export interface AppConfig {
@@ -47,6 +70,8 @@ export interface AppConfig {
   provider: string;
   /** fpush dialect: publishes for unknown nodes carrying pushModule=<name> go to this app. */
   stateless: boolean;
+  /** `allowed_domains`: the only domains that may register or publish for this app (lower case); undefined = any. */
+  allowedDomains: string[] | undefined;
   /** The app's table; the provider reads its own keys from it. */
   settings: TableReader;
 }
@@ -129,7 +154,14 @@ export function readConfig(document: Table, source: string): Config {
     maxInFlight: p.integer('max_in_flight', 10_000, { min: 1 }),
     retryMaxAttempts: p.integer('retry_max_attempts', 5, { min: 0, max: 100 }),
     retryMaxDelayS: p.integer('retry_max_delay_s', 3600, { min: 1 }),
+    maxPublishesPerDomainPerS: p.integer('max_publishes_per_domain_per_s', 200, { min: 0 }),
+    publishBurstPerDomain: 0,
+    maxStatelessPerDomainPerS: p.integer('max_stateless_per_domain_per_s', 20, { min: 0 }),
+    statelessBurstPerDomain: 0,
+    maxStatelessInFlight: p.integer('max_stateless_in_flight', 500, { min: 1 }),
   };
+  push.publishBurstPerDomain = p.integer('publish_burst_per_domain', Math.max(1, push.maxPublishesPerDomainPerS * 2), { min: 1 });
+  push.statelessBurstPerDomain = p.integer('stateless_burst_per_domain', Math.max(1, push.maxStatelessPerDomainPerS * 2), { min: 1 });
   p.rejectUnknownKeys();
 
   const l = root.section('log');
@@ -143,7 +175,8 @@ export function readConfig(document: Table, source: string): Config {
     const a = appsTable.section(name);
     const provider = a.nonEmptyString('provider');
     const stateless = a.boolean('stateless', false);
-    apps.set(name, { name, provider, stateless, settings: a });
+    const allowedDomains = domainList(a, 'allowed_domains');
+    apps.set(name, { name, provider, stateless, allowedDomains, settings: a });
   }
   if (apps.size === 0) root.fail('apps', 'no app is configured: add at least one [apps.NAME] table with a provider');
 
@@ -153,6 +186,16 @@ export function readConfig(document: Table, source: string): Config {
   root.rejectUnknownKeys();
 
   return { source, xmpp, http, storage, push, log, apps, dialects, p2 };
+}
+
+function domainList(table: TableReader, key: string): string[] | undefined {
+  if (!table.has(key)) return undefined;
+  const value = table.table[key];
+  table.skip(key);
+  if (!Array.isArray(value) || value.some((item) => typeof item !== 'string' || item.trim() === '' || /[\s/@]/.test(item))) {
+    table.fail(key, 'must be a list of domains, such as ["example.org", "chat.example.net"]');
+  }
+  return (value as string[]).map((domain) => domain.trim().toLowerCase());
 }
 
 function readP2Dialect(table: TableReader, apps: Map<string, AppConfig>): P2DialectConfig {

@@ -9,6 +9,8 @@ export interface App {
   providerKind: string;
   provider: Provider;
   stateless: boolean;
+  /** `allowed_domains`: the only publishing domains accepted for this app; undefined = any. */
+  allowedDomains?: readonly string[];
 }
 
 export class AppDirectory {
