@@ -11,6 +11,10 @@ export interface App {
   stateless: boolean;
   /** `allowed_domains`: the only publishing domains accepted for this app; undefined = any. */
   allowedDomains?: readonly string[];
+  /** The app sends the message body (`include_body = true`): only then may a retry persist it. */
+  includeBody?: boolean;
+  /** The app's `ttl` in seconds: a push older than this is not retried. */
+  ttlSeconds?: number;
 }
 
 export class AppDirectory {

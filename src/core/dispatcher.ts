@@ -9,12 +9,14 @@
  * telemetry. A resolver that throws could not read its store: the publisher is asked to wait.
  */
 import type { Logger } from '../log.ts';
-import type { Notification, Outcome, Summary, Urgency } from '../providers/types.ts';
-import type { Store } from '../store/types.ts';
+import type { Notification, Outcome, Summary } from '../providers/types.ts';
+import type { Store, StoredRetry } from '../store/types.ts';
 import type { App, AppDirectory } from './apps.ts';
 import type { Resolution, ResolvedTarget, Resolver } from './pipeline.ts';
 import { KeyedRateLimiter } from './rate-limit.ts';
-import { noTelemetry, type Dialect, type ProviderRequestOutcome, type PublishResult, type Telemetry } from './telemetry.ts';
+import { RetryQueue } from './retry-queue.ts';
+import { noTelemetry, type Dialect, type ProviderRequestOutcome, type PublishResult, type RetryResult, type Telemetry } from './telemetry.ts';
+import { TokenGuard } from './token-guard.ts';
 
 export interface PushRequest {
   /**
@@ -59,10 +61,26 @@ export interface DispatcherOptions {
   /** Stateless publishes per publishing domain and second (in addition to the limit above). */
   maxStatelessPerDomainPerS?: number;
   statelessBurstPerDomain?: number;
-  retryMaxAttempts: number;
+  /** Attempts after the first; 0 turns retries off; undefined: no count limit (time decides). */
+  retryMaxAttempts?: number;
+  /** The longest single wait between two attempts, a provider's Retry-After included. */
   retryMaxDelayMs: number;
+  /** A push is retried until this long after its first attempt (or the app's ttl, when smaller). */
+  retryMaxAgeMs?: number;
+  /** Our exponential backoff never waits longer than this between attempts. */
+  retryMaxBackoffMs?: number;
+  retryInitialBackoffMs?: number;
+  /** At most one push per node per interval; later publishes merge into one push at the window's end. 0 = off. */
+  minIntervalMs?: number;
+  /** How long a graceful stop waits for pushes on their way before persisting them as retries. */
+  shutdownTimeoutMs?: number;
+  /** Distinct tokens called dead with no delivery in between that mark an app misconfigured. */
+  deadTokenThreshold?: number;
+  deadTokenWindowMs?: number;
+  retryPollMs?: number;
   telemetry?: Telemetry;
   now?: () => number;
+  random?: () => number;
 }
 
 export function domainOf(jid: string): string {
@@ -71,8 +89,9 @@ export function domainOf(jid: string): string {
   return (at === -1 ? withoutResource : withoutResource.slice(at + 1)).toLowerCase();
 }
 
-const RETRY_POLL_MS = 1000;
 const RETRY_BATCH = 200;
+/** Throttle bookkeeping beyond this many keys is swept of entries older than the interval. */
+const THROTTLE_SWEEP_AT = 50_000;
 /** One WARN per key and interval for limits hit, never a line per rejected publish. */
 const LIMIT_WARN_INTERVAL_MS = 60_000;
 
@@ -97,23 +116,59 @@ function publishLabel(result: DispatchResult): PublishResult {
   return result.kind === 'delivered' && result.coalesced ? 'coalesced' : PUBLISH_LABEL[result.kind];
 }
 
+const STORE_FAILED: DispatchResult = { kind: 'temporary', reason: 'the app server cannot read its store', retryAfterMs: 1000, cause: 'store' };
+
 function seconds(since: number): number {
   return (performance.now() - since) / 1000;
 }
 
+/** One push attempt on its way: a live publish or a leased retry. */
+interface Job {
+  dialect: Dialect;
+  request: PushRequest;
+  target: ResolvedTarget;
+  resolver: Resolver;
+  firstAttemptAt: number;
+  /** Failed attempts before this one. */
+  attempt: number;
+  /** Set for a leased retry. */
+  retry?: StoredRetry;
+  /** Set at a graceful stop's deadline: the push was persisted as a retry and answered; ignore its outcome. */
+  abandoned: boolean;
+  interrupt?: (result: DispatchResult) => void;
+}
+
+interface DeferredRemoval {
+  target: ResolvedTarget;
+  resolver: Resolver;
+  outcome: Extract<Outcome, { kind: 'token-dead' }>;
+}
+
+function storedRequest(request: PushRequest): StoredRetry['request'] {
+  return { dialect: request.dialect, node: request.node, secret: request.secret, from: request.from, options: Object.fromEntries(request.options) };
+}
+
 export class Dispatcher {
   private readonly store: Store;
-  private readonly apps: AppDirectory;
+  readonly apps: AppDirectory;
   private readonly logger: Logger;
-  private readonly options: Required<DispatcherOptions>;
+  private readonly options: Required<Omit<DispatcherOptions, 'retryMaxAttempts'>> & { retryMaxAttempts: number | undefined };
   private readonly telemetry: Telemetry;
   private readonly resolvers: Resolver[] = [];
   private readonly inFlight = new Map<string, Promise<DispatchResult>>();
+  private readonly jobs = new Set<Job>();
   private statelessInFlight = 0;
   private readonly publishLimiter: KeyedRateLimiter;
   private readonly statelessLimiter: KeyedRateLimiter;
   private readonly limitWarnedAt = new Map<string, number>();
+  private readonly lastSentAt = new Map<string, number>();
+  private readonly queue: RetryQueue;
+  private readonly guard: TokenGuard<DeferredRemoval>;
+  private closing = false;
+  private closed: Promise<void> | undefined;
   private retryTimer: NodeJS.Timeout | undefined;
+  private wakeTimer: NodeJS.Timeout | undefined;
+  private wakeAt = Infinity;
   private retryRunning: Promise<void> | undefined;
 
   constructor(store: Store, apps: AppDirectory, logger: Logger, options: DispatcherOptions) {
@@ -122,24 +177,41 @@ export class Dispatcher {
     this.logger = logger;
     this.options = {
       now: Date.now,
+      random: Math.random,
       maxInFlight: 10_000,
       maxStatelessInFlight: 1000,
       maxPublishesPerDomainPerS: 0,
       publishBurstPerDomain: 0,
       maxStatelessPerDomainPerS: 0,
       statelessBurstPerDomain: 0,
+      retryMaxAgeMs: 3600_000,
+      retryMaxBackoffMs: 300_000,
+      retryInitialBackoffMs: 1000,
+      minIntervalMs: 0,
+      shutdownTimeoutMs: 10_000,
+      deadTokenThreshold: 5,
+      deadTokenWindowMs: 60_000,
+      retryPollMs: 1000,
       telemetry: noTelemetry,
       ...options,
+      retryMaxAttempts: options.retryMaxAttempts,
     };
     this.telemetry = this.options.telemetry;
     const limiter = (perSecond: number, burst: number) => new KeyedRateLimiter({ perSecond, burst: burst > 0 ? burst : undefined, now: this.options.now });
     this.publishLimiter = limiter(this.options.maxPublishesPerDomainPerS, this.options.publishBurstPerDomain);
     this.statelessLimiter = limiter(this.options.maxStatelessPerDomainPerS, this.options.statelessBurstPerDomain);
+    this.queue = new RetryQueue(store, logger);
+    this.guard = new TokenGuard<DeferredRemoval>({ threshold: this.options.deadTokenThreshold, windowMs: this.options.deadTokenWindowMs, now: this.options.now }, logger);
   }
 
   /** Resolvers are asked in the order they were added; the first that answers decides. */
   addResolver(resolver: Resolver): void {
     this.resolvers.push(resolver);
+  }
+
+  /** Degraded when the app's pushes all come back with dead tokens (likely our configuration). */
+  appStatus(app: string): { state: 'degraded'; detail: string } | undefined {
+    return this.guard.status(app);
   }
 
   async dispatch(request: PushRequest): Promise<DispatchResult> {
@@ -151,7 +223,7 @@ export class Dispatcher {
       result = resolved.resolution.result;
       app = resolved.resolution.app;
     } else {
-      result = await this.pipeline(resolved.resolution.dialect, resolved.resolution.target, resolved.resolver!);
+      result = await this.pipeline(resolved.resolution.dialect, request, resolved.resolution.target, resolved.resolver!);
       app = resolved.resolution.target.app.name;
     }
     this.telemetry.publishAnswered(app, resolved.resolution.dialect, publishLabel(result), seconds(started));
@@ -164,15 +236,15 @@ export class Dispatcher {
       try {
         resolution = await resolver.resolve(request);
       } catch (error) {
-        this.logger.warn('cannot look up the publish target: the store failed', { node: request.node, error: (error as Error).message });
-        return { resolution: { kind: 'answer', dialect: request.dialect, app: '', result: { kind: 'temporary', reason: 'the app server cannot read its store', retryAfterMs: 1000, cause: 'store' } } };
+        this.warnLimited('store-lookup', 'cannot look up the publish target: the store failed', { node: request.node, error: (error as Error).message });
+        return { resolution: { kind: 'answer', dialect: request.dialect, app: '', result: STORE_FAILED } };
       }
       if (resolution) return { resolution, resolver };
     }
     return { resolution: { kind: 'answer', dialect: request.dialect, app: '', result: { kind: 'not-found' } } };
   }
 
-  private async pipeline(dialect: Dialect, target: ResolvedTarget, resolver: Resolver): Promise<DispatchResult> {
+  private async pipeline(dialect: Dialect, request: PushRequest, target: ResolvedTarget, resolver: Resolver): Promise<DispatchResult> {
     const { app, publisherDomain } = target;
     if (publisherDomain !== null) {
       if (app.allowedDomains !== undefined && !app.allowedDomains.includes(publisherDomain)) {
@@ -189,8 +261,16 @@ export class Dispatcher {
       const result = await pending;
       return result.kind === 'delivered' ? { kind: 'delivered', coalesced: true } : result;
     }
+    const now = this.options.now();
+    const notification: Notification = { ...target.notification, firstAttemptAt: now };
+    const later = (reason: string, dueAt: number) => this.persist(dialect, request, target, notification, { dueAt, attempt: 0, reason, firstAttemptAt: now });
+    if (this.closing) {
+      await later('the app server was stopping', now);
+      return { kind: 'temporary', reason: 'the app server is stopping', retryAfterMs: 1000 };
+    }
     if (this.inFlight.size >= this.options.maxInFlight) {
-      this.warnLimited('in-flight', 'overloaded: too many pushes on their way', { in_flight: this.inFlight.size });
+      this.warnLimited('in-flight', 'overloaded: too many pushes on their way; publishes are queued as retries', { in_flight: this.inFlight.size });
+      await later('the app server was overloaded', now + 1000);
       return { kind: 'temporary', reason: 'the app server is overloaded', retryAfterMs: 1000 };
     }
     const stateless = dialect === 'stateless';
@@ -198,15 +278,69 @@ export class Dispatcher {
       this.warnLimited('stateless-in-flight', 'too many stateless pushes on their way', { in_flight: this.statelessInFlight });
       return { kind: 'limited', reason: 'too many stateless pushes on their way', retryAfterMs: 1000 };
     }
-    const sending = this.push(target, resolver, 0);
-    this.inFlight.set(target.key, sending);
+    const windowEnd = this.throttledUntil(target, now);
+    if (windowEnd !== undefined) {
+      // Merged into one push at the window's end (crash-safe: it is a retry row like any other).
+      await later('throttled (push.min_interval_ms)', windowEnd);
+      return { kind: 'delivered', coalesced: true };
+    }
+    const job: Job = { dialect, request, target: { ...target, notification }, resolver, firstAttemptAt: now, attempt: 0, abandoned: false };
     if (stateless) this.statelessInFlight += 1;
     try {
-      return await sending;
+      return await this.run(job);
     } finally {
-      this.inFlight.delete(target.key);
       if (stateless) this.statelessInFlight -= 1;
     }
+  }
+
+  /** Sends a job with coalescing by key; a graceful stop may answer it before the provider does. */
+  private async run(job: Job): Promise<DispatchResult> {
+    const interrupted = new Promise<DispatchResult>((resolve) => { job.interrupt = resolve; });
+    const sending = this.attempt(job);
+    const answer = Promise.race([sending, interrupted]);
+    this.inFlight.set(job.target.key, answer);
+    this.jobs.add(job);
+    try {
+      return await answer;
+    } finally {
+      this.jobs.delete(job);
+      if (this.inFlight.get(job.target.key) === answer) this.inFlight.delete(job.target.key);
+    }
+  }
+
+  private throttledUntil(target: ResolvedTarget, now: number): number | undefined {
+    const interval = this.options.minIntervalMs;
+    if (interval <= 0) return undefined;
+    const last = this.lastSentAt.get(target.key) ?? target.registration?.lastPushAt ?? undefined;
+    return last !== undefined && now - last < interval ? last + interval : undefined;
+  }
+
+  private noteSent(key: string, now: number): void {
+    if (this.options.minIntervalMs <= 0) return;
+    if (this.lastSentAt.size >= THROTTLE_SWEEP_AT) {
+      for (const [seen, at] of this.lastSentAt) if (now - at >= this.options.minIntervalMs) this.lastSentAt.delete(seen);
+    }
+    this.lastSentAt.delete(key);
+    this.lastSentAt.set(key, now);
+  }
+
+  private async persist(dialect: Dialect, request: PushRequest, target: ResolvedTarget, notification: Notification, when: { dueAt: number; attempt: number; reason: string; firstAttemptAt: number }): Promise<void> {
+    await this.queue.save({
+      key: target.key,
+      dialect,
+      app: target.app.name,
+      request: storedRequest(request),
+      notification: { ...notification, summary: this.persistableSummary(target.app, notification.summary) },
+      ...when,
+    });
+    this.wake(when.dueAt);
+  }
+
+  /** The message body is persisted only when the app sends it (include_body = true). */
+  private persistableSummary(app: App, summary: Summary): Summary {
+    if (app.includeBody || summary.lastMessageBody === undefined) return summary;
+    const { lastMessageBody: _body, ...rest } = summary;
+    return rest;
   }
 
   private overDomainLimit(dialect: Dialect, domain: string): DispatchResult | undefined {
@@ -228,7 +362,7 @@ export class Dispatcher {
     if (last !== undefined && now - last < LIMIT_WARN_INTERVAL_MS) return;
     if (this.limitWarnedAt.size > 10_000) this.limitWarnedAt.clear();
     this.limitWarnedAt.set(key, now);
-    this.logger.warn(message, { ...fields, note: 'logged once a minute' });
+    this.logger.warn(message, { ...fields, note: 'logged at most once a minute' });
   }
 
   /** Sends to an app's provider with the configured timeout; a throw or a timeout is a value here. */
@@ -256,85 +390,224 @@ export class Dispatcher {
     return outcome;
   }
 
-  private async push(target: ResolvedTarget, resolver: Resolver, attempt: number): Promise<DispatchResult> {
-    const { app, notification } = target;
-    const outcome = await this.send(app, target, notification);
+  private async attempt(job: Job): Promise<DispatchResult> {
+    this.noteSent(job.target.key, this.options.now());
+    const outcome = await this.send(job.target.app, job.target, job.target.notification);
+    if (job.abandoned) return { kind: 'temporary', reason: 'the app server is stopping' };
+    try {
+      return await this.settle(job, outcome);
+    } catch (error) {
+      this.warnLimited('store-settle', 'cannot record a push outcome: the store failed', { node: job.target.node, error: (error as Error).message });
+      return STORE_FAILED;
+    }
+  }
+
+  private async settle(job: Job, outcome: Outcome): Promise<DispatchResult> {
+    const { target, resolver } = job;
+    const { app } = target;
     const now = this.options.now();
     const registered = target.registration !== undefined;
     const fields = { app: app.name, node: target.node };
     switch (outcome.kind) {
-      case 'delivered':
+      case 'delivered': {
         if (registered) this.store.recordDelivery(target.node, now);
         await resolver.delivered?.(target);
-        this.logger.debug('pushed', { ...fields, id: outcome.id });
-        return { kind: 'delivered' };
-      case 'token-dead':
-        return resolver.tokenDead(target, outcome);
-      case 'retry-after': {
-        if (registered) {
-          this.store.recordFailure(target.node, now, outcome.reason);
-          await this.scheduleRetry(target.node, notification.urgency, attempt + 1, outcome);
+        await this.finish(job, 'delivered');
+        for (const deferred of this.guard.delivered(app.name)) {
+          await deferred.resolver.tokenDead(deferred.target, deferred.outcome).catch(() => undefined);
         }
-        return { kind: 'temporary', reason: outcome.reason, retryAfterMs: outcome.ms };
+        this.logger.debug('pushed', { ...fields, id: outcome.id, attempt: job.attempt });
+        return { kind: 'delivered' };
       }
-      case 'credentials-rejected':
+      case 'token-dead': {
+        const { defer, restore } = this.guard.tokenDead(app.name, app.providerKind, target.token, { target, resolver, outcome });
+        for (const registration of restore) {
+          await this.store.insert(registration).catch((error) => this.logger.warn('cannot restore a registration', { node: registration.node, error: (error as Error).message }));
+        }
+        await this.finish(job, 'token_dead');
+        if (defer) {
+          if (registered) this.store.recordFailure(target.node, now, outcome.reason);
+          this.logger.info('token reported dead while the app has not proven its configuration: registration kept', { ...fields, reason: outcome.reason });
+          return { kind: 'temporary', reason: `${outcome.reason} (kept: the app looks misconfigured)` };
+        }
+        const result = await resolver.tokenDead(target, outcome);
+        if (result.kind === 'not-found' && target.registration) this.guard.removed(app.name, target.registration);
+        return result;
+      }
+      case 'retry-after':
+      case 'credentials-rejected': {
         if (registered) this.store.recordFailure(target.node, now, outcome.reason);
-        this.logger.error('the push service rejected OUR credentials: check the app configuration', { ...fields, reason: outcome.reason });
-        return { kind: 'temporary', reason: 'the app server cannot authenticate to the push service' };
+        if (outcome.kind === 'credentials-rejected') {
+          this.warnLimited(`credentials:${app.name}`, 'the push service rejected OUR credentials: check the app configuration; pushes are kept and retried', { ...fields, reason: outcome.reason });
+        }
+        const retryAfterMs = outcome.kind === 'retry-after' ? outcome.ms : 0;
+        await this.retryLater(job, outcome.reason, retryAfterMs);
+        return outcome.kind === 'retry-after'
+          ? { kind: 'temporary', reason: outcome.reason, retryAfterMs: outcome.ms }
+          : { kind: 'temporary', reason: 'the app server cannot authenticate to the push service' };
+      }
       case 'rejected':
         if (registered) this.store.recordFailure(target.node, now, outcome.reason);
         this.logger.warn('push rejected', { ...fields, reason: outcome.reason });
+        await this.finish(job, 'dropped');
         return { kind: 'rejected', reason: outcome.reason };
     }
   }
 
-  private async scheduleRetry(node: string, urgency: Urgency, attempt: number, outcome: { ms: number; reason: string }): Promise<void> {
-    if (attempt > this.options.retryMaxAttempts) {
-      this.logger.warn('giving up on push after retries', { node, attempts: attempt, reason: outcome.reason });
-      return;
-    }
-    // Exponential backoff unless the service named its own delay; never sooner than one second.
-    const delay = Math.max(outcome.ms, 1000 * 2 ** (attempt - 1));
-    if (delay > this.options.retryMaxDelayMs) {
-      this.logger.warn('provider asked for a retry later than retry_max_delay_s; dropping', { node, delay_ms: delay });
-      return;
-    }
-    const scheduled = await this.store.scheduleRetry({ node, dueAt: this.options.now() + delay, attempt, urgency, reason: outcome.reason });
-    this.logger.info(scheduled ? 'push will be retried' : 'push retry already pending', { node, in_ms: delay, attempt, reason: outcome.reason });
+  private async finish(job: Job, result: RetryResult): Promise<void> {
+    if (!job.retry) return;
+    await this.queue.finish(job.retry);
+    this.telemetry.retryFinished(job.target.app.name, result);
   }
 
-  /** Sends the retries that are due; called by the retry loop and by tests. */
+  /** The deadline of a push: retry_max_age_s after its first attempt, or the app's ttl when smaller. */
+  private deadlineOf(app: App, firstAttemptAt: number): number {
+    const ttlMs = app.ttlSeconds !== undefined ? app.ttlSeconds * 1000 : Infinity;
+    return firstAttemptAt + Math.min(this.options.retryMaxAgeMs, ttlMs);
+  }
+
+  /** Capped exponential backoff with jitter, never shorter than the service's Retry-After, never past the deadline. */
+  private async retryLater(job: Job, reason: string, retryAfterMs: number): Promise<void> {
+    const { app } = job.target;
+    const now = this.options.now();
+    const attempt = job.attempt + 1;
+    const max = this.options.retryMaxAttempts;
+    const deadline = this.deadlineOf(app, job.firstAttemptAt);
+    let giveUp: string | undefined;
+    if (max === 0) giveUp = 'retries are off (push.retry_max_attempts = 0)';
+    else if (max !== undefined && attempt > max) giveUp = `after ${max} retries (push.retry_max_attempts)`;
+    else if (now >= deadline) giveUp = 'its time ran out (push.retry_max_age_s or the app\'s ttl)';
+    if (giveUp !== undefined) {
+      this.logger.warn(`giving up on a push: ${giveUp}`, { app: app.name, node: job.target.node, attempts: attempt, reason });
+      await this.finish(job, max !== undefined && attempt > max ? 'dropped' : 'expired');
+      return;
+    }
+    const backoff = Math.min(this.options.retryMaxBackoffMs, this.options.retryInitialBackoffMs * 2 ** Math.min(job.attempt, 30));
+    const jittered = backoff / 2 + this.options.random() * (backoff / 2);
+    const delay = Math.min(this.options.retryMaxDelayMs, Math.max(jittered, retryAfterMs));
+    const dueAt = Math.min(now + delay, deadline);
+    if (job.retry) {
+      await this.queue.reschedule(job.retry, dueAt, attempt, reason);
+      this.telemetry.retryFinished(app.name, 'rescheduled');
+      this.wake(dueAt);
+    } else {
+      await this.persist(job.dialect, job.request, job.target, job.target.notification, { dueAt, attempt, reason, firstAttemptAt: job.firstAttemptAt });
+    }
+    this.logger.info('push will be retried', { app: app.name, node: job.target.node, in_ms: Math.round(dueAt - now), attempt, reason });
+  }
+
+  /** Sends the retries that are due; called by the retry loop and by tests. Returns how many were due. */
   async runDueRetries(): Promise<number> {
-    const due = await this.store.takeDueRetries(this.options.now(), RETRY_BATCH);
-    await Promise.all(due.map(async (retry) => {
-      const registration = await this.store.getByNode(retry.node);
-      if (!registration) return;
-      const app = this.apps.get(registration.app);
-      const resolver = this.resolvers[0];
-      if (!app || !resolver) return;
-      const target: ResolvedTarget = { app, key: registration.node, node: registration.node, token: registration.token, registration, notification: { summary: {}, urgency: retry.urgency }, publisherDomain: null };
-      const result = await this.push(target, resolver, retry.attempt);
-      this.logger.info('retried push', { node: retry.node, attempt: retry.attempt, result: result.kind });
-    }));
+    if (this.closing) return 0;
+    const now = this.options.now();
+    const leaseUntil = now + 2 * this.options.timeoutMs + 5000;
+    const due = await this.queue.lease(now, RETRY_BATCH, leaseUntil);
+    await Promise.all(due.map((retry) => this.runRetry(retry, now)));
     return due.length;
   }
 
-  startRetryLoop(): void {
-    if (this.retryTimer || this.options.retryMaxAttempts === 0) return;
-    this.retryTimer = setInterval(() => {
-      if (this.retryRunning) return;
-      this.retryRunning = this.runDueRetries()
-        .then(() => undefined, (error) => this.logger.error('retry loop failed', { error }))
-        .finally(() => { this.retryRunning = undefined; });
-    }, RETRY_POLL_MS);
-    this.retryTimer.unref();
+  private async runRetry(retry: StoredRetry, now: number): Promise<void> {
+    // A push for this key is on its way: it carries the news; the lease brings this row back if it fails.
+    if (this.inFlight.has(retry.key)) return;
+    const request: PushRequest = {
+      dialect: retry.request.dialect as Dialect,
+      node: retry.request.node,
+      secret: retry.request.secret,
+      from: retry.request.from,
+      summary: retry.notification.summary,
+      options: new Map(Object.entries(retry.request.options ?? {})),
+    };
+    const resolved = await this.resolve(request);
+    if (resolved.resolution.kind === 'answer') {
+      const result = resolved.resolution.result;
+      if (result.kind === 'temporary' && result.cause === 'store') return;
+      // The registration is gone or changed its secret: nothing is owed to it any more.
+      await this.queue.finish(retry);
+      this.telemetry.retryFinished(retry.app, 'dropped');
+      this.logger.info('pending retry dropped: its target is gone', { node: retry.key, result: result.kind });
+      return;
+    }
+    const target: ResolvedTarget = { ...resolved.resolution.target, notification: { ...retry.notification, firstAttemptAt: retry.firstAttemptAt } };
+    if (now >= this.deadlineOf(target.app, retry.firstAttemptAt)) {
+      await this.queue.finish(retry);
+      this.telemetry.retryFinished(target.app.name, 'expired');
+      this.logger.warn('giving up on a push: its time ran out (push.retry_max_age_s or the app\'s ttl)', { app: target.app.name, node: target.node, attempts: retry.attempt });
+      return;
+    }
+    const windowEnd = this.throttledUntil(target, now);
+    if (windowEnd !== undefined) {
+      await this.queue.reschedule(retry, windowEnd, retry.attempt, retry.reason);
+      this.wake(windowEnd);
+      return;
+    }
+    const job: Job = { dialect: resolved.resolution.dialect, request, target, resolver: resolved.resolver!, firstAttemptAt: retry.firstAttemptAt, attempt: retry.attempt, retry, abandoned: false };
+    const result = await this.run(job);
+    this.logger.info('retried push', { app: target.app.name, node: target.node, attempt: retry.attempt, result: result.kind });
   }
 
-  /** Stops taking retries and waits for pushes on the way. */
-  async drain(): Promise<void> {
-    if (this.retryTimer) clearInterval(this.retryTimer);
-    this.retryTimer = undefined;
-    await this.retryRunning;
-    await Promise.allSettled([...this.inFlight.values()]);
+  private tick(): void {
+    if (this.retryRunning || this.closing) return;
+    this.retryRunning = (async () => {
+      // A full batch means more may be due: keep going.
+      while (!this.closing && (await this.runDueRetries()) === RETRY_BATCH);
+      this.telemetry.retriesPending(await this.queue.count());
+    })()
+      .then(() => undefined, (error) => this.logger.error('retry loop failed', { error }))
+      .finally(() => { this.retryRunning = undefined; });
+  }
+
+  /** Brings the retry loop forward to `dueAt` when that is sooner than its next turn. */
+  private wake(dueAt: number): void {
+    if (!this.retryTimer || this.closing || dueAt >= this.wakeAt) return;
+    if (this.wakeTimer) clearTimeout(this.wakeTimer);
+    this.wakeAt = dueAt;
+    this.wakeTimer = setTimeout(() => {
+      this.wakeTimer = undefined;
+      this.wakeAt = Infinity;
+      if (this.retryRunning) void this.retryRunning.then(() => this.tick());
+      else this.tick();
+    }, Math.max(0, dueAt - this.options.now()) + 5);
+    this.wakeTimer.unref();
+  }
+
+  startRetryLoop(): void {
+    if (this.retryTimer) return;
+    this.retryTimer = setInterval(() => this.tick(), this.options.retryPollMs);
+    this.retryTimer.unref();
+    this.tick();
+  }
+
+  /**
+   * Graceful stop: publishes from now on are persisted and answered `wait`; pushes on their way may
+   * finish within `timeoutMs`; what is still on its way then is persisted as a retry and answered
+   * `wait`. Leased retries still on their way stay in the store and come back when their lease ends.
+   */
+  close(timeoutMs = this.options.shutdownTimeoutMs): Promise<void> {
+    this.closed ??= (async () => {
+      this.closing = true;
+      if (this.retryTimer) clearInterval(this.retryTimer);
+      if (this.wakeTimer) clearTimeout(this.wakeTimer);
+      this.retryTimer = undefined;
+      this.wakeTimer = undefined;
+      let timer: NodeJS.Timeout | undefined;
+      const deadline = new Promise<void>((resolve) => { timer = setTimeout(resolve, timeoutMs); });
+      await Promise.race([Promise.allSettled([this.retryRunning, ...this.inFlight.values()]), deadline]);
+      clearTimeout(timer);
+      const unfinished = [...this.jobs];
+      for (const job of unfinished) {
+        job.abandoned = true;
+        if (!job.retry) {
+          await this.persist(job.dialect, job.request, job.target, job.target.notification, { dueAt: this.options.now(), attempt: job.attempt, reason: 'on its way when the app server stopped', firstAttemptAt: job.firstAttemptAt });
+        }
+        job.interrupt?.({ kind: 'temporary', reason: 'the app server is stopping', retryAfterMs: 1000 });
+      }
+      if (unfinished.length > 0) this.logger.info('pushes still on their way at the stop were kept as retries', { count: unfinished.length });
+    })();
+    return this.closed;
+  }
+
+  /** Kept for callers of the previous API: the graceful stop with the configured timeout. */
+  drain(): Promise<void> {
+    return this.close();
   }
 }
