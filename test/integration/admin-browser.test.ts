@@ -162,7 +162,7 @@ describe('the admin page in Chromium', { skip, timeout: 180_000 }, () => {
     await phone.goto(`${app.httpUrl}/admin`);
     const main = await phone.textContent('main') ?? '';
     assert.match(main, /ios\s*apns\s*ok\s*1\s*0/, 'one push, no error in the last hour');
-    const overflow = await phone.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
+    const overflow = await phone.evaluate('document.documentElement.scrollWidth - document.documentElement.clientWidth') as number;
     assert.ok(overflow <= 0, `no sideways scrolling on a phone (overflow ${overflow}px)`);
     await shot('10-overview-phone', phone);
     await phone.close();

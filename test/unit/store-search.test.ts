@@ -29,12 +29,12 @@ test('countByApp counts the registrations of every app', async () => {
   await store.close();
 });
 
-test('countPendingRetries counts what is waiting to be retried', async () => {
+test('countRetries counts what is waiting to be retried', async () => {
   const store = await seeded();
-  assert.equal(await store.countPendingRetries(), 0);
+  assert.equal(await store.countRetries(), 0);
   await store.scheduleRetry({ node: 'n-bob', dueAt: 10, attempt: 1, urgency: 'normal', reason: 'FCM 503' });
   await store.scheduleRetry({ node: 'n-alice', dueAt: 10, attempt: 1, urgency: 'normal', reason: 'APNS 503' });
-  assert.equal(await store.countPendingRetries(), 2);
+  assert.equal(await store.countRetries(), 2);
   await store.close();
 });
 
@@ -69,7 +69,7 @@ test('search for failed registrations lists the most recent failure first, bookk
 test('probeWrite writes and leaves nothing behind', async () => {
   const store = await seeded();
   await store.probeWrite();
-  assert.equal(await store.countPendingRetries(), 0);
+  assert.equal(await store.countRetries(), 0);
   await store.close();
   await assert.rejects(store.probeWrite(), 'a closed store cannot write');
 });

@@ -94,7 +94,7 @@ export function addAdminRoutes(http: HttpServer, deps: AdminDependencies): void 
       const status = app.provider.status();
       return { name: app.name, provider: app.providerKind, state: status.state, detail: status.detail, hour: deps.recent.lastHour(app.name), credentialsExpire: expiries.get(app.name) };
     });
-    const retriesPending = await deps.store.countPendingRetries();
+    const retriesPending = await deps.store.countRetries();
     return html(200, overviewPage({ componentJid: deps.componentJid, component, apps, retriesPending }, session.csrf));
   });
 
