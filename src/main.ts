@@ -11,6 +11,7 @@ import { pushDocument, type Config } from './config/schema.ts';
 import { createLogger } from './log.ts';
 import { openStore } from './store/open.ts';
 import { generateVapidKeys } from './providers/web-push-crypto.ts';
+import { sendTestCommand, statsCommand } from './ops/cli.ts';
 
 const USAGE = `push-appserver: an XMPP push app server (XEP-0357) attached as an XEP-0114 component
 
@@ -20,6 +21,9 @@ Usage:
   push-appserver registrations list [--config FILE]
   push-appserver registrations show NODE [--config FILE]
   push-appserver registrations remove NODE [--config FILE]
+  push-appserver send-test NODE [--config FILE]   send a test push to one registration; print the provider's answer
+                                                  (exit status 0 only when delivered)
+  push-appserver stats [--config FILE]            registrations per app, retries pending, the last errors
   push-appserver vapid-keys                       print a fresh WebPush VAPID key pair (TOML lines for a webpush app)
   push-appserver help
 
@@ -162,6 +166,15 @@ export async function main(argv: string[]): Promise<number> {
         return checkConfig(configPath);
       case 'registrations':
         return await registrations(rest, configPath);
+      case 'send-test': {
+        if (rest.length !== 1) {
+          process.stderr.write(`push-appserver: send-test needs exactly one NODE\n\n${USAGE}`);
+          return 2;
+        }
+        return await sendTestCommand(loadConfig(configPath).config, rest[0]);
+      }
+      case 'stats':
+        return await statsCommand(loadConfig(configPath).config);
       case 'vapid-keys': {
         const keys = generateVapidKeys();
         process.stdout.write(`vapid_public_key = "${keys.publicKey}"\nvapid_private_key = "${keys.privateKey}"\n`);
