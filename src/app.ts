@@ -28,6 +28,8 @@ export function parseAppSettings(config: Config): Map<string, unknown> {
     }
     app.settings.skip('provider');
     app.settings.skip('stateless');
+    app.settings.skip('allowed_domains');
+    app.settings.skip('allowed_ports');
     parsed.set(app.name, factory.parseConfig(app.settings));
   }
   return parsed;

@@ -14,7 +14,7 @@ describe('HTTP API v1', () => {
 
   before(async () => {
     app = await startAppServer();
-    debugApp = await startAppServer({ http: { debug: true, admin_token: 'admin-secret' } });
+    debugApp = await startAppServer({ http: { debug: true, admin_token: 'admin-secret-of-at-least-32-characters' } });
   });
 
   after(async () => {
