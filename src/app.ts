@@ -78,6 +78,9 @@ export class PushAppServer {
       reconnectMaxMs: config.xmpp.reconnectMaxMs,
       authFailureRetryMs: config.xmpp.authFailureRetryMs,
       maxStanzaBytes: config.xmpp.maxStanzaBytes,
+      connectTimeoutMs: config.xmpp.connectTimeoutMs,
+      stableAfterMs: config.xmpp.stableAfterMs,
+      maxOutboxBytes: config.xmpp.maxOutboxBytes,
     }, this.dispatcher, logger.child('xmpp'));
     this.dispatcher.unregisteredNodes = new StatelessDialect(store, apps, this.dispatcher, logger.child('stateless'));
     this.xmpp.useCommands(new AdHocCommands({ registrations: this.registrations, p2: config.p2, logger: logger.child('commands') }));
