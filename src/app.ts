@@ -7,6 +7,7 @@ import type { Config } from './config/schema.ts';
 import { DEFAULT_COMPONENT_SECRET } from './config/schema.ts';
 import { AppDirectory, type App } from './core/apps.ts';
 import { Dispatcher } from './core/dispatcher.ts';
+import { ExpirySweeper } from './core/expiry.ts';
 import { Registrations } from './core/registrations.ts';
 import { StatelessDialect } from './core/stateless.ts';
 import { addV1Routes, type HealthReport } from './http/v1.ts';
@@ -53,6 +54,7 @@ export class PushAppServer {
   readonly dispatcher: Dispatcher;
   readonly xmpp: XmppService;
   readonly http: HttpServer | undefined;
+  readonly expiry: ExpirySweeper;
   httpAddress: AddressInfo | undefined;
   private readonly logger: Logger;
   private stopping: Promise<void> | undefined;
@@ -62,7 +64,11 @@ export class PushAppServer {
     this.store = store;
     this.apps = apps;
     this.logger = logger;
-    this.registrations = new Registrations(store, apps);
+    this.registrations = new Registrations(store, apps, Date.now, {
+      maxPerJid: config.registration.maxPerJid,
+      allowedDomains: (app) => config.apps.get(app)?.allowedDomains,
+    });
+    this.expiry = new ExpirySweeper(store, logger.child('expiry'), { expireDays: config.registration.expireDays });
     this.dispatcher = new Dispatcher(store, apps, logger.child('dispatch'), {
       timeoutMs: config.push.timeoutMs,
       maxInFlight: config.push.maxInFlight,
@@ -83,7 +89,13 @@ export class PushAppServer {
       maxOutboxBytes: config.xmpp.maxOutboxBytes,
     }, this.dispatcher, logger.child('xmpp'));
     this.dispatcher.unregisteredNodes = new StatelessDialect(store, apps, this.dispatcher, logger.child('stateless'));
-    this.xmpp.useCommands(new AdHocCommands({ registrations: this.registrations, p2: config.p2, logger: logger.child('commands') }));
+    this.xmpp.useCommands(new AdHocCommands({
+      registrations: this.registrations,
+      p2: config.p2,
+      logger: logger.child('commands'),
+      perJidPerMinute: config.registration.adhocPerJidPerMinute,
+      perDomainPerMinute: config.registration.adhocPerDomainPerMinute,
+    }));
     if (config.http.enabled) {
       this.http = new HttpServer(logger.child('http'), config.http.maxBodyBytes);
       addV1Routes(this.http, {
@@ -93,6 +105,9 @@ export class PushAppServer {
         health: () => this.health(),
         debug: config.http.debug,
         adminToken: config.http.adminToken,
+        trustProxy: config.http.trustProxy,
+        registrationsPerIpPerMinute: config.registration.httpPerIpPerMinute,
+        logger: logger.child('http'),
       });
     }
   }
@@ -112,7 +127,7 @@ export class PushAppServer {
         server.httpAddress = await server.http.listen(config.http.host, config.http.port);
         logger.info('HTTP API listening', { url: `http://${config.http.host}:${server.httpAddress.port}/push_appserver/v1/` });
         if (config.http.debug) {
-          logger.warn('http.debug is on: /push_appserver/v1/settings lists registrations and their tokens', { admin_token: config.http.adminToken ? 'required' : 'NOT required' });
+          logger.warn('http.debug is on: /push_appserver/v1/settings lists registrations (with the admin token)');
         }
       }
     } catch (error) {
@@ -124,6 +139,7 @@ export class PushAppServer {
       logger.warn('xmpp.component_secret is the built-in default; set your own in the config file');
     }
     server.dispatcher.startRetryLoop();
+    server.expiry.start();
     server.xmpp.start();
     logger.info('push-appserver started', {
       config: config.source,
@@ -171,6 +187,7 @@ export class PushAppServer {
     this.stopping ??= (async () => {
       this.logger.info('stopping');
       await this.http?.close();
+      await this.expiry.stop();
       await this.dispatcher.drain();
       await this.xmpp.stop();
       await this.apps.close();
