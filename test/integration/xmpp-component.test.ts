@@ -63,10 +63,14 @@ describe('component attached to Prosody', { skip, timeout: 120_000 }, () => {
   });
 
   test('messages and presences to the component are ignored and it keeps serving', async () => {
+    const from = bob.received.length;
     await bob.sendMessage('push.localhost', 'hello component');
     await bob.raw.send(xml('presence', { to: 'push.localhost', type: 'subscribe' }));
+    // The ping travels the same stream after them: its answer comes after any reply to them would.
     const reply = await bob.iq(xml('iq', { type: 'get', to: 'push.localhost' }, xml('ping', { xmlns: 'urn:xmpp:ping' })));
     assert.equal(reply.attrs.type, 'result');
+    const answers = bob.received.slice(from).filter((stanza) => stanza.name !== 'iq' && String(stanza.attrs.from ?? '').startsWith('push.localhost'));
+    assert.deepEqual(answers.map((stanza) => stanza.toString()), [], 'no reply, error or otherwise, to a message or presence');
   });
 
   test('a message to an offline account with push enabled makes exactly one provider call for its registration', async () => {
