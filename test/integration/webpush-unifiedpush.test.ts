@@ -142,6 +142,22 @@ describe('WebPush and UnifiedPush through real Prosody', { skip, timeout: 120_00
     }
   }
 
+  for (const [name, kind] of Object.entries(kinds)) {
+    for (const status of [301, 302, 307, 308]) {
+      test(`${name}: a ${status} redirect is never followed, and the publish gets wait/not-acceptable`, async () => {
+        // The redirect points at another endpoint of the same mock: following it would show there.
+        const elsewhere = kind.newToken();
+        const { token, endpoint } = kind.newToken([{ status, headers: { location: elsewhere.endpoint } }]);
+        const { node, secret } = await offlineUserWithPush(kind.app, token);
+        const error = await rejectionOf(bob.iq(publishIq(node, secret)));
+        assert.deepEqual([error.type, error.condition], ['wait', 'not-acceptable']);
+        assert.equal(kind.mock().requestsTo(endpoint).length, 1);
+        assert.equal(kind.mock().requestsTo(elsewhere.endpoint).length, 0, 'nothing went to the redirect target');
+        assert.ok(await app.server.store.getByNode(node), 'a redirect does not remove the registration');
+      });
+    }
+  }
+
   test('webpush: a registration whose token is not a PushSubscription is refused', async () => {
     const reply = await app.post('/push_appserver/v1/register', { type: 'web', node: 'junk-device', token: '{"endpoint":"https://push.example.net/x"}' });
     assert.notEqual(reply.body.split('\n')[0], 'OK');
