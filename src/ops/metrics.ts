@@ -190,6 +190,20 @@ export class PrometheusTelemetry implements Telemetry {
     for (const [app, count] of counts) this.registrationCounts.set(app, count);
   }
 
+  /**
+   * After an expiry sweep (which reports only how many it removed): the gauge takes the new counts
+   * and the drop per app is counted as `expired`. Expired registrations carry no dialect; they are
+   * counted under `http`.
+   */
+  registrationsExpired(counts: ReadonlyMap<string, number>): void {
+    for (const [app, before] of this.registrationCounts) {
+      const after = counts.get(app) ?? 0;
+      if (before > after) this.registrationChanges.get(app, 'http', 'expired').inc(before - after);
+      this.registrationCounts.set(app, after);
+    }
+    for (const [app, count] of counts) if (!this.registrationCounts.has(app)) this.registrationCounts.set(app, count);
+  }
+
   componentReconnected(): void {
     this.reconnects.inc();
   }

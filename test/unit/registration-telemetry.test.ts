@@ -18,15 +18,16 @@ function recorder(): { telemetry: Telemetry; changes: string[] } {
 test('created, renewed, replaced and removed registrations are reported with their dialect', async () => {
   const { telemetry, changes } = recorder();
   const store = new SqliteStore(':memory:');
-  const registrations = new Registrations(store, directoryOf({ apns: scriptedProvider() }), Date.now, telemetry);
+  const registrations = new Registrations(store, directoryOf({ apns: scriptedProvider() }), Date.now, { telemetry });
   await registrations.register({ app: 'apns', deviceId: 'dev-1', token: 'tok-1', deviceIdAsNode: true });
   await registrations.register({ app: 'apns', deviceId: 'dev-1', token: 'tok-1', deviceIdAsNode: true });
-  await registrations.register({ app: 'apns', deviceId: 'dev-1', token: 'tok-2', scope: undefined, dialect: 'http' });
-  await registrations.register({ app: 'apns', deviceId: 'phone', token: 'tok-3', scope: 'alice@example.org', boundDomain: 'example.org', dialect: 'xmpp' });
+  const alice = { app: 'apns', deviceId: 'phone', scope: 'alice@example.org', boundDomain: 'example.org', dialect: 'xmpp' } as const;
+  await registrations.register({ ...alice, token: 'tok-3' });
+  await registrations.register({ ...alice, token: 'tok-4' });
   await registrations.unregister({ app: 'apns', deviceId: 'phone', scope: 'alice@example.org', dialect: 'xmpp' });
   await registrations.unregister({ app: 'apns', deviceId: 'phone', scope: 'alice@example.org', dialect: 'xmpp' });
   assert.deepEqual(changes, [
-    'apns/http/created', 'apns/http/renewed', 'apns/http/removed', 'apns/http/created', 'apns/xmpp/created', 'apns/xmpp/removed',
+    'apns/http/created', 'apns/http/renewed', 'apns/xmpp/created', 'apns/xmpp/removed', 'apns/xmpp/created', 'apns/xmpp/removed',
   ]);
   assert.equal(await store.count(), 1, 'created 3, removed 2: the events add up to the table');
   await store.close();

@@ -73,3 +73,11 @@ test('probeWrite writes and leaves nothing behind', async () => {
   await store.close();
   await assert.rejects(store.probeWrite(), 'a closed store cannot write');
 });
+
+test('search by JID also finds HTTP registrations that named the JID', async () => {
+  const store = await seeded();
+  await store.insert(registration('h-erin', { deviceKey: '|jid=erin@example.org|laptop' }));
+  const page = await store.search({ jid: 'erin@example.org', offset: 0, limit: 10 });
+  assert.deepEqual(page.registrations.map((r) => r.node), ['h-erin']);
+  await store.close();
+});

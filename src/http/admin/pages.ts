@@ -154,6 +154,8 @@ function shortToken(token: string): string {
 
 /** The registering JID, from the device key's scope (`jid|device`), when there was one. */
 function jidOf(r: Registration): string | undefined {
+  const named = /^\|jid=([^|]+)\|/.exec(r.deviceKey);
+  if (named) return `${named[1]} (named over HTTP)`;
   const bar = r.deviceKey.indexOf('|');
   return bar > 0 ? r.deviceKey.slice(0, bar) : undefined;
 }
