@@ -166,6 +166,13 @@ level = "info"
 [metrics]
 enabled = ${options.metrics}
 
+# The load comes from one domain and one address: the abuse limits would measure themselves.
+[push]
+max_publishes_per_domain_per_s = 0
+
+[registration]
+http_per_ip_per_minute = 0
+
 [apps.${APP}]
 ${options.appTable}
 `;

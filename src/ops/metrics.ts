@@ -2,13 +2,14 @@
  * The Prometheus adapter of the telemetry port (issue #12): the core reports through Telemetry,
  * this turns it into prom-client metrics served as `GET /metrics`. The core never imports it.
  *
- * On the hot path every report is a few Map lookups and a number added: each label set's child
- * (`counter.labels(...)`) is made once and kept, so no label object is built or validated per push.
+ * On the hot path every report is a few Map lookups and a number added: each label set's cell is
+ * made once and kept (metric-cells.ts), so no label object is built, hashed or validated per push.
  * State that already lives elsewhere (the component's connection, providers' status) is read when
  * Prometheus scrapes, never pushed; the registration gauge is counted once at start and then kept
  * up to date from registration events, so a scrape never counts the table.
  */
-import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
+import { FastCounter, FastHistogram } from './metric-cells.ts';
 import type {
   Dialect, ProviderRequestOutcome, PublishResult, RegistrationAction, RegistrationDialect, RetryResult, Telemetry,
 } from '../core/telemetry.ts';
@@ -19,42 +20,6 @@ export interface MetricsSources {
   appsDegraded(): Iterable<{ app: string; degraded: boolean }>;
   /** notAfter (ms since the epoch) of certificate-based apps' credentials. */
   credentialsExpiry(): Iterable<{ app: string; expiresAt: number }>;
-}
-
-interface Inc { inc(value?: number): void }
-interface Observe { observe(value: number): void }
-
-/** Children by label values, made on first use: nested Map lookups, no label object or string built per call. */
-class Children<T> {
-  private readonly root = new Map<string, any>();
-  private readonly make: (...labels: string[]) => T;
-
-  constructor(make: (...labels: string[]) => T) {
-    this.make = make;
-  }
-
-  get(a: string, b?: string, c?: string): T {
-    if (b === undefined) return this.root.get(a) ?? this.add(this.root, a, a);
-    const second = this.branch(this.root, a);
-    if (c === undefined) return second.get(b) ?? this.add(second, b, a, b);
-    const third = this.branch(second, b);
-    return third.get(c) ?? this.add(third, c, a, b, c);
-  }
-
-  private add(level: Map<string, any>, key: string, ...labels: string[]): T {
-    const child = this.make(...labels);
-    level.set(key, child);
-    return child;
-  }
-
-  private branch(level: Map<string, any>, key: string): Map<string, any> {
-    let next = level.get(key);
-    if (next === undefined) {
-      next = new Map();
-      level.set(key, next);
-    }
-    return next;
-  }
 }
 
 const PUBLISH_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 15];
@@ -71,56 +36,57 @@ export interface PrometheusTelemetryOptions {
 export class PrometheusTelemetry implements Telemetry {
   readonly registry = new Registry();
   private readonly registrationCounts = new Map<string, number>();
-  private readonly publishes: Children<Inc>;
-  private readonly publishDurations: Children<Observe>;
-  private readonly providerRequests: Children<Inc>;
-  private readonly providerResponses: Children<Inc>;
-  private readonly providerDurations: Children<Observe>;
-  private readonly retries: Children<Inc>;
-  private readonly registrationChanges: Children<Inc>;
+  private readonly publishes: FastCounter;
+  private readonly publishDurations: FastHistogram;
+  private readonly providerRequests: FastCounter;
+  private readonly providerResponses: FastCounter;
+  private readonly providerDurations: FastHistogram;
+  private readonly retries: FastCounter;
+  private readonly registrationChanges: FastCounter;
   private readonly retriesPendingGauge: Gauge;
   private readonly reconnects: Counter;
   private readonly statusLabels = new Map<number, string>();
 
   constructor(options: PrometheusTelemetryOptions) {
     const registers = [this.registry];
+    const registry = this.registry;
     const { sources } = options;
     const registrationCounts = this.registrationCounts;
 
-    const publishes = new Counter({
-      name: 'push_appserver_publishes_total', registers, labelNames: ['app', 'dialect', 'result'] as const,
+    this.publishes = new FastCounter(registry, {
+      name: 'push_appserver_publishes_total', labelNames: ['app', 'dialect', 'result'],
       help: 'Publishes (XEP-0357, stateless) and HTTP pushes answered, by how they were answered; app="" for an unknown node.',
     });
-    const publishDuration = new Histogram({
-      name: 'push_appserver_publish_duration_seconds', registers, labelNames: ['dialect'] as const, buckets: PUBLISH_BUCKETS,
+    this.publishDurations = new FastHistogram(registry, {
+      name: 'push_appserver_publish_duration_seconds', labelNames: ['dialect'], buckets: PUBLISH_BUCKETS,
       help: 'From a publish received to its answer.',
     });
-    const providerRequests = new Counter({
-      name: 'push_appserver_provider_requests_total', registers, labelNames: ['app', 'provider', 'outcome'] as const,
+    this.providerRequests = new FastCounter(registry, {
+      name: 'push_appserver_provider_requests_total', labelNames: ['app', 'provider', 'outcome'],
       help: 'Requests to APNS, FCM, WebPush and UnifiedPush, by what they came to (error: no answer).',
     });
-    const providerResponses = new Counter({
-      name: 'push_appserver_provider_responses_total', registers, labelNames: ['app', 'provider', 'status'] as const,
+    this.providerResponses = new FastCounter(registry, {
+      name: 'push_appserver_provider_responses_total', labelNames: ['app', 'provider', 'status'],
       help: 'Answers of the push services by HTTP status.',
     });
-    const providerDuration = new Histogram({
-      name: 'push_appserver_provider_request_duration_seconds', registers, labelNames: ['app', 'provider'] as const, buckets: PROVIDER_BUCKETS,
+    this.providerDurations = new FastHistogram(registry, {
+      name: 'push_appserver_provider_request_duration_seconds', labelNames: ['app', 'provider'], buckets: PROVIDER_BUCKETS,
       help: 'How long one request to a push service took.',
     });
     this.retriesPendingGauge = new Gauge({ name: 'push_appserver_retries_pending', registers, help: 'Pushes waiting to be retried.' });
-    const retries = new Counter({
-      name: 'push_appserver_retries_total', registers, labelNames: ['app', 'result'] as const,
+    this.retries = new FastCounter(registry, {
+      name: 'push_appserver_retries_total', labelNames: ['app', 'result'],
       help: 'Retried pushes by what the retry came to.',
     });
     new Gauge({
-      name: 'push_appserver_registrations', registers, labelNames: ['app'] as const,
+      name: 'push_appserver_registrations', registers, labelNames: ['app'],
       help: 'Registrations per app (counted at start, kept up to date from registration events).',
       collect() {
         for (const [app, count] of registrationCounts) this.set({ app }, count);
       },
     });
-    const registrationChanges = new Counter({
-      name: 'push_appserver_registrations_total', registers, labelNames: ['app', 'dialect', 'action'] as const,
+    this.registrationChanges = new FastCounter(registry, {
+      name: 'push_appserver_registrations_total', labelNames: ['app', 'dialect', 'action'],
       help: 'Registrations created, renewed, removed, removed for a dead token, expired.',
     });
     new Gauge({
@@ -135,14 +101,14 @@ export class PrometheusTelemetry implements Telemetry {
       help: 'Times the component connection was re-established after it had been online.',
     });
     new Gauge({
-      name: 'push_appserver_app_degraded', registers, labelNames: ['app'] as const,
+      name: 'push_appserver_app_degraded', registers, labelNames: ['app'],
       help: '1 while an app\'s provider is degraded (e.g. its credentials were rejected); the reason is in /ready.',
       collect() {
         for (const { app, degraded } of sources.appsDegraded()) this.set({ app }, degraded ? 1 : 0);
       },
     });
     new Gauge({
-      name: 'push_appserver_credentials_expiry_timestamp_seconds', registers, labelNames: ['app'] as const,
+      name: 'push_appserver_credentials_expiry_timestamp_seconds', registers, labelNames: ['app'],
       help: 'When the client certificate of a certificate-based APNS app expires (Unix time).',
       collect() {
         for (const { app, expiresAt } of sources.credentialsExpiry()) this.set({ app }, Math.floor(expiresAt / 1000));
@@ -150,28 +116,21 @@ export class PrometheusTelemetry implements Telemetry {
     });
     if (options.processMetrics !== false) collectDefaultMetrics({ register: this.registry });
 
-    this.publishes = new Children((app, dialect, result) => publishes.labels(app, dialect, result));
-    this.publishDurations = new Children((dialect) => publishDuration.labels(dialect));
-    this.providerRequests = new Children((app, provider, outcome) => providerRequests.labels(app, provider, outcome));
-    this.providerResponses = new Children((app, provider, status) => providerResponses.labels(app, provider, status));
-    this.providerDurations = new Children((app, provider) => providerDuration.labels(app, provider));
-    this.retries = new Children((app, result) => retries.labels(app, result));
-    this.registrationChanges = new Children((app, dialect, action) => registrationChanges.labels(app, dialect, action));
   }
 
   publishAnswered(app: string, dialect: Dialect, result: PublishResult, seconds: number): void {
-    this.publishes.get(app, dialect, result).inc();
-    this.publishDurations.get(dialect).observe(seconds);
+    this.publishes.cell(app, dialect, result).value += 1;
+    this.publishDurations.observe(this.publishDurations.cell(dialect), seconds);
   }
 
   providerRequest(app: string, provider: string, outcome: ProviderRequestOutcome, status: number | undefined, seconds: number): void {
-    this.providerRequests.get(app, provider, outcome).inc();
-    if (status !== undefined) this.providerResponses.get(app, provider, this.statusLabel(status)).inc();
-    this.providerDurations.get(app, provider).observe(seconds);
+    this.providerRequests.cell(app, provider, outcome).value += 1;
+    if (status !== undefined) this.providerResponses.cell(app, provider, this.statusLabel(status)).value += 1;
+    this.providerDurations.observe(this.providerDurations.cell(app, provider), seconds);
   }
 
   retryFinished(app: string, result: RetryResult): void {
-    this.retries.get(app, result).inc();
+    this.retries.cell(app, result).value += 1;
   }
 
   retriesPending(count: number): void {
@@ -179,7 +138,7 @@ export class PrometheusTelemetry implements Telemetry {
   }
 
   registrationChanged(app: string, dialect: RegistrationDialect, action: RegistrationAction): void {
-    this.registrationChanges.get(app, dialect, action).inc();
+    this.registrationChanges.cell(app, dialect, action).value += 1;
     if (action === 'created') this.registrationCounts.set(app, (this.registrationCounts.get(app) ?? 0) + 1);
     else if (REMOVING.has(action)) this.registrationCounts.set(app, Math.max(0, (this.registrationCounts.get(app) ?? 0) - 1));
   }
@@ -198,7 +157,7 @@ export class PrometheusTelemetry implements Telemetry {
   registrationsExpired(counts: ReadonlyMap<string, number>): void {
     for (const [app, before] of this.registrationCounts) {
       const after = counts.get(app) ?? 0;
-      if (before > after) this.registrationChanges.get(app, 'http', 'expired').inc(before - after);
+      if (before > after) this.registrationChanges.cell(app, 'http', 'expired').value += before - after;
       this.registrationCounts.set(app, after);
     }
     for (const [app, count] of counts) if (!this.registrationCounts.has(app)) this.registrationCounts.set(app, count);
