@@ -16,6 +16,12 @@ export interface XmppConfig {
   /** A refused handshake is an operator error; retrying it fast only fills logs. */
   authFailureRetryMs: number;
   maxStanzaBytes: number;
+  /** Connect + stream header + handshake must finish within this, or the attempt is abandoned. */
+  connectTimeoutMs: number;
+  /** The reconnect backoff starts over only after a stream stayed up this long. */
+  stableAfterMs: number;
+  /** Bytes the component may hold unsent while the socket is congested; beyond, replies are dropped (logged). */
+  maxOutboxBytes: number;
 }
 
 export interface HttpConfig {
@@ -25,6 +31,22 @@ export interface HttpConfig {
   debug: boolean;
   adminToken: string | undefined;
   maxBodyBytes: number;
+  /** Take the client address from X-Forwarded-For (behind a reverse proxy) instead of the socket. */
+  trustProxy: boolean;
+}
+
+/** Registration rules and limits (`[registration]`). A rate of 0 turns that limit off. */
+export interface RegistrationConfig {
+  /** Registrations neither renewed nor pushed for this many days are removed; 0 = never. */
+  expireDays: number;
+  /** HTTP /register requests per client address and minute. */
+  httpPerIpPerMinute: number;
+  /** Ad-hoc registration commands per requesting bare JID and minute. */
+  adhocPerJidPerMinute: number;
+  /** Ad-hoc registration commands per requesting domain and minute. */
+  adhocPerDomainPerMinute: number;
+  /** Registrations one bare JID may hold (over XMPP); 0 = no maximum. */
+  maxPerJid: number;
 }
 
 export interface StorageConfig {
@@ -36,10 +58,50 @@ export interface PushConfig {
   timeoutMs: number;
   /** Pushes on their way at once; more get a `wait` error (our own overload, DESIGN §4). */
   maxInFlight: number;
-  /** Retries of a push that a provider asked us to retry later (429/5xx). 0 turns retrying off. */
-  retryMaxAttempts: number;
-  /** A Retry-After longer than this is not waited for: the push is dropped with a log line. */
+  /** Retries of a push that a provider asked us to retry later. 0 turns retrying off; absent: no count limit (time decides). */
+  retryMaxAttempts: number | undefined;
+  /** The longest single wait between two attempts: a longer Retry-After is shortened to it (before issue #11 such a push was dropped). */
   retryMaxDelayS: number;
+  /** A push is retried until this long after its first attempt (or the app's ttl, when smaller). */
+  retryMaxAgeS: number;
+  /** Cap of the exponential backoff (1 s, 2 s, 4 s … with jitter), so devices wake soon after a provider recovers. */
+  retryMaxBackoffS: number;
+  /** At most one push per node per interval (DESIGN §4); 0 = off. The original's push_appserver_rate_limit. */
+  minIntervalMs: number;
+  /** A graceful stop waits this long for pushes on their way, then keeps the rest as retries. */
+  shutdownTimeoutMs: number;
+  /** Distinct tokens called dead with no delivery in between (within the window) that mark an app misconfigured. */
+  deadTokenThreshold: number;
+  deadTokenWindowS: number;
+  /** Publishes per publishing domain and second (every dialect); 0 = no limit. */
+  maxPublishesPerDomainPerS: number;
+  publishBurstPerDomain: number;
+  /** Stateless publishes per publishing domain and second, on top of the limit above. */
+  maxStatelessPerDomainPerS: number;
+  statelessBurstPerDomain: number;
+  /** Stateless pushes on their way at once. */
+  maxStatelessInFlight: number;
+}
+
+/** The `[push]` table as written keys, for check-config's effective document. */
+export function pushDocument(push: PushConfig): Record<string, number> {
+  return {
+    timeout_ms: push.timeoutMs,
+    max_in_flight: push.maxInFlight,
+    ...(push.retryMaxAttempts !== undefined ? { retry_max_attempts: push.retryMaxAttempts } : {}),
+    retry_max_delay_s: push.retryMaxDelayS,
+    retry_max_age_s: push.retryMaxAgeS,
+    retry_max_backoff_s: push.retryMaxBackoffS,
+    min_interval_ms: push.minIntervalMs,
+    shutdown_timeout_ms: push.shutdownTimeoutMs,
+    dead_token_threshold: push.deadTokenThreshold,
+    dead_token_window_s: push.deadTokenWindowS,
+    max_publishes_per_domain_per_s: push.maxPublishesPerDomainPerS,
+    publish_burst_per_domain: push.publishBurstPerDomain,
+    max_stateless_per_domain_per_s: push.maxStatelessPerDomainPerS,
+    stateless_burst_per_domain: push.statelessBurstPerDomain,
+    max_stateless_in_flight: push.maxStatelessInFlight,
+  };
 }
 
 export interface AppConfig {
@@ -47,6 +109,13 @@ export interface AppConfig {
   provider: string;
   /** fpush dialect: publishes for unknown nodes carrying pushModule=<name> go to this app. */
   stateless: boolean;
+  /**
+   * `allowed_domains`: the only domains that may register for this app (and publish to it); absent:
+   * every domain. Lower-cased; a JID's domain must equal one of them.
+   */
+  allowedDomains: string[] | undefined;
+  /** `allowed_ports`: the ports a user-supplied push endpoint may use besides 443 (webpush, unifiedpush). */
+  allowedPorts: number[] | undefined;
   /** The app's table; the provider reads its own keys from it. */
   settings: TableReader;
 }
@@ -66,6 +135,7 @@ export interface Config {
   http: HttpConfig;
   storage: StorageConfig;
   push: PushConfig;
+  registration: RegistrationConfig;
   log: { level: LogLevel };
   apps: Map<string, AppConfig>;
   /** Raw dialect tables (`[dialects.p2]` …), as written (for check-config's effective document). */
@@ -85,6 +155,8 @@ export function defaultDocument(): Table {
   };
 }
 
+export const MIN_ADMIN_TOKEN = 32;
+
 const APP_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 
 export function readConfig(document: Table, source: string): Config {
@@ -100,6 +172,9 @@ export function readConfig(document: Table, source: string): Config {
     reconnectMaxMs: x.integer('reconnect_max_ms', 30_000, { min: 10 }),
     authFailureRetryMs: x.integer('auth_failure_retry_ms', 60_000, { min: 10 }),
     maxStanzaBytes: x.integer('max_stanza_bytes', 256 * 1024, { min: 4096 }),
+    connectTimeoutMs: x.integer('connect_timeout_ms', 10_000, { min: 100 }),
+    stableAfterMs: x.integer('stable_after_ms', 60_000, { min: 0 }),
+    maxOutboxBytes: x.integer('max_outbox_bytes', 16 * 1024 * 1024, { min: 64 * 1024 }),
   };
   if (/[\s/@]/.test(xmpp.componentJid)) x.fail('component_jid', `must be a bare domain such as "push.example.org", got "${xmpp.componentJid}"`);
   if (xmpp.reconnectMaxMs < xmpp.reconnectInitialMs) x.fail('reconnect_max_ms', 'must not be smaller than reconnect_initial_ms');
@@ -113,7 +188,15 @@ export function readConfig(document: Table, source: string): Config {
     debug: h.boolean('debug', false),
     adminToken: h.optionalString('admin_token'),
     maxBodyBytes: h.integer('max_body_bytes', 16 * 1024, { min: 1024 }),
+    trustProxy: h.boolean('trust_proxy', false),
   };
+  if (http.adminToken !== undefined && http.adminToken.trim() === '') h.fail('admin_token', 'must not be empty: remove the key or set a long random token');
+  if (http.debug && http.adminToken !== undefined && http.adminToken.length < MIN_ADMIN_TOKEN) {
+    h.fail('admin_token', `must be at least ${MIN_ADMIN_TOKEN} characters (e.g. the output of \`openssl rand -hex 32\`)`);
+  }
+  if (http.debug && http.adminToken === undefined) {
+    h.fail('debug', `the debug pages show registrations: set http.admin_token (at least ${MIN_ADMIN_TOKEN} characters) too`);
+  }
   h.rejectUnknownKeys();
 
   const s = root.section('storage');
@@ -127,10 +210,33 @@ export function readConfig(document: Table, source: string): Config {
   const push: PushConfig = {
     timeoutMs: p.integer('timeout_ms', 15_000, { min: 100 }),
     maxInFlight: p.integer('max_in_flight', 10_000, { min: 1 }),
-    retryMaxAttempts: p.integer('retry_max_attempts', 5, { min: 0, max: 100 }),
+    retryMaxAttempts: p.has('retry_max_attempts') ? p.integer('retry_max_attempts', undefined, { min: 0 }) : undefined,
     retryMaxDelayS: p.integer('retry_max_delay_s', 3600, { min: 1 }),
+    retryMaxAgeS: p.integer('retry_max_age_s', 3600, { min: 1 }),
+    retryMaxBackoffS: p.integer('retry_max_backoff_s', 300, { min: 1 }),
+    minIntervalMs: p.integer('min_interval_ms', 0, { min: 0 }),
+    shutdownTimeoutMs: p.integer('shutdown_timeout_ms', 10_000, { min: 0 }),
+    deadTokenThreshold: p.integer('dead_token_threshold', 5, { min: 1 }),
+    deadTokenWindowS: p.integer('dead_token_window_s', 60, { min: 1 }),
+    maxPublishesPerDomainPerS: p.integer('max_publishes_per_domain_per_s', 200, { min: 0 }),
+    publishBurstPerDomain: 0,
+    maxStatelessPerDomainPerS: p.integer('max_stateless_per_domain_per_s', 20, { min: 0 }),
+    statelessBurstPerDomain: 0,
+    maxStatelessInFlight: p.integer('max_stateless_in_flight', 500, { min: 1 }),
   };
+  push.publishBurstPerDomain = p.integer('publish_burst_per_domain', Math.max(1, push.maxPublishesPerDomainPerS * 2), { min: 1 });
+  push.statelessBurstPerDomain = p.integer('stateless_burst_per_domain', Math.max(1, push.maxStatelessPerDomainPerS * 2), { min: 1 });
   p.rejectUnknownKeys();
+
+  const r = root.section('registration');
+  const registration: RegistrationConfig = {
+    expireDays: r.integer('expire_days', 180, { min: 0, max: 36_500 }),
+    httpPerIpPerMinute: r.integer('http_per_ip_per_minute', 30, { min: 0 }),
+    adhocPerJidPerMinute: r.integer('adhoc_per_jid_per_minute', 10, { min: 0 }),
+    adhocPerDomainPerMinute: r.integer('adhoc_per_domain_per_minute', 600, { min: 0 }),
+    maxPerJid: r.integer('max_per_jid', 50, { min: 0 }),
+  };
+  r.rejectUnknownKeys();
 
   const l = root.section('log');
   const log = { level: l.oneOf('level', ['debug', 'info', 'warn', 'error'] as const, 'info') };
@@ -143,7 +249,10 @@ export function readConfig(document: Table, source: string): Config {
     const a = appsTable.section(name);
     const provider = a.nonEmptyString('provider');
     const stateless = a.boolean('stateless', false);
-    apps.set(name, { name, provider, stateless, settings: a });
+    const allowedDomains = a.optionalStringList('allowed_domains')?.map((domain) => domain.trim().toLowerCase().replace(/\.$/, ''));
+    if (allowedDomains?.length === 0) a.fail('allowed_domains', 'an empty list would refuse everyone: remove the key to allow every domain');
+    const allowedPorts = a.optionalIntegerList('allowed_ports', { min: 1, max: 65535 });
+    apps.set(name, { name, provider, stateless, allowedDomains, allowedPorts, settings: a });
   }
   if (apps.size === 0) root.fail('apps', 'no app is configured: add at least one [apps.NAME] table with a provider');
 
@@ -152,7 +261,7 @@ export function readConfig(document: Table, source: string): Config {
   dialects.rejectUnknownKeys();
   root.rejectUnknownKeys();
 
-  return { source, xmpp, http, storage, push, log, apps, dialects, p2 };
+  return { source, xmpp, http, storage, push, registration, log, apps, dialects, p2 };
 }
 
 function readP2Dialect(table: TableReader, apps: Map<string, AppConfig>): P2DialectConfig {

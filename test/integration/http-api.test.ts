@@ -9,6 +9,7 @@ import { startMockPushEndpoint, type MockPushEndpoint } from '../support/mock-pu
 import { closedPort, type ClosedPort } from '../support/ports.ts';
 
 const V1 = '/push_appserver/v1';
+const ADMIN_TOKEN = 'admin-secret-of-at-least-32-characters';
 
 describe('HTTP API v1', () => {
   let app: TestAppServer;
@@ -16,7 +17,7 @@ describe('HTTP API v1', () => {
 
   before(async () => {
     app = await startAppServer();
-    debugApp = await startAppServer({ http: { debug: true, admin_token: 'admin-secret' } });
+    debugApp = await startAppServer({ http: { debug: true, admin_token: ADMIN_TOKEN } });
   });
 
   after(async () => {
@@ -134,7 +135,7 @@ describe('HTTP API v1', () => {
     const evil = '<script>alert(1)</script>';
     await debugApp.post(`${V1}/register`, { type: 'fcm', node: 'evil-node', token: evil });
     assert.equal((await fetch(`${debugApp.httpUrl}${V1}/settings`)).status, 403);
-    const auth = { authorization: 'Bearer admin-secret' };
+    const auth = { authorization: `Bearer ${ADMIN_TOKEN}` };
     const list = await fetch(`${debugApp.httpUrl}${V1}/settings`, { headers: auth });
     assert.equal(list.status, 200);
     assert.match(await list.text(), /href="\/push_appserver\/v1\/settings\/evil-node"/);
@@ -144,6 +145,17 @@ describe('HTTP API v1', () => {
     assert.ok(!html.includes(evil));
     assert.ok(html.includes('&#60;script&#62;'));
     assert.match(html, /last_successful_push/);
+  });
+
+  test('the debug pages never show a secret, shorten tokens and refuse the admin token in the query string', async () => {
+    const token = `tok-${'z'.repeat(60)}-end`;
+    const [, node, secret] = (await debugApp.post(`${V1}/register`, { type: 'fcm', node: 'page-node', token })).body.split('\n');
+    const html = await (await fetch(`${debugApp.httpUrl}${V1}/settings/${node}`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })).text();
+    assert.ok(!html.includes(secret));
+    assert.ok(!html.includes(token));
+    assert.match(html, /tok-zzzz…-end/);
+    assert.equal((await fetch(`${debugApp.httpUrl}${V1}/settings?token=${ADMIN_TOKEN}`)).status, 403);
+    assert.equal((await fetch(`${debugApp.httpUrl}${V1}/settings`, { headers: { authorization: 'Bearer wrong' } })).status, 403);
   });
 
   test('an unknown path is 404 and the server keeps serving', async () => {

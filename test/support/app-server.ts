@@ -54,6 +54,8 @@ export async function startAppServer(config: string | Table = {}, options: { pro
     },
     http: { host: '127.0.0.1', port: 0 },
     storage: { url: `sqlite:${join(dir, 'push.db')}` },
+    // Tests register far faster than any client; the tests of these limits set them themselves.
+    registration: { http_per_ip_per_minute: 100_000, adhoc_per_jid_per_minute: 100_000, adhoc_per_domain_per_minute: 100_000 },
   };
   if (!document.apps) document.apps = { apns: { provider: 'log' }, fcm: { provider: 'log' } };
   const merged = merge(defaults, document);
