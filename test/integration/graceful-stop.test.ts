@@ -67,6 +67,9 @@ server_port = ${prosody.componentPort}
 component_secret = ${JSON.stringify(prosody.componentSecret)}
 [http]
 port = 0
+[push]
+# Longer than any hold below: the stop waits for the push instead of keeping it as a retry.
+shutdown_timeout_ms = 60000
 [storage]
 url = "sqlite:${join(dir, 'push.db')}"
 [apps.ios]
