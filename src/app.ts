@@ -7,6 +7,7 @@ import type { Config } from './config/schema.ts';
 import { DEFAULT_COMPONENT_SECRET } from './config/schema.ts';
 import { AppDirectory, type App } from './core/apps.ts';
 import { Dispatcher } from './core/dispatcher.ts';
+import { ExpirySweeper } from './core/expiry.ts';
 import { Registrations } from './core/registrations.ts';
 import { RegisteredNodes } from './core/resolvers/registered.ts';
 import { StatelessDialect } from './core/stateless.ts';
@@ -29,6 +30,8 @@ export function parseAppSettings(config: Config): Map<string, unknown> {
     }
     app.settings.skip('provider');
     app.settings.skip('stateless');
+    app.settings.skip('allowed_domains');
+    app.settings.skip('allowed_ports');
     parsed.set(app.name, factory.parseConfig(app.settings));
   }
   return parsed;
@@ -63,6 +66,7 @@ export class PushAppServer {
   readonly dispatcher: Dispatcher;
   readonly xmpp: XmppService;
   readonly http: HttpServer | undefined;
+  readonly expiry: ExpirySweeper;
   httpAddress: AddressInfo | undefined;
   private readonly logger: Logger;
   private stopping: Promise<void> | undefined;
@@ -72,7 +76,11 @@ export class PushAppServer {
     this.store = store;
     this.apps = apps;
     this.logger = logger;
-    this.registrations = new Registrations(store, apps);
+    this.registrations = new Registrations(store, apps, Date.now, {
+      maxPerJid: config.registration.maxPerJid,
+      allowedDomains: (app) => config.apps.get(app)?.allowedDomains,
+    });
+    this.expiry = new ExpirySweeper(store, logger.child('expiry'), { expireDays: config.registration.expireDays });
     this.dispatcher = new Dispatcher(store, apps, logger.child('dispatch'), {
       timeoutMs: config.push.timeoutMs,
       maxInFlight: config.push.maxInFlight,
@@ -102,8 +110,17 @@ export class PushAppServer {
       reconnectMaxMs: config.xmpp.reconnectMaxMs,
       authFailureRetryMs: config.xmpp.authFailureRetryMs,
       maxStanzaBytes: config.xmpp.maxStanzaBytes,
+      connectTimeoutMs: config.xmpp.connectTimeoutMs,
+      stableAfterMs: config.xmpp.stableAfterMs,
+      maxOutboxBytes: config.xmpp.maxOutboxBytes,
     }, this.dispatcher, logger.child('xmpp'));
-    this.xmpp.useCommands(new AdHocCommands({ registrations: this.registrations, p2: config.p2, logger: logger.child('commands') }));
+    this.xmpp.useCommands(new AdHocCommands({
+      registrations: this.registrations,
+      p2: config.p2,
+      logger: logger.child('commands'),
+      perJidPerMinute: config.registration.adhocPerJidPerMinute,
+      perDomainPerMinute: config.registration.adhocPerDomainPerMinute,
+    }));
     if (config.http.enabled) {
       this.http = new HttpServer(logger.child('http'), config.http.maxBodyBytes);
       addV1Routes(this.http, {
@@ -113,6 +130,9 @@ export class PushAppServer {
         health: () => this.health(),
         debug: config.http.debug,
         adminToken: config.http.adminToken,
+        trustProxy: config.http.trustProxy,
+        registrationsPerIpPerMinute: config.registration.httpPerIpPerMinute,
+        logger: logger.child('http'),
       });
     }
   }
@@ -132,7 +152,7 @@ export class PushAppServer {
         server.httpAddress = await server.http.listen(config.http.host, config.http.port);
         logger.info('HTTP API listening', { url: `http://${config.http.host}:${server.httpAddress.port}/push_appserver/v1/` });
         if (config.http.debug) {
-          logger.warn('http.debug is on: /push_appserver/v1/settings lists registrations and their tokens', { admin_token: config.http.adminToken ? 'required' : 'NOT required' });
+          logger.warn('http.debug is on: /push_appserver/v1/settings lists registrations (with the admin token)');
         }
       }
     } catch (error) {
@@ -144,6 +164,7 @@ export class PushAppServer {
       logger.warn('xmpp.component_secret is the built-in default; set your own in the config file');
     }
     server.dispatcher.startRetryLoop();
+    server.expiry.start();
     server.xmpp.start();
     logger.info('push-appserver started', {
       config: config.source,
@@ -200,6 +221,7 @@ export class PushAppServer {
       this.logger.info('stopping');
       const dispatching = this.dispatcher.close();
       await this.http?.close();
+      await this.expiry.stop();
       await dispatching;
       await this.xmpp.stop();
       await this.apps.close();
