@@ -91,13 +91,13 @@ describe('FCM through real Prosody', { skip, timeout: 120_000 }, () => {
     assert.equal(requestsFor(token).length, 1, 'the removed registration is not pushed again');
   });
 
-  test('a SENDER_ID_MISMATCH token removes the registration too', async () => {
+  test('a SENDER_ID_MISMATCH (the wrong Firebase project) keeps the registration and retries', async () => {
     const token = fcmToken('dave');
     const { node } = await offlineUserWithPush('dave', token);
     mock.fail(token, 'SENDER_ID_MISMATCH');
     await bob.sendMessage('dave@localhost', 'hello?');
-    await app.waitForLog(new RegExp(`token is dead, registration removed app=android node=${node}`));
-    assert.equal(await app.server.store.getByNode(node), undefined);
+    await app.waitForLog(new RegExp(`push will be retried node=${node}`));
+    assert.ok(await app.server.store.getByNode(node));
   });
 
   test('a 429 QUOTA_EXCEEDED is retried after its Retry-After and then delivered', async () => {
