@@ -7,7 +7,7 @@ import { stringify as toToml } from 'smol-toml';
 import { parseAppSettings, PushAppServer } from './app.ts';
 import { loadConfig } from './config/load.ts';
 import { ConfigError } from './config/reader.ts';
-import type { Config } from './config/schema.ts';
+import { pushDocument, type Config } from './config/schema.ts';
 import { createLogger } from './log.ts';
 import { openStore } from './store/open.ts';
 import { generateVapidKeys } from './providers/web-push-crypto.ts';
@@ -61,7 +61,7 @@ export function effectiveDocument(config: Config): Record<string, unknown> {
       max_body_bytes: config.http.maxBodyBytes,
     },
     storage: { url: config.storage.url.replace(/\/\/([^:@/]*):[^@]*@/, '//$1:********@') },
-    push: { timeout_ms: config.push.timeoutMs, max_in_flight: config.push.maxInFlight, retry_max_attempts: config.push.retryMaxAttempts, retry_max_delay_s: config.push.retryMaxDelayS },
+    push: pushDocument(config.push),
     log: { level: config.log.level },
     apps,
   };
@@ -73,23 +73,29 @@ async function serve(configPath: string | undefined): Promise<number> {
   const { config, environmentKeys } = loadConfig(configPath);
   const logger = createLogger({ level: config.log.level });
   if (environmentKeys.length > 0) logger.info('configuration overridden from the environment', { keys: environmentKeys.join(',') });
+  // Handlers first: a signal while starting (systemd stopping a fresh unit) must stop gracefully too.
+  let stopRequested: (() => void) | undefined;
+  let signals = 0;
+  const onSignal = (signal: string) => {
+    signals += 1;
+    if (signals > 1) {
+      logger.warn('second signal: exiting now', { signal });
+      process.exit(1);
+    }
+    logger.info('shutting down', { signal });
+    stopRequested?.();
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
   const server = await PushAppServer.start(config, logger);
   await new Promise<void>((resolve) => {
-    let signals = 0;
-    const onSignal = (signal: string) => {
-      signals += 1;
-      if (signals > 1) {
-        logger.warn('second signal: exiting now', { signal });
-        process.exit(1);
-      }
-      logger.info('shutting down', { signal });
+    stopRequested = () => {
       server.stop().then(resolve, (error) => {
         logger.error('error while stopping', { error });
         resolve();
       });
     };
-    process.on('SIGINT', onSignal);
-    process.on('SIGTERM', onSignal);
+    if (signals > 0) stopRequested();
   });
   return 0;
 }

@@ -5,6 +5,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { startAppServer, type TestAppServer } from '../support/app-server.ts';
+import { startMockPushEndpoint, type MockPushEndpoint } from '../support/mock-push-endpoint.ts';
+import { closedPort, type ClosedPort } from '../support/ports.ts';
 
 const V1 = '/push_appserver/v1';
 const ADMIN_TOKEN = 'admin-secret-of-at-least-32-characters';
@@ -159,5 +161,56 @@ describe('HTTP API v1', () => {
   test('an unknown path is 404 and the server keeps serving', async () => {
     assert.equal((await fetch(`${app.httpUrl}/nope`)).status, 404);
     assert.equal((await fetch(`${app.httpUrl}${V1}/health`)).status, 200);
+  });
+});
+
+describe('HTTP API v1 push on transient trouble', () => {
+  let app: TestAppServer;
+  let service: MockPushEndpoint;
+  let unreachable: ClosedPort;
+
+  before(async () => {
+    service = await startMockPushEndpoint({ tls: false });
+    unreachable = await closedPort();
+    app = await startAppServer(`
+      [apps.up]
+      provider = "unifiedpush"
+      allow_http = true
+      allow_private = true
+    `);
+  });
+
+  after(async () => {
+    await app?.stop();
+    await service?.close();
+    await unreachable?.release();
+  });
+
+  async function registered(node: string, endpoint: string): Promise<{ node: string; secret: string }> {
+    const reply = await app.post(`${V1}/register`, { type: 'up', node, token: endpoint });
+    assert.equal(reply.status, 200, reply.body);
+    const [, pubsubNode, secret] = reply.body.split('\n');
+    return { node: pubsubNode, secret };
+  }
+
+  for (const status of [429, 503]) {
+    test(`a push service answering ${status} with Retry-After 7 makes push answer 503 with Retry-After 7`, async () => {
+      const endpoint = service.endpoint([{ status, retryAfter: 7 }]);
+      const device = await registered(`busy-${status}`, endpoint);
+      const reply = await app.post(`${V1}/push`, device);
+      assert.equal(reply.status, 503);
+      assert.equal(reply.headers.get('retry-after'), '7');
+      assert.match(reply.body, new RegExp(`^ERROR\\n.*${status}`));
+      assert.equal(service.requestsTo(endpoint).length, 1, 'the push service was asked');
+    });
+  }
+
+  test('an unreachable push service makes push answer 503 with a Retry-After of at least a second', async () => {
+    const device = await registered('unreachable', `http://127.0.0.1:${unreachable.port}/up`);
+    const reply = await app.post(`${V1}/push`, device);
+    assert.equal(reply.status, 503);
+    assert.match(reply.headers.get('retry-after') ?? '', /^[1-9]\d*$/);
+    assert.match(reply.body, /^ERROR\n/);
+    assert.ok(await app.server.store.getByNode(device.node), 'transient trouble keeps the registration');
   });
 });

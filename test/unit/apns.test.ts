@@ -16,7 +16,7 @@ import { buildApnsRequest } from '../../src/providers/apns/request.ts';
 import { outcomeFromApnsResponse } from '../../src/providers/apns/responses.ts';
 import type { Notification } from '../../src/providers/types.ts';
 import { createTestApnsKey, startMockApns, testDeviceToken, type MockApns, type MockApnsOptions } from '../support/mock-apns.ts';
-import { freePort } from '../support/ports.ts';
+import { closedPort } from '../support/ports.ts';
 import { testPki } from '../support/tls.ts';
 import { testTempDir } from '../support/temp-dir.ts';
 
@@ -161,7 +161,10 @@ describe('APNS device tokens', () => {
 
   test('a malformed token is rejected by send without a request', async () => {
     const { mock, apns } = await tokenSetup();
-    assert.equal(apns.validateToken('not-a-token'), validateApnsToken('not-a-token'));
+    // The provider the registration path asks refuses what the README promises it refuses.
+    assert.equal(apns.validateToken('not-a-token'), 'an APNS device token has 64 to 200 hex digits, got 11 characters');
+    assert.equal(apns.validateToken('zz'.repeat(32)), 'an APNS device token has only hex digits (0-9, a-f)');
+    assert.equal(apns.validateToken(testDeviceToken(1)), null);
     const outcome = await apns.send({ app: 'ios', node: 'n', token: 'zz'.repeat(32) }, withBody);
     assert.equal(outcome.kind, 'rejected');
     assert.equal(mock.requests.length, 0);
@@ -415,9 +418,10 @@ describe('APNS connection', () => {
     assert.equal((await apns.send(target(43), withBody)).kind, 'delivered');
   });
 
-  test('an unreachable APNS is retried later, not blamed on our credentials', async () => {
-    const port = await freePort();
-    const apns = provider(parse(tokenTable({ origin: `https://127.0.0.1:${port}`, caFile: testPki().caFile })));
+  test('an unreachable APNS is retried later, not blamed on our credentials', async (t) => {
+    const refusing = await closedPort();
+    t.after(() => refusing.release());
+    const apns = provider(parse(tokenTable({ origin: `https://127.0.0.1:${refusing.port}`, caFile: testPki().caFile })));
     const outcome = await apns.send(target(44), withBody);
     assert.equal(outcome.kind, 'retry-after');
     assert.match((outcome as { reason: string }).reason, /APNS unreachable/);

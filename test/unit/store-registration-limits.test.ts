@@ -64,9 +64,10 @@ test('the migration starts the block-list counter at the size of an existing lis
   await first.blockToken('a', 't1', Date.now() + 60_000);
   await first.blockToken('a', 't2', Date.now() + 60_000);
   await first.close();
-  // Simulate a database of the previous version: counter table gone, version 1.
+  // Simulate a database of the version before this migration (the last one so far): counter table gone.
   const db = new DatabaseSync(path);
-  db.exec('DROP TABLE blocked_tokens_count; DROP INDEX registrations_by_key; DROP INDEX registrations_by_activity; PRAGMA user_version = 1;');
+  const { user_version: version } = db.prepare('PRAGMA user_version').get() as { user_version: number };
+  db.exec(`DROP TABLE blocked_tokens_count; DROP INDEX registrations_by_key; DROP INDEX registrations_by_activity; PRAGMA user_version = ${version - 1};`);
   db.close();
   const reopened = new SqliteStore(path);
   assert.equal(await reopened.blockedTokenCount(), 2);

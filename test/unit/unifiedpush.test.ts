@@ -13,7 +13,7 @@ import { forbiddenAddressReason, guardedLookup } from '../../src/providers/addre
 import type { Notification, Provider } from '../../src/providers/types.ts';
 import { createUnifiedPushProvider, unifiedPushProvider, type UnifiedPushDependencies } from '../../src/providers/unifiedpush.ts';
 import { startMockPushEndpoint, type MockPushEndpoint } from '../support/mock-push-endpoint.ts';
-import { freePort } from '../support/ports.ts';
+import { closedPort } from '../support/ports.ts';
 import { testPki } from '../support/tls.ts';
 
 let plainMock: MockPushEndpoint;
@@ -188,9 +188,10 @@ test('403 from a distributor is a refusal of this endpoint, not of our credentia
   }
 });
 
-test('an endpoint nobody listens on asks for a retry', async () => {
-  const port = await freePort();
-  const outcome = await provider(loopbackAllowed).send({ app: 'up', node: 'n', token: `http://127.0.0.1:${port}/up` }, wakeUp);
+test('an endpoint nobody listens on asks for a retry', async (t) => {
+  const refusing = await closedPort();
+  t.after(() => refusing.release());
+  const outcome = await provider(loopbackAllowed).send({ app: 'up', node: 'n', token: `http://127.0.0.1:${refusing.port}/up` }, wakeUp);
   assert.equal(outcome.kind, 'retry-after');
   assert.match(outcome.kind === 'retry-after' ? outcome.reason : '', /ECONNREFUSED/);
 });
