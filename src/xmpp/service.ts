@@ -21,6 +21,8 @@ export class XmppService {
   private readonly logger: Logger;
   private readonly pending = new Set<Promise<void>>();
   private readonly maxStanzaBytes: number;
+  /** Stanzas skipped for their size or depth since start (for health and tests). */
+  skippedStanzas = 0;
   private readonly oversizedWarning: ThrottledWarning;
   private readonly lostReplyWarning: ThrottledWarning;
 
@@ -80,6 +82,7 @@ export class XmppService {
    */
   private onOversized(stanza: OversizedStanza): void {
     const { name, attrs } = stanza;
+    this.skippedStanzas += 1;
     this.oversizedWarning.note({ name: name ?? '(opening tag too large)', from: attrs.from, bytes: stanza.bytes, reason: stanza.reason });
     if (name !== 'iq' || (attrs.type !== 'get' && attrs.type !== 'set') || !attrs.id) return;
     const why = stanza.reason === 'depth' ? 'the stanza is nested too deeply' : `the stanza is larger than ${this.maxStanzaBytes} bytes`;
