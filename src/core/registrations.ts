@@ -11,6 +11,7 @@
  */
 import type { Registration, Store } from '../store/types.ts';
 import type { AppDirectory } from './apps.ts';
+import { canonicalP256Key } from './jwt-verify.ts';
 import { newNode, newSecret, secretsEqual } from './secrets.ts';
 
 export const LIMITS = { app: 64, deviceId: 256, token: 4096, scope: 3071 } as const;
@@ -38,6 +39,12 @@ export interface RegisterInput {
   deviceIdAsNode?: boolean;
   /** A group chat (bare JID) the device registers for separately (p2's `muc`). */
   group?: string;
+  /**
+   * Push 2.0: the client's JWT public key (base64 or base64url of the 65-byte P-256 point), so only
+   * notifications signed with it are accepted; absent: the first valid one is pinned. `field` names
+   * it in errors (`push2_key` over HTTP, `push2-key` in ad-hoc forms).
+   */
+  push2Key?: string;
 }
 
 export interface UnregisterInput {
@@ -90,6 +97,10 @@ export class Registrations {
       (input.scope !== undefined ? missingOrTooLong('jid', input.scope, LIMITS.scope) : null) ??
       (input.group !== undefined ? missingOrTooLong('muc', input.group, LIMITS.scope) : null);
     if (invalid) return { ok: false, failure: invalid };
+    const push2Key = input.push2Key === undefined ? null : canonicalP256Key(input.push2Key);
+    if (input.push2Key !== undefined && push2Key === null) {
+      return { ok: false, failure: { code: 'bad-request', field: 'push2_key', message: 'field "push2_key" must be the base64 or base64url of a 65-byte P-256 public key' } };
+    }
 
     const app = this.apps.get(input.app);
     if (!app) return { ok: false, failure: { code: 'unknown-app', field: 'type', message: `unknown type "${input.app}"` } };
@@ -99,9 +110,12 @@ export class Registrations {
     const deviceKey = deviceKeyOf(input.scope, input.deviceId, input.group);
     const now = this.now();
     const existing = await this.store.getByDevice(input.app, deviceKey);
-    if (existing && existing.token === input.token && existing.boundDomain === (input.boundDomain ?? null)) {
+    // A different Push 2.0 key is a different registration, as a different token is (DESIGN §5).
+    const sameKey = push2Key === null || (existing?.push2Key ?? null) === null || existing?.push2Key === push2Key;
+    if (existing && existing.token === input.token && existing.boundDomain === (input.boundDomain ?? null) && sameKey) {
       await this.store.renew(existing.node, now);
-      return { ok: true, registration: { ...existing, renewedAt: now }, created: false };
+      if (push2Key !== null && (existing.push2Key ?? null) === null) await this.store.setPush2Key(existing.node, push2Key);
+      return { ok: true, registration: { ...existing, renewedAt: now, push2Key: existing.push2Key ?? push2Key }, created: false };
     }
 
     const registration: Registration = {
@@ -117,6 +131,7 @@ export class Registrations {
       lastErrorAt: null,
       lastError: null,
       pushCount: 0,
+      push2Key,
     };
     const wantsDeviceNode = input.deviceIdAsNode === true && !existing && NODE_SAFE.test(input.deviceId);
     registration.node = wantsDeviceNode && !(await this.store.getByNode(input.deviceId)) ? input.deviceId : newNode();

@@ -43,6 +43,8 @@ const MIGRATIONS: string[] = [
      PRIMARY KEY (app, token)
    ) WITHOUT ROWID;
    CREATE INDEX blocked_tokens_by_until ON blocked_tokens (until);`,
+  // Push 2.0 (issue #14): the client's pinned JWT public key.
+  `ALTER TABLE registrations ADD COLUMN push2_key TEXT;`,
 ];
 
 const FLUSH_INTERVAL_MS = 250;
@@ -77,6 +79,7 @@ interface Row {
   last_error_at: number | null;
   last_error: string | null;
   push_count: number;
+  push2_key: string | null;
 }
 
 function toRegistration(row: Row): Registration {
@@ -93,6 +96,7 @@ function toRegistration(row: Row): Registration {
     lastErrorAt: row.last_error_at,
     lastError: row.last_error,
     pushCount: row.push_count,
+    push2Key: row.push2_key ?? null,
   };
 }
 
@@ -129,8 +133,10 @@ export class SqliteStore implements Store {
       byNode: p('SELECT * FROM registrations WHERE node = ?'),
       byDevice: p('SELECT * FROM registrations WHERE app = ? AND device_key = ?'),
       insert: p(`INSERT INTO registrations (node, secret, app, token, device_key, bound_domain, registered_at, renewed_at,
-                   last_push_at, last_error_at, last_error, push_count)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+                   last_push_at, last_error_at, last_error, push_count, push2_key)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+      pinPush2Key: p('UPDATE registrations SET push2_key = ? WHERE node = ? AND push2_key IS NULL'),
+      push2KeyOf: p('SELECT push2_key FROM registrations WHERE node = ?'),
       renew: p('UPDATE registrations SET renewed_at = ? WHERE node = ?'),
       remove: p('DELETE FROM registrations WHERE node = ?'),
       removeIfOld: p('DELETE FROM registrations WHERE node = ? AND renewed_at <= ?'),
@@ -203,7 +209,7 @@ export class SqliteStore implements Store {
         this.pending.delete(replaces);
       }
       this.statements.insert.run(r.node, r.secret, r.app, r.token, r.deviceKey, r.boundDomain, r.registeredAt, r.renewedAt,
-        r.lastPushAt, r.lastErrorAt, r.lastError, r.pushCount);
+        r.lastPushAt, r.lastErrorAt, r.lastError, r.pushCount, r.push2Key ?? null);
     });
     this.checkpointer?.noteWrite();
   }
@@ -326,6 +332,15 @@ export class SqliteStore implements Store {
 
   async cancelRetry(node: string): Promise<void> {
     if (Number(this.statements.retryDelete.run(node).changes) > 0) this.checkpointer?.noteWrite();
+  }
+
+  async setPush2Key(node: string, key: string): Promise<boolean> {
+    if (Number(this.statements.pinPush2Key.run(key, node).changes) > 0) {
+      this.checkpointer?.noteWrite();
+      return true;
+    }
+    const row = this.statements.push2KeyOf.get(node) as { push2_key: string | null } | undefined;
+    return row?.push2_key === key;
   }
 
   async blockToken(app: string, token: string, until: number): Promise<void> {
