@@ -12,6 +12,7 @@ import { StatelessDialect } from './core/stateless.ts';
 import { addV1Routes, type HealthReport } from './http/v1.ts';
 import { HttpServer } from './http/server.ts';
 import type { Logger } from './log.ts';
+import type { ApnsConfig } from './providers/apns.ts';
 import { providerFactories } from './providers/registry.ts';
 import { openStore } from './store/open.ts';
 import type { Store } from './store/types.ts';
@@ -28,6 +29,7 @@ export function parseAppSettings(config: Config): Map<string, unknown> {
     }
     app.settings.skip('provider');
     app.settings.skip('stateless');
+    app.settings.skip('push2_stateless');
     parsed.set(app.name, factory.parseConfig(app.settings));
   }
   return parsed;
@@ -38,7 +40,8 @@ export function createApps(config: Config, logger: Logger): AppDirectory {
   const apps: App[] = [];
   for (const app of config.apps.values()) {
     const provider = providerFactories[app.provider].create(settings.get(app.name), { app: app.name, logger: logger.child(`app:${app.name}`) });
-    apps.push({ name: app.name, providerKind: app.provider, provider, stateless: app.stateless });
+    const apnsTopic = app.provider === 'apns' ? (settings.get(app.name) as ApnsConfig).topic : undefined;
+    apps.push({ name: app.name, providerKind: app.provider, provider, stateless: app.stateless, push2Stateless: app.push2Stateless, apnsTopic });
   }
   return new AppDirectory(apps);
 }

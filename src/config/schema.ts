@@ -47,6 +47,8 @@ export interface AppConfig {
   provider: string;
   /** fpush dialect: publishes for unknown nodes carrying pushModule=<name> go to this app. */
   stateless: boolean;
+  /** Push 2.0, snikket-apns compatible: a `<client>` URL `…/<APNS token>#<this app's topic>` is delivered without registration. */
+  push2Stateless: boolean;
   /** The app's table; the provider reads its own keys from it. */
   settings: TableReader;
 }
@@ -59,6 +61,14 @@ export interface P2DialectConfig {
   apnsApp: string | undefined;
 }
 
+/** Push 2.0 (`[push2]`, README "Push 2.0"). */
+export interface Push2Config {
+  /** Accepted JWT `aud` values; default `https://<component_jid>` and `xmpp:<component_jid>`. */
+  audiences: string[];
+  /** Tolerated clock difference for the JWT's `exp`/`iat`. */
+  clockSkewS: number;
+}
+
 export interface Config {
   /** Where the configuration came from, for messages ("built-in defaults" or a path). */
   source: string;
@@ -66,6 +76,7 @@ export interface Config {
   http: HttpConfig;
   storage: StorageConfig;
   push: PushConfig;
+  push2: Push2Config;
   log: { level: LogLevel };
   apps: Map<string, AppConfig>;
   /** Raw dialect tables (`[dialects.p2]` …), as written (for check-config's effective document). */
@@ -132,6 +143,8 @@ export function readConfig(document: Table, source: string): Config {
   };
   p.rejectUnknownKeys();
 
+  const push2 = readPush2(root.section('push2'), xmpp.componentJid);
+
   const l = root.section('log');
   const log = { level: l.oneOf('level', ['debug', 'info', 'warn', 'error'] as const, 'info') };
   l.rejectUnknownKeys();
@@ -143,7 +156,9 @@ export function readConfig(document: Table, source: string): Config {
     const a = appsTable.section(name);
     const provider = a.nonEmptyString('provider');
     const stateless = a.boolean('stateless', false);
-    apps.set(name, { name, provider, stateless, settings: a });
+    const push2Stateless = a.boolean('push2_stateless', false);
+    if (push2Stateless && provider !== 'apns') a.fail('push2_stateless', `is for apns apps (snikket-apns compatible <client> URLs carry an APNS token), not "${provider}"`);
+    apps.set(name, { name, provider, stateless, push2Stateless, settings: a });
   }
   if (apps.size === 0) root.fail('apps', 'no app is configured: add at least one [apps.NAME] table with a provider');
 
@@ -152,7 +167,22 @@ export function readConfig(document: Table, source: string): Config {
   dialects.rejectUnknownKeys();
   root.rejectUnknownKeys();
 
-  return { source, xmpp, http, storage, push, log, apps, dialects, p2 };
+  return { source, xmpp, http, storage, push, push2, log, apps, dialects, p2 };
+}
+
+function readPush2(table: TableReader, componentJid: string): Push2Config {
+  let audiences = [`https://${componentJid}`, `xmpp:${componentJid}`];
+  const raw = table.table.audiences;
+  table.skip('audiences');
+  if (raw !== undefined) {
+    if (!Array.isArray(raw) || raw.length === 0 || raw.some((value) => typeof value !== 'string' || value.trim() === '')) {
+      table.fail('audiences', `must be a non-empty list of strings, such as ["https://${componentJid}"]`);
+    }
+    audiences = raw.map((value) => (value as string).trim());
+  }
+  const push2 = { audiences, clockSkewS: table.integer('clock_skew_s', 60, { min: 0, max: 3600 }) };
+  table.rejectUnknownKeys();
+  return push2;
 }
 
 function readP2Dialect(table: TableReader, apps: Map<string, AppConfig>): P2DialectConfig {

@@ -8,6 +8,7 @@ import type { Notification, Outcome, Summary, Urgency } from '../providers/types
 import type { Registration, Store } from '../store/types.ts';
 import type { App, AppDirectory } from './apps.ts';
 import { secretsEqual } from './secrets.ts';
+import type { Push2Notification } from './push2.ts';
 import type { Dialect } from './telemetry.ts';
 import { urgencyOf } from './summary.ts';
 
@@ -25,6 +26,8 @@ export interface PushRequest {
   summary: Summary;
   /** Other publish-options fields (e.g. fpush's `pushModule`). */
   options: ReadonlyMap<string, string>;
+  /** A Push 2.0 notification (dialect `push2`): resolved by core/push2.ts, never by node and secret. */
+  push2?: Push2Notification;
 }
 
 export type DispatchResult =
