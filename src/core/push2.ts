@@ -112,8 +112,9 @@ export class Push2Resolver implements Resolver {
   }
 
   async resolve(request: PushRequest): Promise<Resolution | undefined> {
+    if (request.dialect !== 'push2') return undefined;
     const notification = request.push2;
-    if (!notification) return undefined;
+    if (!notification) return this.resolveRetry(request);
     const answer = (app: string, result: DispatchResult): Resolution => ({ kind: 'answer', dialect: 'push2', app, result });
     const route = await this.route(notification.client);
     if (!route) {
@@ -193,6 +194,29 @@ export class Push2Resolver implements Resolver {
     await this.store.blockToken(target.app.name, target.token, this.now() + (this.options.blockForMs ?? DEFAULT_BLOCK_MS));
     this.logger.info('stateless Push 2.0 token is dead, blocked', { ...fields, token: shortToken(target.token) });
     return { kind: 'not-found' };
+  }
+
+  /**
+   * A stored retry comes back as the request minus its notification (the dispatcher persists the
+   * payload it had resolved): only a notification that passed every check above was ever stored,
+   * so finding the target again is enough; domain binding is checked again all the same.
+   */
+  private async resolveRetry(request: PushRequest): Promise<Resolution | undefined> {
+    const answer = (app: string, result: DispatchResult): Resolution => ({ kind: 'answer', dialect: 'push2', app, result });
+    const route = await this.route(request.node);
+    if (!route) return answer('', { kind: 'not-found' });
+    const publisherDomain = request.from === null ? null : domainOf(request.from);
+    const notification: Notification = { summary: {}, urgency: 'high' };
+    if (route.kind === 'stateless') {
+      // Which of the two tokens the first attempt used is not stored: such a retry is not guessed at.
+      if (route.voipToken !== undefined) return answer(route.app.name, { kind: 'not-found' });
+      return { kind: 'target', dialect: 'push2', target: { app: route.app, key: `${route.app.name}\u0000${route.token}`, node: route.token, token: route.token, notification, publisherDomain } };
+    }
+    const { registration } = route;
+    const app = this.apps.get(registration.app);
+    if (!app) return answer(registration.app, { kind: 'temporary', reason: `app "${registration.app}" is not configured` });
+    if (registration.boundDomain !== null && publisherDomain !== registration.boundDomain) return answer(app.name, { kind: 'forbidden', reason: `this client accepts notifications only from ${registration.boundDomain}` });
+    return { kind: 'target', dialect: 'push2', target: { app, key: registration.node, node: registration.node, token: registration.token, registration, notification, publisherDomain } };
   }
 
   private async route(client: string): Promise<Route | undefined> {

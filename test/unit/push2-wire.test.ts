@@ -74,11 +74,11 @@ describe('Push 2.0 message answers', () => {
     return [reply?.attrs.type, reply?.attrs.to, reply?.attrs.id, error?.attrs.type, error?.getChildElements()[0]?.name];
   };
 
-  test('a delivered notification gets no reply, and the request is dialect push2 without a node', async () => {
+  test('a delivered notification gets no reply, and the request is dialect push2 naming the client', async () => {
     const { handler, seen } = answering({ kind: 'delivered' });
     assert.equal(await handler(message('<client>n</client>')), undefined);
     assert.equal(seen[0].dialect, 'push2');
-    assert.equal(seen[0].node, '');
+    assert.equal(seen[0].node, 'n');
     assert.equal(seen[0].from, 'example.org');
     assert.equal(seen[0].push2?.client, 'n');
   });

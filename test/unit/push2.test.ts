@@ -204,4 +204,12 @@ describe('Push 2.0 resolver', () => {
     assert.notEqual(other.node, first.node);
     assert.equal(await store.getByNode(first.node), undefined);
   });
+
+  test('a stored retry (the request without its notification) finds the registered target again, domain binding included', async () => {
+    const registration = await register({ boundDomain: 'example.org' });
+    const retry = (from: string) => resolver.resolve({ ...request({}, from), node: `https://push.example.org/p/${registration.node}`, push2: undefined });
+    assert.equal(targetOf(await retry('example.org')).node, registration.node);
+    assert.equal(answerOf(await retry('evil.example')).kind, 'forbidden');
+    assert.deepEqual(answerOf(await resolver.resolve({ ...request(), node: 'gone', push2: undefined })), { kind: 'not-found' });
+  });
 });

@@ -92,8 +92,8 @@ export function push2Handler(dispatcher: PushDispatcher, logger: Logger): Messag
     if (typeof notification === 'string') return messageError(message, 'modify', 'bad-request', notification);
     const request: PushRequest = {
       dialect: 'push2',
-      // Push 2.0 routes by <client>; the node field stays empty so no XEP-0357 lookup can match it.
-      node: '',
+      // Push 2.0 routes by <client> (core/push2.ts); resolvers of other dialects ignore dialect push2.
+      node: notification.client,
       secret: null,
       from: message.attrs.from ?? null,
       summary: {},
