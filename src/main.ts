@@ -7,7 +7,7 @@ import { stringify as toToml } from 'smol-toml';
 import { parseAppSettings, PushAppServer } from './app.ts';
 import { loadConfig } from './config/load.ts';
 import { ConfigError } from './config/reader.ts';
-import type { Config } from './config/schema.ts';
+import { pushDocument, type Config } from './config/schema.ts';
 import { createLogger } from './log.ts';
 import { openStore } from './store/open.ts';
 import { generateVapidKeys } from './providers/web-push-crypto.ts';
@@ -61,7 +61,7 @@ export function effectiveDocument(config: Config): Record<string, unknown> {
       max_body_bytes: config.http.maxBodyBytes,
     },
     storage: { url: config.storage.url.replace(/\/\/([^:@/]*):[^@]*@/, '//$1:********@') },
-    push: { timeout_ms: config.push.timeoutMs, max_in_flight: config.push.maxInFlight, retry_max_attempts: config.push.retryMaxAttempts, retry_max_delay_s: config.push.retryMaxDelayS },
+    push: pushDocument(config.push),
     push2: { audiences: config.push2.audiences, clock_skew_s: config.push2.clockSkewS },
     log: { level: config.log.level },
     apps,

@@ -13,6 +13,12 @@ export interface App {
   push2Stateless?: boolean;
   /** The APNS topic (bundle id), which a stateless Push 2.0 `<client>` names in its fragment. */
   apnsTopic?: string;
+  /** `allowed_domains`: the only publishing domains accepted for this app; undefined = any. */
+  allowedDomains?: readonly string[];
+  /** The app sends the message body (`include_body = true`): only then may a retry persist it. */
+  includeBody?: boolean;
+  /** The app's `ttl` in seconds: a push older than this is not retried. */
+  ttlSeconds?: number;
 }
 
 export class AppDirectory {

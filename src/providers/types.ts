@@ -25,6 +25,11 @@ export interface Notification {
   urgency: Urgency;
   /** Push 2.0 (urn:xmpp:push2:0): the user's server's ciphertext, relayed unchanged (README "Push 2.0"). */
   push2?: Push2Payload;
+  /**
+   * When the first attempt of this push was made (ms since the epoch), for a retried push: an
+   * expiration (APNS apns-expiration, FCM ttl) counts from it, not from the retry. Absent: now.
+   */
+  firstAttemptAt?: number;
 }
 
 /** `<priority>` of a Push 2.0 notification: `low` is a silent one (APNS priority 5, Urgency low). */

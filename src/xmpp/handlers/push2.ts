@@ -2,7 +2,8 @@
  * Push 2.0 (PUSH2.md): the user's server sends `<message><notification xmlns='urn:xmpp:push2:0'>`.
  * It is a message, so success has no reply; a failure is a message error whose type tells the
  * server what to do (PUSH2.md: `wait` = retry with backoff, anything else = do not retry):
- *   temporary trouble (provider 5xx/429, our overload)  → wait / resource-constraint
+ *   temporary trouble (provider 5xx/429, our overload, our limits) → wait / resource-constraint
+ *   our store failing                                   → wait / internal-server-error
  *   unknown client, dead token                          → cancel / item-not-found
  *   a JWT that does not verify or is not ours           → auth / not-authorized
  *   a publisher of another domain                       → auth / forbidden
@@ -66,6 +67,7 @@ export function messageError(message: Element, type: ErrorType, condition: Error
 
 /** The one table from a dispatch result to a Push 2.0 answer (see the file comment). */
 export function replyForPush2(message: Element, result: Push2Result): Element | undefined {
+  // Every kind is answered: a kind added later fails type-checking here (the default's `never`).
   switch (result.kind) {
     case 'delivered':
       return undefined;
@@ -76,9 +78,15 @@ export function replyForPush2(message: Element, result: Push2Result): Element | 
         ? messageError(message, 'auth', 'not-authorized', result.reason)
         : messageError(message, 'auth', 'forbidden', result.reason);
     case 'temporary':
+      return messageError(message, 'wait', result.cause === 'store' ? 'internal-server-error' : 'resource-constraint', result.reason);
+    case 'limited':
       return messageError(message, 'wait', 'resource-constraint', result.reason);
     case 'rejected':
       return messageError(message, 'modify', 'not-acceptable', result.reason);
+    default: {
+      const unknown: never = result;
+      return unknown;
+    }
   }
 }
 
