@@ -91,6 +91,15 @@ function lastSegmentOf(url: URL): string | undefined {
   }
 }
 
+/**
+ * The pipeline's key (coalescing, throttle, retry row) for a Push 2.0 target. Not the bare node:
+ * each Push 2.0 notification carries its own encrypted message, so it must never ride along with
+ * a XEP-0357 wake-up for the same device (which would drop the message), nor merge into its retry.
+ */
+export function push2TargetKey(target: string): string {
+  return `${target}\u0000push2`;
+}
+
 /** Notification urgency from `<priority>`: `low` is a silent wake-up, anything else is for a person. */
 export function urgencyOfPriority(priority: Push2Priority): Notification['urgency'] {
   return priority === 'low' ? 'normal' : 'high';
@@ -149,7 +158,7 @@ export class Push2Resolver implements Resolver {
         dialect: 'push2',
         target: {
           app,
-          key: registration.node,
+          key: push2TargetKey(registration.node),
           node: registration.node,
           token: registration.token,
           registration: { ...registration, push2Key: verified.key },
@@ -175,7 +184,7 @@ export class Push2Resolver implements Resolver {
       dialect: 'push2',
       target: {
         app,
-        key: `${app.name}\u0000${token}`,
+        key: push2TargetKey(`${app.name}\u0000${token}`),
         node: token,
         token,
         notification: { summary: {}, urgency: urgencyOfPriority(notification.priority), push2: verified.payload.push2 },
@@ -210,13 +219,13 @@ export class Push2Resolver implements Resolver {
     if (route.kind === 'stateless') {
       // Which of the two tokens the first attempt used is not stored: such a retry is not guessed at.
       if (route.voipToken !== undefined) return answer(route.app.name, { kind: 'not-found' });
-      return { kind: 'target', dialect: 'push2', target: { app: route.app, key: `${route.app.name}\u0000${route.token}`, node: route.token, token: route.token, notification, publisherDomain } };
+      return { kind: 'target', dialect: 'push2', target: { app: route.app, key: push2TargetKey(`${route.app.name}\u0000${route.token}`), node: route.token, token: route.token, notification, publisherDomain } };
     }
     const { registration } = route;
     const app = this.apps.get(registration.app);
     if (!app) return answer(registration.app, { kind: 'temporary', reason: `app "${registration.app}" is not configured` });
     if (registration.boundDomain !== null && publisherDomain !== registration.boundDomain) return answer(app.name, { kind: 'forbidden', reason: `this client accepts notifications only from ${registration.boundDomain}` });
-    return { kind: 'target', dialect: 'push2', target: { app, key: registration.node, node: registration.node, token: registration.token, registration, notification, publisherDomain } };
+    return { kind: 'target', dialect: 'push2', target: { app, key: push2TargetKey(registration.node), node: registration.node, token: registration.token, registration, notification, publisherDomain } };
   }
 
   private async route(client: string): Promise<Route | undefined> {

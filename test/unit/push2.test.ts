@@ -72,7 +72,7 @@ describe('Push 2.0 resolver', () => {
     const target = targetOf(await resolver.resolve(request({ client: registration.node, priority: 'low' })));
     assert.equal(target.node, registration.node);
     assert.equal(target.token, 'chat-token');
-    assert.equal(target.key, registration.node);
+    assert.equal(target.key, `${registration.node}\u0000push2`, 'never coalesced with a XEP-0357 push of the same node');
     assert.equal(target.app.name, 'chat');
     assert.equal(target.publisherDomain, 'example.org');
     assert.equal(target.notification.urgency, 'normal');
@@ -156,7 +156,7 @@ describe('Push 2.0 resolver', () => {
     assert.equal(target.app.name, 'ios');
     assert.equal(target.token, APNS_TOKEN);
     assert.equal(target.registration, undefined);
-    assert.equal(target.key, `ios\u0000${APNS_TOKEN}`);
+    assert.equal(target.key, `ios\u0000${APNS_TOKEN}\u0000push2`);
     assert.equal(await store.count(), 0);
   });
 
