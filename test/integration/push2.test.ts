@@ -227,7 +227,7 @@ describe('Push 2.0 through a real Prosody with mod_push2', { skip, timeout: 240_
     assert.equal(await app.server.store.getByNode(token), undefined);
   });
 
-  test('refusals: another key, expired, wrong aud, unknown client, foreign domain, malformed — each its message error, no provider request', async () => {
+  test('refusals: another key, expired, wrong aud, unknown client, foreign domain, malformed, oversized — each its message error, no provider request', async () => {
     const token = testDeviceToken(203);
     const frank = await device('frank', 'ios', token);
     const before = providerRequests();
@@ -239,6 +239,7 @@ describe('Push 2.0 through a real Prosody with mod_push2', { skip, timeout: 240_
       ['unknown client', bob, { client: 'no-such-client', payload, jwt: validJwt(frank.jwt) }, ['cancel', 'item-not-found']],
       ['foreign domain', mallory, { client: frank.client, payload, jwt: validJwt(frank.jwt) }, ['auth', 'forbidden']],
       ['malformed', bob, { priority: 'high', payload, jwt: validJwt(frank.jwt) }, ['modify', 'bad-request']],
+      ['over the APNS limit', bob, { client: frank.client, payload: Buffer.alloc(3200, 7).toString('base64'), jwt: validJwt(frank.jwt) }, ['modify', 'not-acceptable']],
     ];
     for (const [name, sender, parts, expected] of cases) {
       const error = await notifyByHand(sender, parts);
