@@ -2,6 +2,7 @@
 import assert from 'node:assert/strict';
 import { beforeEach, describe, test } from 'node:test';
 import type { PushRequest } from '../../src/core/dispatcher.ts';
+import { readConfig } from '../../src/config/schema.ts';
 import { AppDirectory } from '../../src/core/apps.ts';
 import { Push2Resolver, type Push2Notification, type Push2Result } from '../../src/core/push2.ts';
 import type { Resolution } from '../../src/core/pipeline.ts';
@@ -211,5 +212,25 @@ describe('Push 2.0 resolver', () => {
     assert.equal(targetOf(await retry('example.org')).node, registration.node);
     assert.equal(answerOf(await retry('evil.example')).kind, 'forbidden');
     assert.deepEqual(answerOf(await resolver.resolve({ ...request(), node: 'gone', push2: undefined })), { kind: 'not-found' });
+  });
+});
+
+describe('Push 2.0 configuration', () => {
+  test('audiences default to https:// and xmpp: of the component JID; clock skew to 60 s', () => {
+    const config = readConfig({ xmpp: { component_jid: 'push.example.org' }, apps: { a: { provider: 'log' } } }, 'test.toml');
+    assert.deepEqual(config.push2, { audiences: ['https://push.example.org', 'xmpp:push.example.org'], clockSkewS: 60 });
+    assert.equal(config.apps.get('a')?.push2Stateless, false);
+  });
+
+  test('audiences must be a non-empty list of strings, naming the key', () => {
+    for (const audiences of [[], 'https://x', [1], ['']]) {
+      assert.throws(() => readConfig({ push2: { audiences }, apps: { a: { provider: 'log' } } }, 'test.toml'), /push2\.audiences/);
+    }
+    assert.deepEqual(readConfig({ push2: { audiences: [' https://a '] }, apps: { a: { provider: 'log' } } }, 'test.toml').push2.audiences, ['https://a']);
+  });
+
+  test('push2_stateless is for apns apps only, and an unknown [push2] key is refused', () => {
+    assert.throws(() => readConfig({ apps: { a: { provider: 'fcm', push2_stateless: true } } }, 'test.toml'), /apps\.a\.push2_stateless/);
+    assert.throws(() => readConfig({ push2: { audience: 'x' }, apps: { a: { provider: 'log' } } }, 'test.toml'), /push2\.audience/);
   });
 });
