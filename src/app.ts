@@ -7,6 +7,7 @@ import type { Config } from './config/schema.ts';
 import { DEFAULT_COMPONENT_SECRET } from './config/schema.ts';
 import { AppDirectory, type App } from './core/apps.ts';
 import { Dispatcher } from './core/dispatcher.ts';
+import { ExpirySweeper } from './core/expiry.ts';
 import { Push2Resolver, PUSH2_NS } from './core/push2.ts';
 import { Registrations } from './core/registrations.ts';
 import { RegisteredNodes } from './core/resolvers/registered.ts';
@@ -33,6 +34,8 @@ export function parseAppSettings(config: Config): Map<string, unknown> {
     app.settings.skip('provider');
     app.settings.skip('stateless');
     app.settings.skip('push2_stateless');
+    app.settings.skip('allowed_domains');
+    app.settings.skip('allowed_ports');
     parsed.set(app.name, factory.parseConfig(app.settings));
   }
   return parsed;
@@ -70,6 +73,7 @@ export class PushAppServer {
   readonly dispatcher: Dispatcher;
   readonly xmpp: XmppService;
   readonly http: HttpServer | undefined;
+  readonly expiry: ExpirySweeper;
   httpAddress: AddressInfo | undefined;
   private readonly logger: Logger;
   private stopping: Promise<void> | undefined;
@@ -79,7 +83,11 @@ export class PushAppServer {
     this.store = store;
     this.apps = apps;
     this.logger = logger;
-    this.registrations = new Registrations(store, apps);
+    this.registrations = new Registrations(store, apps, Date.now, {
+      maxPerJid: config.registration.maxPerJid,
+      allowedDomains: (app) => config.apps.get(app)?.allowedDomains,
+    });
+    this.expiry = new ExpirySweeper(store, logger.child('expiry'), { expireDays: config.registration.expireDays });
     this.dispatcher = new Dispatcher(store, apps, logger.child('dispatch'), {
       timeoutMs: config.push.timeoutMs,
       maxInFlight: config.push.maxInFlight,
@@ -110,8 +118,17 @@ export class PushAppServer {
       reconnectMaxMs: config.xmpp.reconnectMaxMs,
       authFailureRetryMs: config.xmpp.authFailureRetryMs,
       maxStanzaBytes: config.xmpp.maxStanzaBytes,
+      connectTimeoutMs: config.xmpp.connectTimeoutMs,
+      stableAfterMs: config.xmpp.stableAfterMs,
+      maxOutboxBytes: config.xmpp.maxOutboxBytes,
     }, this.dispatcher, logger.child('xmpp'));
-    this.xmpp.useCommands(new AdHocCommands({ registrations: this.registrations, p2: config.p2, logger: logger.child('commands') }));
+    this.xmpp.useCommands(new AdHocCommands({
+      registrations: this.registrations,
+      p2: config.p2,
+      logger: logger.child('commands'),
+      perJidPerMinute: config.registration.adhocPerJidPerMinute,
+      perDomainPerMinute: config.registration.adhocPerDomainPerMinute,
+    }));
     this.xmpp.useMessages(PUSH2_NS, push2Handler(this.dispatcher, logger.child('push2')));
     if (config.http.enabled) {
       this.http = new HttpServer(logger.child('http'), config.http.maxBodyBytes);
@@ -122,6 +139,9 @@ export class PushAppServer {
         health: () => this.health(),
         debug: config.http.debug,
         adminToken: config.http.adminToken,
+        trustProxy: config.http.trustProxy,
+        registrationsPerIpPerMinute: config.registration.httpPerIpPerMinute,
+        logger: logger.child('http'),
       });
     }
   }
@@ -141,7 +161,7 @@ export class PushAppServer {
         server.httpAddress = await server.http.listen(config.http.host, config.http.port);
         logger.info('HTTP API listening', { url: `http://${config.http.host}:${server.httpAddress.port}/push_appserver/v1/` });
         if (config.http.debug) {
-          logger.warn('http.debug is on: /push_appserver/v1/settings lists registrations and their tokens', { admin_token: config.http.adminToken ? 'required' : 'NOT required' });
+          logger.warn('http.debug is on: /push_appserver/v1/settings lists registrations (with the admin token)');
         }
       }
     } catch (error) {
@@ -153,6 +173,7 @@ export class PushAppServer {
       logger.warn('xmpp.component_secret is the built-in default; set your own in the config file');
     }
     server.dispatcher.startRetryLoop();
+    server.expiry.start();
     server.xmpp.start();
     logger.info('push-appserver started', {
       config: config.source,
@@ -209,6 +230,7 @@ export class PushAppServer {
       this.logger.info('stopping');
       const dispatching = this.dispatcher.close();
       await this.http?.close();
+      await this.expiry.stop();
       await dispatching;
       await this.xmpp.stop();
       await this.apps.close();

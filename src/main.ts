@@ -74,23 +74,29 @@ async function serve(configPath: string | undefined): Promise<number> {
   const { config, environmentKeys } = loadConfig(configPath);
   const logger = createLogger({ level: config.log.level });
   if (environmentKeys.length > 0) logger.info('configuration overridden from the environment', { keys: environmentKeys.join(',') });
+  // Handlers first: a signal while starting (systemd stopping a fresh unit) must stop gracefully too.
+  let stopRequested: (() => void) | undefined;
+  let signals = 0;
+  const onSignal = (signal: string) => {
+    signals += 1;
+    if (signals > 1) {
+      logger.warn('second signal: exiting now', { signal });
+      process.exit(1);
+    }
+    logger.info('shutting down', { signal });
+    stopRequested?.();
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
   const server = await PushAppServer.start(config, logger);
   await new Promise<void>((resolve) => {
-    let signals = 0;
-    const onSignal = (signal: string) => {
-      signals += 1;
-      if (signals > 1) {
-        logger.warn('second signal: exiting now', { signal });
-        process.exit(1);
-      }
-      logger.info('shutting down', { signal });
+    stopRequested = () => {
       server.stop().then(resolve, (error) => {
         logger.error('error while stopping', { error });
         resolve();
       });
     };
-    process.on('SIGINT', onSignal);
-    process.on('SIGTERM', onSignal);
+    if (signals > 0) stopRequested();
   });
   return 0;
 }

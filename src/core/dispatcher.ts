@@ -378,6 +378,8 @@ export class Dispatcher {
         answered = false;
         resolve({ kind: 'retry-after', ms: 0, reason: `no answer from the provider within ${this.options.timeoutMs} ms` });
       }, this.options.timeoutMs);
+      // A provider that never answers must not keep a stopping process alive.
+      timer.unref();
     });
     let outcome: Outcome;
     try {
@@ -496,7 +498,7 @@ export class Dispatcher {
     } else {
       await this.persist(job.dialect, job.request, job.target, job.target.notification, { dueAt, attempt, reason, firstAttemptAt: job.firstAttemptAt });
     }
-    this.logger.info('push will be retried', { app: app.name, node: job.target.node, in_ms: Math.round(dueAt - now), attempt, reason });
+    this.logger.info('push will be retried', { node: job.target.node, in_ms: Math.round(dueAt - now), attempt, reason, app: app.name });
   }
 
   /** Sends the retries that are due; called by the retry loop and by tests. Returns how many were due. */
@@ -545,7 +547,7 @@ export class Dispatcher {
     }
     const job: Job = { dialect: resolved.resolution.dialect, request, target, resolver: resolved.resolver!, firstAttemptAt: retry.firstAttemptAt, attempt: retry.attempt, retry, abandoned: false };
     const result = await this.run(job);
-    this.logger.info('retried push', { app: target.app.name, node: target.node, attempt: retry.attempt, result: result.kind });
+    this.logger.info('retried push', { node: target.node, attempt: retry.attempt, result: result.kind, app: target.app.name });
   }
 
   private tick(): void {

@@ -120,6 +120,10 @@ export function buildFcmPush2Message(config: Pick<FcmConfig, 'ttlSeconds'>, targ
   return { message: { token: target.token, data, android } };
 }
 
+function ageSeconds(notification: Notification): number {
+  return notification.firstAttemptAt === undefined ? 0 : Math.max(0, Math.floor((Date.now() - notification.firstAttemptAt) / 1000));
+}
+
 /** The FCM v1 `Message`: a data message (the app decides what to show) with Android delivery options. */
 export function buildFcmMessage(config: Pick<FcmConfig, 'priority' | 'ttlSeconds' | 'collapseKey' | 'includeBody'>, target: PushTarget, notification: Notification): { message: Record<string, unknown> } {
   const { summary } = notification;
@@ -133,7 +137,8 @@ export function buildFcmMessage(config: Pick<FcmConfig, 'priority' | 'ttlSeconds
   }
   const android: Record<string, string> = {
     priority: config.priority === 'high' ? 'HIGH' : 'NORMAL',
-    ttl: `${Math.min(Math.max(0, Math.floor(config.ttlSeconds)), FCM_MAX_TTL_S)}s`,
+    // A retried push keeps its first attempt's expiry: the ttl left, not the whole ttl again.
+    ttl: `${Math.min(Math.max(0, Math.floor(config.ttlSeconds - ageSeconds(notification))), FCM_MAX_TTL_S)}s`,
   };
   if (config.collapseKey !== undefined) android.collapse_key = config.collapseKey;
   return { message: { token: target.token, data, android } };
@@ -191,8 +196,11 @@ export function outcomeFromFcmResponse(response: Pick<Http2Response, 'status' | 
 
   switch (errorCode) {
     case 'UNREGISTERED':
-    case 'SENDER_ID_MISMATCH':
       return { kind: 'token-dead', reason };
+    // The token belongs to another Firebase project than our service account's: our configuration's
+    // fault (the wrong project), never a reason to delete the registration (issue #11).
+    case 'SENDER_ID_MISMATCH':
+      return { kind: 'credentials-rejected', reason };
     case 'INVALID_ARGUMENT':
       return isAboutTheToken(error) ? { kind: 'token-dead', reason } : { kind: 'rejected', reason };
     case 'QUOTA_EXCEEDED':

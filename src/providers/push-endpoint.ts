@@ -12,7 +12,7 @@
  */
 import { Agent as HttpAgent, request as httpRequest, type IncomingHttpHeaders } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
-import { ForbiddenAddressError, forbiddenLiteralHost, guardedLookup, type ResolveAll } from './address-guard.ts';
+import { ForbiddenAddressError, forbiddenLiteralHost, forbiddenPortReason, guardedLookup, type ResolveAll } from './address-guard.ts';
 import type { TableReader } from '../config/reader.ts';
 import type { Outcome, Push2Payload, Summary, Urgency } from './types.ts';
 import { retryAfterMs } from './retry-after.ts';
@@ -21,6 +21,8 @@ export interface EndpointClientOptions {
   /** Extra trust (tests); undefined → the system's roots. */
   ca?: string;
   allowPrivate: boolean;
+  /** Ports besides 443 an endpoint may use (apps.NAME.allowed_ports); ignored with allowPrivate. */
+  allowedPorts?: readonly number[];
   /** What a 401/403 means: with VAPID our key was refused; without, the endpoint refuses us. */
   authFailure: 'credentials-rejected' | 'rejected';
   timeoutMs?: number;
@@ -41,6 +43,12 @@ export const DEFAULT_TTL_S = 28 * 24 * 3600;
 export const MAX_TOKEN_LENGTH = 4096;
 
 /** Reads an app's `ca_file` (extra trust for test endpoints), failing with the key's name. */
+/** `allowed_ports`: more ports than 443 an endpoint may use; undefined when absent. */
+export function readAllowedPorts(settings: TableReader): { allowedPorts?: number[] } {
+  const ports = settings.optionalIntegerList('allowed_ports', { min: 1, max: 65535 });
+  return ports === undefined ? {} : { allowedPorts: ports };
+}
+
 export function readCaFile(settings: TableReader): string | undefined {
   const file = settings.optionalString('ca_file');
   if (file === undefined) return undefined;
@@ -94,7 +102,7 @@ export class PushEndpointClient {
   /** Never throws: every failure is an Outcome. */
   post(url: URL, message: EndpointMessage): Promise<Outcome> {
     if (!this.options.allowPrivate) {
-      const literal = forbiddenLiteralHost(url);
+      const literal = forbiddenLiteralHost(url) ?? forbiddenPortReason(url, this.options.allowedPorts);
       if (literal) return Promise.resolve({ kind: 'rejected', reason: `endpoint address refused: ${literal}` });
     }
     const timeoutMs = this.options.timeoutMs ?? DEFAULT_TIMEOUT_MS;

@@ -50,6 +50,12 @@ const MIGRATIONS: string[] = [
    ALTER TABLE pending_retries ADD COLUMN notification TEXT;
    ALTER TABLE pending_retries ADD COLUMN first_attempt_at INTEGER NOT NULL DEFAULT 0;
    ALTER TABLE pending_retries ADD COLUMN revision INTEGER NOT NULL DEFAULT 1;`,
+  // Issue #10: count one JID's registrations (max_per_jid), find expired ones, and keep the block
+  // list's size in a counter instead of a count(*) per insert.
+  `CREATE INDEX registrations_by_key ON registrations (device_key);
+   CREATE INDEX registrations_by_activity ON registrations (max(renewed_at, coalesce(last_push_at, 0)));
+   CREATE TABLE blocked_tokens_count (id INTEGER PRIMARY KEY CHECK (id = 1), n INTEGER NOT NULL);
+   INSERT INTO blocked_tokens_count (id, n) SELECT 1, count(*) FROM blocked_tokens;`,
   // Push 2.0 (issue #14): the client's pinned JWT public key.
   `ALTER TABLE registrations ADD COLUMN push2_key TEXT;`,
 ];
@@ -215,7 +221,10 @@ export class SqliteStore implements Store {
       block: p('INSERT INTO blocked_tokens (app, token, until) VALUES (?, ?, ?) ON CONFLICT (app, token) DO UPDATE SET until = excluded.until'),
       blockedUntil: p('SELECT until FROM blocked_tokens WHERE app = ? AND token = ?'),
       unblockExpired: p('DELETE FROM blocked_tokens WHERE until <= ?'),
-      blockedCount: p('SELECT count(*) AS n FROM blocked_tokens'),
+      blockedCount: p('SELECT n FROM blocked_tokens_count WHERE id = 1'),
+      blockedCountSet: p('UPDATE blocked_tokens_count SET n = ? WHERE id = 1'),
+      countByScope: p('SELECT count(*) AS n FROM registrations WHERE device_key >= ? AND device_key < ?'),
+      expired: p('SELECT node FROM registrations WHERE max(renewed_at, coalesce(last_push_at, 0)) < ? ORDER BY max(renewed_at, coalesce(last_push_at, 0)) LIMIT ?'),
       unblockOldest: p('DELETE FROM blocked_tokens WHERE (app, token) IN (SELECT app, token FROM blocked_tokens ORDER BY until LIMIT ?)'),
       ping: p('SELECT 1'),
       retrySave: p(`INSERT INTO pending_retries (node, due_at, attempt, urgency, reason, dialect, app, request, notification, first_attempt_at, revision)
@@ -509,14 +518,42 @@ export class SqliteStore implements Store {
     return row?.push2_key === key;
   }
 
+  /** The size is kept in blocked_tokens_count: O(log n) per insert, not a count(*). */
   async blockToken(app: string, token: string, until: number): Promise<void> {
     this.transaction(() => {
-      this.statements.unblockExpired.run(Date.now());
+      let n = (this.statements.blockedCount.get() as { n: number }).n;
+      n -= Number(this.statements.unblockExpired.run(Date.now()).changes);
+      const known = this.statements.blockedUntil.get(app, token) !== undefined;
       this.statements.block.run(app, token, until);
-      const { n } = this.statements.blockedCount.get() as { n: number };
-      if (n > BLOCKED_TOKENS_LIMIT) this.statements.unblockOldest.run(n - BLOCKED_TOKENS_LIMIT);
+      if (!known) n += 1;
+      if (n > BLOCKED_TOKENS_LIMIT) n -= Number(this.statements.unblockOldest.run(n - BLOCKED_TOKENS_LIMIT).changes);
+      this.statements.blockedCountSet.run(Math.max(0, n));
     });
     this.checkpointer?.noteWrite();
+  }
+
+  /** Size of the block list, from its counter. */
+  async blockedTokenCount(): Promise<number> {
+    return (this.statements.blockedCount.get() as { n: number }).n;
+  }
+
+  async countByScope(scope: string): Promise<number> {
+    // '}' is the byte after '|': the range holds exactly the keys starting with `${scope}|`.
+    return (this.statements.countByScope.get(`${scope}|`, `${scope}}`) as { n: number }).n;
+  }
+
+  async removeExpired(before: number, limit: number): Promise<string[]> {
+    this.flush();
+    let nodes: string[] = [];
+    this.transaction(() => {
+      nodes = (this.statements.expired.all(before, limit) as Array<{ node: string }>).map((row) => row.node);
+      for (const node of nodes) {
+        this.statements.retryDelete.run(node);
+        this.statements.remove.run(node);
+      }
+    });
+    if (nodes.length > 0) this.checkpointer?.noteWrite();
+    return nodes;
   }
 
   async isTokenBlocked(app: string, token: string, now: number): Promise<boolean> {

@@ -87,6 +87,19 @@ export interface Store {
   recordFailure(node: string, at: number, reason: string): void;
   list(options: { after?: string; limit: number }): Promise<Registration[]>;
   count(): Promise<number>;
+  /**
+   * Registrations whose deviceKey starts with `${scope}|`, every app together: what one bare JID
+   * registered over XMPP (registration.max_per_jid). Backed by an index on device_key alone; a
+   * backend may answer with a range scan `device_key >= scope||'|' AND device_key < scope||'}'`
+   * (byte order: '}' follows '|').
+   */
+  countByScope(scope: string): Promise<number>;
+  /**
+   * Removes at most `limit` registrations neither renewed nor pushed since `before`
+   * (`max(renewedAt, lastPushAt ?? 0) < before`, indexed) together with their pending retries, and
+   * returns their nodes. Bookkeeping not yet written counts (a backend that batches it writes it first).
+   */
+  removeExpired(before: number, limit: number): Promise<string[]>;
 
   /** Legacy (before issue #11): one row per node holding only the urgency. Kept for existing callers. */
   scheduleRetry(retry: PendingRetry): Promise<boolean>;

@@ -197,13 +197,24 @@ describe('Push 2.0 resolver', () => {
     assert.equal(good.registration.push2Key, key.publicRaw.toString('base64url'));
   });
 
-  test('registration: the same device re-registering with another push2 key gets a new node', async () => {
-    const first = await register({ push2Key: key.publicBase64 });
+  test('registration: the same device re-registering with another push2 key gets a new node (replacing its own when proven)', async () => {
+    const first = await register({ push2Key: key.publicBase64, boundDomain: 'example.org' });
+    const again = await register({ push2Key: key.publicBase64, boundDomain: 'example.org' });
+    assert.equal(again.node, first.node);
+    const other = await register({ push2Key: jwtKeyPair().publicBase64, boundDomain: 'example.org' });
+    assert.notEqual(other.node, first.node);
+    assert.equal(await store.getByNode(first.node), undefined, 'the JID replaced its own registration');
+    const anonymous = await register({ push2Key: key.publicBase64, deviceId: 'http-phone' });
+    const beside = await register({ push2Key: jwtKeyPair().publicBase64, deviceId: 'http-phone' });
+    assert.notEqual(beside.node, anonymous.node);
+    assert.equal((await store.getByNode(anonymous.node))?.push2Key, key.publicRaw.toString('base64url'), 'an unproven caller never replaces a key');
+  });
+
+  test('registration: a key given when re-registering a registration without one is pinned', async () => {
+    const first = await register();
     const again = await register({ push2Key: key.publicBase64 });
     assert.equal(again.node, first.node);
-    const other = await register({ push2Key: jwtKeyPair().publicBase64 });
-    assert.notEqual(other.node, first.node);
-    assert.equal(await store.getByNode(first.node), undefined);
+    assert.equal((await store.getByNode(first.node))?.push2Key, key.publicRaw.toString('base64url'));
   });
 
   test('a stored retry (the request without its notification) finds the registered target again, domain binding included', async () => {

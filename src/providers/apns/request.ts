@@ -124,8 +124,8 @@ export function buildApnsRequest(config: ApnsRequestConfig, notification: Notifi
     'apns-priority': mode === 'background' ? '5' : '10',
     'content-type': 'application/json',
   };
-  // Computed per push: an expiration fixed at start would be in the past a day later.
-  if (config.ttlSeconds !== undefined) headers['apns-expiration'] = config.ttlSeconds === 0 ? '0' : String(Math.floor(nowMs / 1000) + config.ttlSeconds);
+  // Computed per push, from its first attempt when it is a retry: the same push keeps its expiration.
+  if (config.ttlSeconds !== undefined) headers['apns-expiration'] = config.ttlSeconds === 0 ? '0' : String(Math.floor((notification.firstAttemptAt ?? nowMs) / 1000) + config.ttlSeconds);
   if (config.collapseId !== undefined) headers['apns-collapse-id'] = config.collapseId;
   return { ok: true, request: { mode, headers, payload } };
 }

@@ -8,7 +8,8 @@
  *
  * Every registration made here is scoped by the requester's bare JID and bound to its domain
  * (DESIGN §5): the `from` of a c2s-routed iq is stamped by the user's server, so it is proof of who
- * asks. Replies follow XEP-0050 §3: `status='completed'` with a `sessionid`, a blank form
+ * asks. Registering is limited per requesting JID and per domain (`wait`/`resource-constraint`);
+ * unregistering may also remove an anonymous HTTP registration by its node. Replies follow XEP-0050 §3: `status='completed'` with a `sessionid`, a blank form
  * (`status='executing'`) when executed without one, `action='cancel'` → `status='canceled'`.
  * Sessions are not stored: each submitted form is complete in itself, so a submission is accepted
  * whatever its sessionid (and any instance of a cluster can answer it).
@@ -18,6 +19,8 @@ import { Element } from 'ltx';
 import type { P2DialectConfig } from '../../config/schema.ts';
 import { parseJid, isBareJid, type BareJid } from '../../core/jid.ts';
 import type { RegisterResult, Registrations, RegistrationFailure, UnregisterResult } from '../../core/registrations.ts';
+import { KeyedRateLimiter } from '../../core/rate-limit.ts';
+import { ThrottledWarning } from '../../core/throttled-warning.ts';
 import type { Logger } from '../../log.ts';
 import { buildForm, findForm, readForm } from '../forms.ts';
 import type { IqHandler, IqHandlerResult } from '../iq-router.ts';
@@ -58,6 +61,8 @@ interface Command {
   fieldNames: Record<string, string>;
   /** Listed in disco#items and executable; false for a p2 command no app is configured for. */
   offered: boolean;
+  /** Makes registrations (and counts against the per-JID and per-domain limits). */
+  registers: boolean;
   run(request: CommandRequest): Promise<CommandOutcome>;
 }
 
@@ -68,6 +73,11 @@ export interface CommandsOptions {
   registrations: CommandRegistrations;
   p2: P2DialectConfig;
   logger: Logger;
+  /** Registration commands per requesting bare JID and minute; 0 or absent = no limit. */
+  perJidPerMinute?: number;
+  /** Registration commands per requesting domain and minute; 0 or absent = no limit. */
+  perDomainPerMinute?: number;
+  now?: () => number;
 }
 
 const BAD_PAYLOAD = (): Element => new Element('bad-payload', { xmlns: NS.commands });
@@ -96,8 +106,9 @@ function failureError(failure: RegistrationFailure, fieldNames: Record<string, s
     case 'not-found':
       return iqError('cancel', 'item-not-found', failure.message);
     case 'forbidden':
-    case 'secret-required':
       return iqError('auth', 'forbidden', failure.message);
+    case 'limited':
+      return iqError('wait', 'resource-constraint', failure.message);
   }
 }
 
@@ -105,10 +116,18 @@ export class AdHocCommands {
   private readonly commands = new Map<string, Command>();
   private readonly registrations: CommandRegistrations;
   private readonly logger: Logger;
+  private readonly perJid: KeyedRateLimiter;
+  private readonly perDomain: KeyedRateLimiter;
+  private readonly limitedWarning: ThrottledWarning;
 
   constructor(options: CommandsOptions) {
     this.registrations = options.registrations;
     this.logger = options.logger;
+    const jidRate = options.perJidPerMinute ?? 0;
+    const domainRate = options.perDomainPerMinute ?? 0;
+    this.perJid = new KeyedRateLimiter({ perSecond: jidRate / 60, burst: jidRate, now: options.now });
+    this.perDomain = new KeyedRateLimiter({ perSecond: domainRate / 60, burst: domainRate, now: options.now });
+    this.limitedWarning = new ThrottledWarning(options.logger, 'ad-hoc registrations refused: over registration.adhoc_per_jid_per_minute or adhoc_per_domain_per_minute');
     for (const command of [
       this.v1Register(),
       this.v1Unregister(),
@@ -161,10 +180,24 @@ export class AdHocCommands {
       else if (spec.required) return iqError('modify', 'bad-request', `missing field "${spec.var}"`, BAD_PAYLOAD());
     }
 
+    if (command.registers) {
+      const limited = this.overLimit(requester);
+      if (limited) return limited;
+    }
     const outcome = await command.run({ requester, service: iq.attrs.to ?? '', fields });
     if (!Array.isArray(outcome)) return outcome;
     return this.reply(command, sessionid, 'completed', buildForm('result', outcome));
   };
+
+  /** Both buckets are charged only when both have room, so one JID's flood does not drain its domain's. */
+  private overLimit(requester: BareJid): IqError | undefined {
+    const byJid = this.perJid.take(requester.bare);
+    const decision = byJid.allowed ? this.perDomain.take(requester.domain) : byJid;
+    if (decision.allowed) return undefined;
+    this.limitedWarning.note({ jid: requester.bare, by: byJid.allowed ? 'domain' : 'jid' });
+    const seconds = Math.max(1, Math.ceil(decision.retryAfterMs / 1000));
+    return iqError('wait', 'resource-constraint', `too many registrations from ${byJid.allowed ? requester.domain : requester.bare}: try again in ${seconds} s`);
+  }
 
   private reply(command: Command, sessionid: string, status: 'completed' | 'canceled' | 'executing', payload?: Element): IqHandlerResult {
     const reply = new Element('command', { xmlns: NS.commands, node: command.node, sessionid, status });
@@ -201,6 +234,7 @@ export class AdHocCommands {
       node: COMMAND_NODES.v1Register,
       name: 'Register a device for push notifications',
       offered: true,
+      registers: true,
       fieldNames,
       fields: [
         { var: 'type', label: 'App (push type)', required: true },
@@ -236,6 +270,7 @@ export class AdHocCommands {
       node: COMMAND_NODES.v1Unregister,
       name: 'Unregister a device from push notifications',
       offered: true,
+      registers: false,
       fieldNames,
       fields: [
         { var: 'type', label: 'App (push type)', required: true },
@@ -275,6 +310,7 @@ export class AdHocCommands {
       node,
       name: `Register a device for ${service} push notifications (p2)`,
       offered: app !== undefined,
+      registers: true,
       fieldNames,
       fields: [...this.p2Fields(true), PUSH2_KEY_SPEC],
       run: async ({ requester, service: jid, fields }) => {
@@ -307,6 +343,7 @@ export class AdHocCommands {
       node,
       name: `Unregister a device from ${service} push notifications (p2)`,
       offered: app !== undefined,
+      registers: false,
       fieldNames,
       fields: this.p2Fields(false),
       run: async ({ requester, service: jid, fields }) => {
