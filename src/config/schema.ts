@@ -280,15 +280,9 @@ export function readConfig(document: Table, source: string): Config {
 }
 
 function readPush2(table: TableReader, componentJid: string): Push2Config {
-  let audiences = [`https://${componentJid}`, `xmpp:${componentJid}`];
-  const raw = table.table.audiences;
-  table.skip('audiences');
-  if (raw !== undefined) {
-    if (!Array.isArray(raw) || raw.length === 0 || raw.some((value) => typeof value !== 'string' || value.trim() === '')) {
-      table.fail('audiences', `must be a non-empty list of strings, such as ["https://${componentJid}"]`);
-    }
-    audiences = raw.map((value) => (value as string).trim());
-  }
+  // A list, or one comma-separated string (so an environment override can set it).
+  const audiences = table.optionalStringList('audiences')?.map((audience) => audience.trim()) ?? [`https://${componentJid}`, `xmpp:${componentJid}`];
+  if (audiences.length === 0) table.fail('audiences', `an empty list would refuse every notification: remove the key for the default ["https://${componentJid}", "xmpp:${componentJid}"]`);
   const push2 = { audiences, clockSkewS: table.integer('clock_skew_s', 60, { min: 0, max: 3600 }) };
   table.rejectUnknownKeys();
   return push2;

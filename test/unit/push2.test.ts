@@ -234,10 +234,11 @@ describe('Push 2.0 configuration', () => {
   });
 
   test('audiences must be a non-empty list of strings, naming the key', () => {
-    for (const audiences of [[], 'https://x', [1], ['']]) {
+    for (const audiences of [[], 7, [1], ['']]) {
       assert.throws(() => readConfig({ push2: { audiences }, apps: { a: { provider: 'log' } } }, 'test.toml'), /push2\.audiences/);
     }
     assert.deepEqual(readConfig({ push2: { audiences: [' https://a '] }, apps: { a: { provider: 'log' } } }, 'test.toml').push2.audiences, ['https://a']);
+    assert.deepEqual(readConfig({ push2: { audiences: 'https://a, xmpp:a' }, apps: { a: { provider: 'log' } } }, 'test.toml').push2.audiences, ['https://a', 'xmpp:a'], 'a comma-separated string (environment override)');
   });
 
   test('push2_stateless is for apns apps only, and an unknown [push2] key is refused', () => {
