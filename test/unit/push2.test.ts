@@ -1,7 +1,7 @@
 /** The Push 2.0 resolver (core/push2.ts) against a real SQLite store: routing, JWT checks, key pinning, stateless. */
 import assert from 'node:assert/strict';
 import { beforeEach, describe, test } from 'node:test';
-import type { PushRequest } from '../../src/core/dispatcher.ts';
+import { Dispatcher, type PushRequest } from '../../src/core/dispatcher.ts';
 import { readConfig } from '../../src/config/schema.ts';
 import { AppDirectory } from '../../src/core/apps.ts';
 import { Push2Resolver, type Push2Notification, type Push2Result } from '../../src/core/push2.ts';
@@ -244,5 +244,27 @@ describe('Push 2.0 configuration', () => {
   test('push2_stateless is for apns apps only, and an unknown [push2] key is refused', () => {
     assert.throws(() => readConfig({ apps: { a: { provider: 'fcm', push2_stateless: true } } }, 'test.toml'), /apps\.a\.push2_stateless/);
     assert.throws(() => readConfig({ push2: { audience: 'x' }, apps: { a: { provider: 'log' } } }, 'test.toml'), /push2\.audience/);
+  });
+});
+
+describe('Push 2.0 in the dispatch pipeline', () => {
+  test('the provider gets the ciphertext; a stateless Push 2.0 target is under the stateless per-domain limit', async () => {
+    const store = new SqliteStore(':memory:');
+    const ios = scriptedProvider();
+    ios.validateToken = () => null;
+    const apps = new AppDirectory([{ name: 'ios', providerKind: 'apns', provider: ios, stateless: false, push2Stateless: true, apnsTopic: TOPIC }]);
+    const dispatcher = new Dispatcher(store, apps, silentLogger, { timeoutMs: 500, retryMaxAttempts: 0, retryMaxDelayMs: 1000, maxStatelessPerDomainPerS: 1, statelessBurstPerDomain: 1, maxPublishesPerDomainPerS: 100, publishBurstPerDomain: 100 });
+    dispatcher.addResolver(new Push2Resolver(store, apps, silentLogger, { audiences: [AUD], clockSkewS: 30 }));
+    const pair = jwtKeyPair();
+    const push = (token: string): PushRequest => ({
+      dialect: 'push2', node: `https://p.example/apns/${token}#${TOPIC}`, secret: null, from: 'example.org', summary: {}, options: new Map(),
+      push2: { client: `https://p.example/apns/${token}#${TOPIC}`, priority: 'high', voip: false, payload: Buffer.from('sealed'), jwt: { token: es256Jwt(pair.privateKey, push2Claims(AUD)), key: pair.publicBase64 } },
+    });
+    assert.deepEqual(await dispatcher.dispatch(push(APNS_TOKEN)), { kind: 'delivered' });
+    assert.deepEqual(ios.calls[0].notification.push2?.ciphertext, Buffer.from('sealed'));
+    assert.equal(ios.calls[0].target.token, APNS_TOKEN);
+    assert.equal((await dispatcher.dispatch(push('ef'.repeat(32)))).kind, 'limited');
+    assert.equal(ios.calls.length, 1);
+    await store.close();
   });
 });
