@@ -10,7 +10,7 @@
  * Config: allow_http, allow_private, ttl, include_body, ca_file (tests).
  */
 import { forbiddenLiteralHost, forbiddenPortReason, type ResolveAll } from './address-guard.ts';
-import { DEFAULT_TTL_S, deliveryHeaders, MAX_TOKEN_LENGTH, pushContent, PushEndpointClient, readAllowedPorts, readCaFile } from './push-endpoint.ts';
+import { DEFAULT_TTL_S, deliveryHeaders, MAX_TOKEN_LENGTH, push2EndpointMessage, pushContent, PushEndpointClient, readAllowedPorts, readCaFile } from './push-endpoint.ts';
 import type { Provider, ProviderContext, ProviderFactory } from './types.ts';
 
 export interface UnifiedPushConfig {
@@ -77,6 +77,11 @@ export function createUnifiedPushProvider(config: UnifiedPushConfig, _context: P
     async send(target, notification) {
       const endpoint = parseEndpoint(target.token, config);
       if (typeof endpoint === 'string') return { kind: 'rejected', reason: `stored endpoint is unusable: ${endpoint}` };
+      if (notification.push2) {
+        // The distributor passes the RFC 8291 body to the app, which decrypts it with its own keys.
+        const message = push2EndpointMessage(notification.push2, config.ttlSeconds, endpoint, undefined);
+        return typeof message === 'string' ? { kind: 'rejected', reason: message } : client.post(endpoint, message);
+      }
       return client.post(endpoint, {
         headers: { ...deliveryHeaders(config.ttlSeconds, notification.urgency), 'content-type': 'application/json' },
         body: pushContent(target.node, notification.summary, config.includeBody, MAX_MESSAGE_BYTES),

@@ -8,8 +8,8 @@
  * allow_private (endpoints are user input, see address-guard.ts) and ca_file (tests).
  */
 import { forbiddenLiteralHost, forbiddenPortReason, type ResolveAll } from './address-guard.ts';
-import { DEFAULT_TTL_S, deliveryHeaders, MAX_TOKEN_LENGTH, pushContent, PushEndpointClient, readAllowedPorts, readCaFile } from './push-endpoint.ts';
-import type { Provider, ProviderContext, ProviderFactory, ProviderStatus } from './types.ts';
+import { DEFAULT_TTL_S, deliveryHeaders, MAX_TOKEN_LENGTH, push2EndpointMessage, pushContent, PushEndpointClient, readAllowedPorts, readCaFile } from './push-endpoint.ts';
+import type { Outcome, Provider, ProviderContext, ProviderFactory, ProviderStatus } from './types.ts';
 import { AUTH_SECRET_BYTES, decodeBase64url, encryptPushMessage, isP256PublicKey, MAX_PLAINTEXT_BYTES, parseVapidKeys, VapidSigner, type SubscriptionKeys, type VapidKeys } from './web-push-crypto.ts';
 
 export interface WebPushConfig {
@@ -80,6 +80,15 @@ export function createWebPushProvider(config: WebPushConfig, context: ProviderCo
   });
   // A refused VAPID key breaks every push until an operator acts: health shows it until one succeeds.
   let credentialsProblem: string | undefined;
+  const noted = (outcome: Outcome, endpoint: URL): Outcome => {
+    if (outcome.kind === 'credentials-rejected') {
+      credentialsProblem = `${endpoint.origin} refused our VAPID key: ${outcome.reason}`;
+      context.logger.error('push service refused the VAPID key', { origin: endpoint.origin, reason: outcome.reason });
+    } else if (outcome.kind === 'delivered') {
+      credentialsProblem = undefined;
+    }
+    return outcome;
+  };
 
   return {
     validateToken(token) {
@@ -90,6 +99,12 @@ export function createWebPushProvider(config: WebPushConfig, context: ProviderCo
     async send(target, notification) {
       const subscription = parseSubscription(target.token, config.allowPrivate, config.allowedPorts);
       if (typeof subscription === 'string') return { kind: 'rejected', reason: `stored subscription is unusable: ${subscription}` };
+      if (notification.push2) {
+        // Encrypted by the user's server with the keys the client gave it (this subscription's).
+        const message = push2EndpointMessage(notification.push2, config.ttlSeconds, subscription.endpoint, () => signer.authorization(subscription.endpoint));
+        if (typeof message === 'string') return { kind: 'rejected', reason: message };
+        return noted(await client.post(subscription.endpoint, message), subscription.endpoint);
+      }
       const plaintext = pushContent(target.node, notification.summary, config.includeBody, MAX_PLAINTEXT_BYTES);
       let body: Buffer;
       try {
@@ -106,13 +121,7 @@ export function createWebPushProvider(config: WebPushConfig, context: ProviderCo
         },
         body,
       });
-      if (outcome.kind === 'credentials-rejected') {
-        credentialsProblem = `${subscription.endpoint.origin} refused our VAPID key: ${outcome.reason}`;
-        context.logger.error('push service refused the VAPID key', { origin: subscription.endpoint.origin, reason: outcome.reason });
-      } else if (outcome.kind === 'delivered') {
-        credentialsProblem = undefined;
-      }
-      return outcome;
+      return noted(outcome, subscription.endpoint);
     },
 
     status(): ProviderStatus {

@@ -199,7 +199,7 @@ describe('ad-hoc registration commands', () => {
     assert.ok(command?.getChild('actions')?.getChild('complete'));
     const form = command?.getChild('x', NS.dataForms);
     assert.equal(form?.attrs.type, 'form');
-    assert.deepEqual(form?.getChildren('field').map((field) => field.attrs.var), ['token', 'device-id', 'muc']);
+    assert.deepEqual(form?.getChildren('field').map((field) => field.attrs.var), ['token', 'device-id', 'muc', 'push2-key']);
   });
 
   test('an invalid token is a bad-request naming the token field', async () => {
