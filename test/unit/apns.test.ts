@@ -242,6 +242,13 @@ describe('APNS requests', () => {
     assert.equal(first.headers['apns-collapse-id'], 'chat');
   });
 
+  test('a retried push keeps the expiration of its first attempt', () => {
+    const firstAttemptAt = Date.now() - 600_000;
+    const built = buildApnsRequest(parse(tokenTable(undefined, { ttl: 3600 })), { ...withBody, firstAttemptAt }, Date.now());
+    assert.ok(built.ok);
+    assert.equal(built.request.headers['apns-expiration'], String(Math.floor(firstAttemptAt / 1000) + 3600));
+  });
+
   test('ttl = 0 asks APNS to try once and not store the push', () => {
     const built = buildApnsRequest(parse(tokenTable(undefined, { ttl: 0 })), withBody, Date.now());
     assert.ok(built.ok);
@@ -256,7 +263,13 @@ describe('APNS answers', () => {
     assert.deepEqual(await apns.send(target(10), withBody), { kind: 'token-dead', reason: 'APNS 410 Unregistered', since: 1_700_000_000_000, status: 410 });
   });
 
-  for (const reason of ['BadDeviceToken', 'DeviceTokenNotForTopic', 'TopicDisallowed']) {
+  test('400 TopicDisallowed is our configuration, never the token', async () => {
+    const { mock, apns } = await tokenSetup();
+    mock.setBehaviour(testDeviceToken(12), { kind: 'bad-request', reason: 'TopicDisallowed' });
+    assert.deepEqual(await apns.send(target(12), withBody), { kind: 'credentials-rejected', reason: 'APNS 400 TopicDisallowed' });
+  });
+
+  for (const reason of ['BadDeviceToken', 'DeviceTokenNotForTopic']) {
     test(`400 ${reason} is a dead token`, async () => {
       const { mock, apns } = await tokenSetup();
       mock.setBehaviour(testDeviceToken(11), { kind: 'bad-request', reason });

@@ -97,8 +97,8 @@ describe('FCM answers as outcomes', () => {
     assert.equal(outcomeOf(404, fcmError(404, 'NOT_FOUND', 'UNREGISTERED')).kind, 'token-dead');
   });
 
-  test('SENDER_ID_MISMATCH means the token is dead', () => {
-    assert.equal(outcomeOf(403, fcmError(403, 'PERMISSION_DENIED', 'SENDER_ID_MISMATCH')).kind, 'token-dead');
+  test('SENDER_ID_MISMATCH is our configuration (the wrong Firebase project), never the token', () => {
+    assert.equal(outcomeOf(403, fcmError(403, 'PERMISSION_DENIED', 'SENDER_ID_MISMATCH')).kind, 'credentials-rejected');
   });
 
   test('INVALID_ARGUMENT about the registration token means the token is dead', () => {
@@ -292,7 +292,7 @@ describe('FCM provider against the mock', () => {
 
   const cases: Array<[FcmFailure, Outcome['kind']]> = [
     ['UNREGISTERED', 'token-dead'],
-    ['SENDER_ID_MISMATCH', 'token-dead'],
+    ['SENDER_ID_MISMATCH', 'credentials-rejected'],
     ['INVALID_TOKEN', 'token-dead'],
     ['INVALID_PAYLOAD', 'rejected'],
     ['QUOTA_EXCEEDED', 'retry-after'],
