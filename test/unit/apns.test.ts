@@ -266,7 +266,7 @@ describe('APNS answers', () => {
   test('400 TopicDisallowed is our configuration, never the token', async () => {
     const { mock, apns } = await tokenSetup();
     mock.setBehaviour(testDeviceToken(12), { kind: 'bad-request', reason: 'TopicDisallowed' });
-    assert.deepEqual(await apns.send(target(12), withBody), { kind: 'credentials-rejected', reason: 'APNS 400 TopicDisallowed' });
+    assert.deepEqual(await apns.send(target(12), withBody), { kind: 'credentials-rejected', reason: 'APNS 400 TopicDisallowed', status: 400 });
   });
 
   for (const reason of ['BadDeviceToken', 'DeviceTokenNotForTopic']) {
