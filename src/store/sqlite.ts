@@ -12,7 +12,7 @@ import type { PendingRetry, Registration, Store, StoreHealth, StoredRetry } from
 import { WalCheckpointer } from './wal-checkpointer.ts';
 import type { Notification, Urgency } from '../providers/types.ts';
 
-const MIGRATIONS: string[] = [
+export const MIGRATIONS: string[] = [
   `CREATE TABLE registrations (
      node TEXT PRIMARY KEY,
      secret TEXT NOT NULL,
