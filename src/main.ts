@@ -60,7 +60,7 @@ export function effectiveDocument(config: Config): Record<string, unknown> {
       ...(config.http.adminToken !== undefined ? { admin_token: config.http.adminToken } : {}),
       max_body_bytes: config.http.maxBodyBytes,
     },
-    storage: { url: config.storage.url.replace(/\/\/([^:@/]*):[^@]*@/, '//$1:********@') },
+    storage: { url: config.storage.url.replace(/\/\/([^:@/]*):[^@]*@/, '//$1:********@'), pool_size: config.storage.poolSize },
     push: { timeout_ms: config.push.timeoutMs, max_in_flight: config.push.maxInFlight, retry_max_attempts: config.push.retryMaxAttempts, retry_max_delay_s: config.push.retryMaxDelayS },
     log: { level: config.log.level },
     apps,

@@ -1,0 +1,482 @@
+/**
+ * The shared store: PostgreSQL through `postgres` (porsager; pure JS, tagged-template queries that
+ * are always parameterised, its own pool and reconnect). Several push-appserver instances use one
+ * database: everything they must agree on (registrations, the retry queue, the block list) lives
+ * here and every check-and-change is one statement or one transaction.
+ *
+ * Migrations are numbered, recorded in `schema_migrations` and applied at open inside a transaction
+ * holding an advisory lock, so instances starting at once apply each migration exactly once.
+ * Push bookkeeping (counts, last push, last error) is batched like the SQLite store's and written
+ * in the background with one UPDATE per batch; a batch that fails (database away) is merged back
+ * and written later. A lost connection makes queries throw (publishes get `wait`, `ping()` fails
+ * so health reports it) and the driver connects again on the next query: no restart needed.
+ */
+import { readFileSync } from 'node:fs';
+import type { ConnectionOptions } from 'node:tls';
+import postgres from 'postgres';
+import type { Urgency } from '../providers/types.ts';
+import type { PendingRetry, Registration, Store } from './types.ts';
+
+/** Each entry is one migration; never edit one that has shipped, append a new one. */
+const MIGRATIONS: string[] = [
+  `CREATE TABLE registrations (
+     node TEXT PRIMARY KEY,
+     secret TEXT NOT NULL,
+     app TEXT NOT NULL,
+     token TEXT NOT NULL,
+     device_key TEXT NOT NULL,
+     bound_domain TEXT,
+     registered_at BIGINT NOT NULL,
+     renewed_at BIGINT NOT NULL,
+     last_push_at BIGINT,
+     last_error_at BIGINT,
+     last_error TEXT,
+     push_count BIGINT NOT NULL DEFAULT 0
+   );
+   CREATE UNIQUE INDEX registrations_by_device ON registrations (app, device_key);
+   CREATE TABLE pending_retries (
+     node TEXT PRIMARY KEY,
+     due_at BIGINT NOT NULL,
+     attempt INTEGER NOT NULL,
+     urgency TEXT NOT NULL,
+     reason TEXT NOT NULL
+   );
+   CREATE INDEX pending_retries_by_due ON pending_retries (due_at);
+   CREATE TABLE blocked_tokens (
+     app TEXT NOT NULL,
+     token TEXT NOT NULL,
+     until BIGINT NOT NULL,
+     PRIMARY KEY (app, token)
+   );
+   CREATE INDEX blocked_tokens_by_until ON blocked_tokens (until);`,
+];
+
+/** pg_advisory_xact_lock key: "push-appserver migrations" (any constant works; this one is ours). */
+const MIGRATION_LOCK = 0x70757368_6d6967n;
+
+const FLUSH_INTERVAL_MS = 250;
+/** Nodes per UPDATE; one round trip writes a whole batch. */
+const FLUSH_BATCH = 2000;
+/** Beyond this many unwritten nodes (database away for long) the oldest bookkeeping is dropped. */
+const PENDING_LIMIT = 100_000;
+export const BLOCKED_TOKENS_LIMIT = 100_000;
+export const DEFAULT_POOL_SIZE = 10;
+
+interface PendingStats {
+  deliveries: number;
+  lastPushAt: number | null;
+  lastErrorAt: number | null;
+  lastError: string | null;
+}
+
+interface Row {
+  node: string;
+  secret: string;
+  app: string;
+  token: string;
+  device_key: string;
+  bound_domain: string | null;
+  registered_at: number;
+  renewed_at: number;
+  last_push_at: number | null;
+  last_error_at: number | null;
+  last_error: string | null;
+  push_count: number;
+}
+
+function toRegistration(row: Row): Registration {
+  return {
+    node: row.node,
+    secret: row.secret,
+    app: row.app,
+    token: row.token,
+    deviceKey: row.device_key,
+    boundDomain: row.bound_domain,
+    registeredAt: row.registered_at,
+    renewedAt: row.renewed_at,
+    lastPushAt: row.last_push_at,
+    lastErrorAt: row.last_error_at,
+    lastError: row.last_error,
+    pushCount: row.push_count,
+  };
+}
+
+export interface PostgresStoreOptions {
+  /** Connections in the pool (`storage.pool_size`). */
+  poolSize?: number;
+  /** Background bookkeeping could not be written (it is kept and written later). */
+  onFlushError?: (error: Error) => void;
+  /** Environment for PGSSLROOTCERT (tests pass their own). */
+  env?: NodeJS.ProcessEnv;
+}
+
+/** The password-free form of a URL, for messages. */
+export function redactUrl(url: string): string {
+  return url.replace(/\/\/([^:@/]*):[^@]*@/, '//$1:***@');
+}
+
+/**
+ * libpq's `sslmode` (disable, allow, prefer, require, verify-ca, verify-full) and `sslrootcert`
+ * (URL parameter, else PGSSLROOTCERT) as the driver's `ssl` option. As in libpq, `require` with a
+ * root certificate named verifies the server's chain like `verify-ca`.
+ */
+export function tlsOption(sslmode: string | undefined, rootCertPath: string | undefined, url: string): false | 'prefer' | 'require' | ConnectionOptions {
+  const mode = sslmode ?? 'disable';
+  const ca = () => (rootCertPath !== undefined && rootCertPath !== 'system' ? readFileSync(rootCertPath, 'utf8') : undefined);
+  switch (mode) {
+    case 'disable':
+      return false;
+    case 'allow':
+    case 'prefer':
+      return 'prefer';
+    case 'require':
+      if (rootCertPath === undefined) return 'require';
+      return { ca: ca(), rejectUnauthorized: true, checkServerIdentity: () => undefined };
+    case 'verify-ca':
+      return { ca: ca(), rejectUnauthorized: true, checkServerIdentity: () => undefined };
+    case 'verify-full':
+      return { ca: ca(), rejectUnauthorized: true };
+    default:
+      throw new Error(`storage url "${redactUrl(url)}": sslmode must be one of disable, allow, prefer, require, verify-ca, verify-full; got "${mode}"`);
+  }
+}
+
+/** Our own URL parameters are taken out; the driver would send any other as a server setting. */
+function connectionSettings(url: string, env: NodeJS.ProcessEnv): { url: string; ssl: ReturnType<typeof tlsOption> } {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    throw new Error(`storage url "${redactUrl(url)}" is not a valid URL (postgres://user:password@host:port/database)`);
+  }
+  const sslmode = parsed.searchParams.get('sslmode') ?? env.PGSSLMODE;
+  const rootCert = parsed.searchParams.get('sslrootcert') ?? env.PGSSLROOTCERT;
+  parsed.searchParams.delete('sslmode');
+  parsed.searchParams.delete('sslrootcert');
+  parsed.searchParams.delete('ssl');
+  return { url: parsed.toString(), ssl: tlsOption(sslmode ?? undefined, rootCert ?? undefined, url) };
+}
+
+/** BIGINT columns hold epoch milliseconds and counts: well inside a double's exact range. */
+const bigintAsNumber = {
+  to: 20,
+  from: [20],
+  serialize: (value: number) => String(value),
+  parse: (value: string) => Number(value),
+};
+
+type Sql = postgres.Sql<{ bigint: number }>;
+
+export class PostgresStore implements Store {
+  readonly kind = 'postgres';
+  private readonly sql: Sql;
+  private readonly onFlushError: (error: Error) => void;
+  /** Bookkeeping not yet written. */
+  private pending = new Map<string, PendingStats>();
+  /** Bookkeeping being written right now: still merged into reads until the write is done. */
+  private writing = new Map<string, PendingStats>();
+  private flushTimer: NodeJS.Timeout | undefined;
+  private flushing: Promise<void> | undefined;
+  private closed = false;
+
+  private constructor(sql: Sql, options: PostgresStoreOptions) {
+    this.sql = sql;
+    this.onFlushError = options.onFlushError ?? (() => {});
+  }
+
+  /** Connects, runs the migrations not yet applied and returns the store. */
+  static async open(url: string, options: PostgresStoreOptions = {}): Promise<PostgresStore> {
+    const settings = connectionSettings(url, options.env ?? process.env);
+    const sql = postgres(settings.url, {
+      max: options.poolSize ?? DEFAULT_POOL_SIZE,
+      ssl: settings.ssl as postgres.Options<{}>['ssl'],
+      // A database that does not answer must fail a publish with `wait` soon, not after 30 s.
+      connect_timeout: 5,
+      idle_timeout: 60,
+      onnotice: () => {},
+      types: { bigint: bigintAsNumber },
+      connection: { application_name: 'push-appserver' },
+    }) as unknown as Sql;
+    const store = new PostgresStore(sql, options);
+    try {
+      await store.migrate();
+    } catch (error) {
+      await sql.end({ timeout: 1 });
+      throw new Error(`storage url "${redactUrl(url)}": ${(error as Error).message}`);
+    }
+    return store;
+  }
+
+  /** Applies missing migrations; the advisory lock makes a second instance wait, then find nothing to do. */
+  async migrate(): Promise<number[]> {
+    return await this.sql.begin(async (tx) => {
+      await tx`SELECT pg_advisory_xact_lock(${String(MIGRATION_LOCK)}::bigint)`;
+      await tx`CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())`;
+      const done = new Set((await tx<Array<{ version: number }>>`SELECT version FROM schema_migrations`).map((row) => row.version));
+      const applied: number[] = [];
+      for (let index = 0; index < MIGRATIONS.length; index++) {
+        const version = index + 1;
+        if (done.has(version)) continue;
+        await tx.unsafe(MIGRATIONS[index]);
+        await tx`INSERT INTO schema_migrations (version) VALUES (${version})`;
+        applied.push(version);
+      }
+      return applied;
+    }) as number[];
+  }
+
+  /** The migrations this build knows (for `migrate`'s report). */
+  static get migrationCount(): number {
+    return MIGRATIONS.length;
+  }
+
+  private merged(row: Row | undefined): Registration | undefined {
+    if (!row) return undefined;
+    const registration = toRegistration(row);
+    for (const stats of [this.writing.get(registration.node), this.pending.get(registration.node)]) {
+      if (!stats) continue;
+      registration.pushCount += stats.deliveries;
+      if (stats.lastPushAt !== null) registration.lastPushAt = stats.lastPushAt;
+      if (stats.lastErrorAt !== null) {
+        registration.lastErrorAt = stats.lastErrorAt;
+        registration.lastError = stats.lastError;
+      }
+    }
+    return registration;
+  }
+
+  async getByNode(node: string): Promise<Registration | undefined> {
+    const [row] = await this.sql<Row[]>`SELECT * FROM registrations WHERE node = ${node}`;
+    return this.merged(row);
+  }
+
+  async getByDevice(app: string, deviceKey: string): Promise<Registration | undefined> {
+    const [row] = await this.sql<Row[]>`SELECT * FROM registrations WHERE app = ${app} AND device_key = ${deviceKey}`;
+    return this.merged(row);
+  }
+
+  async insert(r: Registration, replaces?: string): Promise<void> {
+    await this.sql.begin(async (tx) => {
+      if (replaces !== undefined) {
+        await tx`DELETE FROM pending_retries WHERE node = ${replaces}`;
+        await tx`DELETE FROM registrations WHERE node = ${replaces}`;
+      }
+      await tx`INSERT INTO registrations (node, secret, app, token, device_key, bound_domain, registered_at, renewed_at,
+                 last_push_at, last_error_at, last_error, push_count)
+               VALUES (${r.node}, ${r.secret}, ${r.app}, ${r.token}, ${r.deviceKey}, ${r.boundDomain}, ${r.registeredAt}, ${r.renewedAt},
+                 ${r.lastPushAt}, ${r.lastErrorAt}, ${r.lastError}, ${r.pushCount})`;
+    });
+    if (replaces !== undefined) this.forget(replaces);
+  }
+
+  async renew(node: string, at: number): Promise<void> {
+    await this.sql`UPDATE registrations SET renewed_at = ${at} WHERE node = ${node}`;
+  }
+
+  async remove(node: string): Promise<boolean> {
+    this.forget(node);
+    const [, removed] = await this.sql.begin(async (tx) => [
+      await tx`DELETE FROM pending_retries WHERE node = ${node}`,
+      await tx`DELETE FROM registrations WHERE node = ${node}`,
+    ]);
+    return removed.count > 0;
+  }
+
+  async removeIfNotRenewedSince(node: string, before: number): Promise<boolean> {
+    const removed = await this.sql.begin(async (tx) => {
+      const result = await tx`DELETE FROM registrations WHERE node = ${node} AND renewed_at <= ${before}`;
+      if (result.count > 0) await tx`DELETE FROM pending_retries WHERE node = ${node}`;
+      return result.count > 0;
+    });
+    if (removed) this.forget(node);
+    return removed as boolean;
+  }
+
+  private forget(node: string): void {
+    this.pending.delete(node);
+    this.writing.delete(node);
+  }
+
+  private stats(node: string): PendingStats {
+    let stats = this.pending.get(node);
+    if (!stats) {
+      stats = { deliveries: 0, lastPushAt: null, lastErrorAt: null, lastError: null };
+      this.pending.set(node, stats);
+      if (this.pending.size > PENDING_LIMIT) {
+        const oldest = this.pending.keys().next().value as string;
+        this.pending.delete(oldest);
+      }
+      if (this.pending.size >= FLUSH_BATCH) this.scheduleFlush(0);
+      else this.scheduleFlush(FLUSH_INTERVAL_MS);
+    }
+    return stats;
+  }
+
+  private scheduleFlush(delayMs: number): void {
+    if (this.closed || this.flushing) return;
+    if (this.flushTimer && delayMs > 0) return;
+    if (this.flushTimer) clearTimeout(this.flushTimer);
+    this.flushTimer = setTimeout(() => {
+      this.flushTimer = undefined;
+      void this.flush();
+    }, delayMs).unref();
+  }
+
+  recordDelivery(node: string, at: number): void {
+    const stats = this.stats(node);
+    stats.deliveries += 1;
+    stats.lastPushAt = at;
+  }
+
+  recordFailure(node: string, at: number, reason: string): void {
+    const stats = this.stats(node);
+    stats.lastErrorAt = at;
+    stats.lastError = reason;
+  }
+
+  /** Writes all batched bookkeeping (in batches of FLUSH_BATCH); one flush at a time. */
+  flush(): Promise<void> {
+    if (this.flushTimer) clearTimeout(this.flushTimer);
+    this.flushTimer = undefined;
+    this.flushing ??= this.writeAll().finally(() => {
+      this.flushing = undefined;
+      if (this.pending.size > 0) this.scheduleFlush(FLUSH_INTERVAL_MS);
+    });
+    return this.flushing;
+  }
+
+  private async writeAll(): Promise<void> {
+    while (this.pending.size > 0) {
+      const batch = new Map<string, PendingStats>();
+      for (const [node, stats] of this.pending) {
+        batch.set(node, stats);
+        this.pending.delete(node);
+        if (batch.size === FLUSH_BATCH) break;
+      }
+      this.writing = batch;
+      try {
+        await this.write(batch);
+      } catch (error) {
+        // Kept for the next flush: the database may be back by then.
+        for (const [node, stats] of batch) this.mergeBack(node, stats);
+        this.onFlushError(error as Error);
+        return;
+      } finally {
+        this.writing = new Map();
+      }
+    }
+  }
+
+  private mergeBack(node: string, stats: PendingStats): void {
+    const newer = this.pending.get(node);
+    if (!newer) {
+      if (this.pending.size < PENDING_LIMIT) this.pending.set(node, stats);
+      return;
+    }
+    newer.deliveries += stats.deliveries;
+    newer.lastPushAt ??= stats.lastPushAt;
+    if (newer.lastErrorAt === null) {
+      newer.lastErrorAt = stats.lastErrorAt;
+      newer.lastError = stats.lastError;
+    }
+  }
+
+  private async write(batch: Map<string, PendingStats>): Promise<void> {
+    const nodes: string[] = [];
+    const deliveries: number[] = [];
+    const pushAt: Array<number | null> = [];
+    const errorAt: Array<number | null> = [];
+    const errors: Array<string | null> = [];
+    for (const [node, stats] of batch) {
+      nodes.push(node);
+      deliveries.push(stats.deliveries);
+      pushAt.push(stats.lastPushAt);
+      errorAt.push(stats.lastErrorAt);
+      errors.push(stats.lastError);
+    }
+    // Arrays travel as text literals and are cast here: one statement for the whole batch.
+    await this.sql`
+      UPDATE registrations AS r SET
+        push_count = r.push_count + v.deliveries,
+        last_push_at = coalesce(v.push_at, r.last_push_at),
+        last_error_at = coalesce(v.error_at, r.last_error_at),
+        last_error = CASE WHEN v.error_at IS NULL THEN r.last_error ELSE v.error END
+      FROM unnest(${nodes}::text[], ${deliveries.map(String)}::bigint[], ${pushAt.map(nullableText)}::bigint[],
+                  ${errorAt.map(nullableText)}::bigint[], ${errors}::text[])
+           AS v(node, deliveries, push_at, error_at, error)
+      WHERE r.node = v.node`;
+  }
+
+  async list(options: { after?: string; limit: number }): Promise<Registration[]> {
+    await this.flush();
+    const rows = options.after === undefined
+      ? await this.sql<Row[]>`SELECT * FROM registrations ORDER BY node LIMIT ${options.limit}`
+      : await this.sql<Row[]>`SELECT * FROM registrations WHERE node > ${options.after} ORDER BY node LIMIT ${options.limit}`;
+    return rows.map((row) => this.merged(row)!);
+  }
+
+  async count(): Promise<number> {
+    const [row] = await this.sql<Array<{ n: number }>>`SELECT count(*) AS n FROM registrations`;
+    return row.n;
+  }
+
+  async scheduleRetry(retry: PendingRetry): Promise<boolean> {
+    const result = await this.sql`
+      INSERT INTO pending_retries (node, due_at, attempt, urgency, reason)
+      VALUES (${retry.node}, ${retry.dueAt}, ${retry.attempt}, ${retry.urgency}, ${retry.reason})
+      ON CONFLICT (node) DO NOTHING`;
+    return result.count > 0;
+  }
+
+  /** SKIP LOCKED: two instances taking at once get disjoint retries, neither waits for the other. */
+  async takeDueRetries(now: number, limit: number): Promise<PendingRetry[]> {
+    const rows = await this.sql<Array<{ node: string; due_at: number; attempt: number; urgency: Urgency; reason: string }>>`
+      DELETE FROM pending_retries WHERE node IN (
+        SELECT node FROM pending_retries WHERE due_at <= ${now} ORDER BY due_at LIMIT ${limit} FOR UPDATE SKIP LOCKED)
+      RETURNING node, due_at, attempt, urgency, reason`;
+    return rows
+      .map((row) => ({ node: row.node, dueAt: row.due_at, attempt: row.attempt, urgency: row.urgency, reason: row.reason }))
+      .sort((a, b) => a.dueAt - b.dueAt);
+  }
+
+  async cancelRetry(node: string): Promise<void> {
+    await this.sql`DELETE FROM pending_retries WHERE node = ${node}`;
+  }
+
+  async blockToken(app: string, token: string, until: number): Promise<void> {
+    await this.sql.begin(async (tx) => {
+      await tx`DELETE FROM blocked_tokens WHERE until <= ${Date.now()}`;
+      await tx`INSERT INTO blocked_tokens (app, token, until) VALUES (${app}, ${token}, ${until})
+               ON CONFLICT (app, token) DO UPDATE SET until = excluded.until`;
+      const [{ n }] = await tx<Array<{ n: number }>>`SELECT count(*) AS n FROM blocked_tokens`;
+      if (n > BLOCKED_TOKENS_LIMIT) {
+        await tx`DELETE FROM blocked_tokens WHERE (app, token) IN (
+                   SELECT app, token FROM blocked_tokens ORDER BY until LIMIT ${n - BLOCKED_TOKENS_LIMIT})`;
+      }
+    });
+  }
+
+  async isTokenBlocked(app: string, token: string, now: number): Promise<boolean> {
+    const [row] = await this.sql<Array<{ until: number }>>`SELECT until FROM blocked_tokens WHERE app = ${app} AND token = ${token}`;
+    return row !== undefined && row.until > now;
+  }
+
+  async ping(): Promise<void> {
+    await this.sql`SELECT 1`;
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    try {
+      await this.flush();
+    } finally {
+      this.closed = true;
+      if (this.flushTimer) clearTimeout(this.flushTimer);
+      await this.sql.end({ timeout: 5 });
+    }
+  }
+}
+
+function nullableText(value: number | null): string | null {
+  return value === null ? null : String(value);
+}
