@@ -69,7 +69,12 @@ function serverUser(): { uid: number; gid: number } | undefined {
 
 let databases = 0;
 
-export async function startPostgres(): Promise<PostgresInstance> {
+export interface PostgresOptions {
+  /** PEM server certificate and key: the server then offers TLS (ssl=on). */
+  tls?: { cert: string; key: string };
+}
+
+export async function startPostgres(options: PostgresOptions = {}): Promise<PostgresInstance> {
   const bin = postgresBinDir();
   if (!bin) throw new Error(INSTALL);
   const owner = serverUser();
@@ -79,7 +84,16 @@ export async function startPostgres(): Promise<PostgresInstance> {
   mkdirSync(socketDir);
   const pwfile = join(dir, 'pwfile');
   writeFileSync(pwfile, `${PASSWORD}\n`);
-  if (owner) for (const path of [dir, socketDir, pwfile]) chownSync(path, owner.uid, owner.gid);
+  const owned = [dir, socketDir, pwfile];
+  const tlsSettings: string[] = [];
+  if (options.tls) {
+    // The server refuses a key file that others can read.
+    writeFileSync(join(dir, 'server.crt'), options.tls.cert);
+    writeFileSync(join(dir, 'server.key'), options.tls.key, { mode: 0o600 });
+    owned.push(join(dir, 'server.crt'), join(dir, 'server.key'));
+    tlsSettings.push('-c', 'ssl=on', '-c', `ssl_cert_file=${join(dir, 'server.crt')}`, '-c', `ssl_key_file=${join(dir, 'server.key')}`);
+  }
+  if (owner) for (const path of owned) chownSync(path, owner.uid, owner.gid);
   const as = owner ? { uid: owner.uid, gid: owner.gid } : {};
   try {
     execFileSync(join(bin, 'initdb'), ['-D', data, '-U', USER, `--pwfile=${pwfile}`, '--auth=scram-sha-256', '-E', 'UTF8', '--no-sync', '--locale=C'],
@@ -100,7 +114,7 @@ export async function startPostgres(): Promise<PostgresInstance> {
       const started = spawn(join(bin, 'postgres'), [
         '-D', data, '-p', String(port), '-k', socketDir, '-c', 'listen_addresses=127.0.0.1',
         '-c', 'fsync=off', '-c', 'synchronous_commit=off', '-c', 'full_page_writes=off', '-c', 'max_connections=200',
-        '-c', 'shared_buffers=32MB', '-c', 'log_min_messages=warning',
+        '-c', 'shared_buffers=32MB', '-c', 'log_min_messages=warning', ...tlsSettings,
       ], { ...as, cwd: dir, stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, LC_ALL: 'C' } });
       const outcome = await new Promise<'ready' | 'port' | 'exit'>((resolve) => {
         started.stderr!.setEncoding('utf8');
