@@ -178,6 +178,8 @@ export class PostgresStore implements Store {
   private flushTimer: NodeJS.Timeout | undefined;
   private flushing: Promise<void> | undefined;
   private closed = false;
+  /** The migrations this open applied (empty when the schema was current). */
+  appliedAtOpen: number[] = [];
 
   private constructor(sql: Sql, options: PostgresStoreOptions) {
     this.sql = sql;
@@ -199,7 +201,7 @@ export class PostgresStore implements Store {
     }) as unknown as Sql;
     const store = new PostgresStore(sql, options);
     try {
-      await store.migrate();
+      store.appliedAtOpen = await store.migrate();
     } catch (error) {
       await sql.end({ timeout: 1 });
       throw new Error(`storage url "${redactUrl(url)}": ${(error as Error).message}`);
