@@ -8,6 +8,7 @@ import { DEFAULT_COMPONENT_SECRET } from './config/schema.ts';
 import { AppDirectory, type App } from './core/apps.ts';
 import { Dispatcher } from './core/dispatcher.ts';
 import { Registrations } from './core/registrations.ts';
+import { RegisteredNodes } from './core/resolvers/registered.ts';
 import { StatelessDialect } from './core/stateless.ts';
 import { addV1Routes, type HealthReport } from './http/v1.ts';
 import { HttpServer } from './http/server.ts';
@@ -37,8 +38,19 @@ export function createApps(config: Config, logger: Logger): AppDirectory {
   const settings = parseAppSettings(config);
   const apps: App[] = [];
   for (const app of config.apps.values()) {
-    const provider = providerFactories[app.provider].create(settings.get(app.name), { app: app.name, logger: logger.child(`app:${app.name}`) });
-    apps.push({ name: app.name, providerKind: app.provider, provider, stateless: app.stateless });
+    const parsed = settings.get(app.name);
+    const provider = providerFactories[app.provider].create(parsed, { app: app.name, logger: logger.child(`app:${app.name}`) });
+    // What retries need to know of the provider's settings: whether the body is sent, and its ttl.
+    const { includeBody, ttlSeconds } = (parsed ?? {}) as { includeBody?: unknown; ttlSeconds?: unknown };
+    apps.push({
+      name: app.name,
+      providerKind: app.provider,
+      provider,
+      stateless: app.stateless,
+      allowedDomains: app.allowedDomains,
+      includeBody: includeBody === true,
+      ttlSeconds: typeof ttlSeconds === 'number' ? ttlSeconds : undefined,
+    });
   }
   return new AppDirectory(apps);
 }
@@ -66,7 +78,21 @@ export class PushAppServer {
       maxInFlight: config.push.maxInFlight,
       retryMaxAttempts: config.push.retryMaxAttempts,
       retryMaxDelayMs: config.push.retryMaxDelayS * 1000,
+      retryMaxAgeMs: config.push.retryMaxAgeS * 1000,
+      retryMaxBackoffMs: config.push.retryMaxBackoffS * 1000,
+      minIntervalMs: config.push.minIntervalMs,
+      shutdownTimeoutMs: config.push.shutdownTimeoutMs,
+      deadTokenThreshold: config.push.deadTokenThreshold,
+      deadTokenWindowMs: config.push.deadTokenWindowS * 1000,
+      maxPublishesPerDomainPerS: config.push.maxPublishesPerDomainPerS,
+      publishBurstPerDomain: config.push.publishBurstPerDomain,
+      maxStatelessPerDomainPerS: config.push.maxStatelessPerDomainPerS,
+      statelessBurstPerDomain: config.push.statelessBurstPerDomain,
+      maxStatelessInFlight: config.push.maxStatelessInFlight,
     });
+    // Asked in this order: a stored node wins over the stateless reading of the same publish.
+    this.dispatcher.addResolver(new RegisteredNodes(store, apps, logger.child('dispatch')));
+    this.dispatcher.addResolver(new StatelessDialect(store, apps, logger.child('stateless')));
     this.xmpp = new XmppService({
       jid: config.xmpp.componentJid,
       host: config.xmpp.serverHost,
@@ -77,7 +103,6 @@ export class PushAppServer {
       authFailureRetryMs: config.xmpp.authFailureRetryMs,
       maxStanzaBytes: config.xmpp.maxStanzaBytes,
     }, this.dispatcher, logger.child('xmpp'));
-    this.dispatcher.unregisteredNodes = new StatelessDialect(store, apps, this.dispatcher, logger.child('stateless'));
     this.xmpp.useCommands(new AdHocCommands({ registrations: this.registrations, p2: config.p2, logger: logger.child('commands') }));
     if (config.http.enabled) {
       this.http = new HttpServer(logger.child('http'), config.http.maxBodyBytes);
@@ -140,10 +165,15 @@ export class PushAppServer {
       storeOk = false;
       storeError = (error as Error).message;
     }
+    const storeHealth = this.store.health?.();
+    if (storeOk && storeHealth?.state === 'degraded') {
+      storeOk = false;
+      storeError = storeHealth.detail;
+    }
     const apps: Record<string, unknown> = {};
     let appsOk = true;
     for (const app of this.apps.all()) {
-      const status = app.provider.status();
+      const status = this.dispatcher.appStatus(app.name) ?? app.provider.status();
       if (status.state !== 'ok') appsOk = false;
       apps[app.name] = { provider: app.providerKind, ...status };
     }
@@ -156,17 +186,21 @@ export class PushAppServer {
         since: component.connectedSince ? new Date(component.connectedSince).toISOString() : undefined,
         last_error: component.lastError,
       },
-      store: { kind: this.store.kind, state: storeOk ? 'ok' : 'failing', error: storeError },
+      store: { kind: this.store.kind, state: storeOk ? 'ok' : storeHealth?.state === 'degraded' ? 'degraded' : 'failing', error: storeError },
       apps,
     };
   }
 
-  /** Graceful stop: no new HTTP requests, pushes on the way are answered, then everything closes. */
+  /**
+   * Graceful stop: publishes are answered `wait` from now on, pushes on their way get
+   * push.shutdown_timeout_ms to finish, the rest is kept as retries; then everything closes.
+   */
   stop(): Promise<void> {
     this.stopping ??= (async () => {
       this.logger.info('stopping');
+      const dispatching = this.dispatcher.close();
       await this.http?.close();
-      await this.dispatcher.drain();
+      await dispatching;
       await this.xmpp.stop();
       await this.apps.close();
       await this.store.close();

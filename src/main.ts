@@ -7,7 +7,7 @@ import { stringify as toToml } from 'smol-toml';
 import { parseAppSettings, PushAppServer } from './app.ts';
 import { loadConfig } from './config/load.ts';
 import { ConfigError } from './config/reader.ts';
-import type { Config } from './config/schema.ts';
+import { pushDocument, type Config } from './config/schema.ts';
 import { createLogger } from './log.ts';
 import { copyRegistrations } from './store/copy.ts';
 import { openStore } from './store/open.ts';
@@ -65,7 +65,7 @@ export function effectiveDocument(config: Config): Record<string, unknown> {
       max_body_bytes: config.http.maxBodyBytes,
     },
     storage: { url: config.storage.url.replace(/\/\/([^:@/]*):[^@]*@/, '//$1:********@'), pool_size: config.storage.poolSize },
-    push: { timeout_ms: config.push.timeoutMs, max_in_flight: config.push.maxInFlight, retry_max_attempts: config.push.retryMaxAttempts, retry_max_delay_s: config.push.retryMaxDelayS },
+    push: pushDocument(config.push),
     log: { level: config.log.level },
     apps,
   };

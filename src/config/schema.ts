@@ -38,10 +38,50 @@ export interface PushConfig {
   timeoutMs: number;
   /** Pushes on their way at once; more get a `wait` error (our own overload, DESIGN §4). */
   maxInFlight: number;
-  /** Retries of a push that a provider asked us to retry later (429/5xx). 0 turns retrying off. */
-  retryMaxAttempts: number;
-  /** A Retry-After longer than this is not waited for: the push is dropped with a log line. */
+  /** Retries of a push that a provider asked us to retry later. 0 turns retrying off; absent: no count limit (time decides). */
+  retryMaxAttempts: number | undefined;
+  /** The longest single wait between two attempts: a longer Retry-After is shortened to it (before issue #11 such a push was dropped). */
   retryMaxDelayS: number;
+  /** A push is retried until this long after its first attempt (or the app's ttl, when smaller). */
+  retryMaxAgeS: number;
+  /** Cap of the exponential backoff (1 s, 2 s, 4 s … with jitter), so devices wake soon after a provider recovers. */
+  retryMaxBackoffS: number;
+  /** At most one push per node per interval (DESIGN §4); 0 = off. The original's push_appserver_rate_limit. */
+  minIntervalMs: number;
+  /** A graceful stop waits this long for pushes on their way, then keeps the rest as retries. */
+  shutdownTimeoutMs: number;
+  /** Distinct tokens called dead with no delivery in between (within the window) that mark an app misconfigured. */
+  deadTokenThreshold: number;
+  deadTokenWindowS: number;
+  /** Publishes per publishing domain and second (every dialect); 0 = no limit. */
+  maxPublishesPerDomainPerS: number;
+  publishBurstPerDomain: number;
+  /** Stateless publishes per publishing domain and second, on top of the limit above. */
+  maxStatelessPerDomainPerS: number;
+  statelessBurstPerDomain: number;
+  /** Stateless pushes on their way at once. */
+  maxStatelessInFlight: number;
+}
+
+/** The `[push]` table as written keys, for check-config's effective document. */
+export function pushDocument(push: PushConfig): Record<string, number> {
+  return {
+    timeout_ms: push.timeoutMs,
+    max_in_flight: push.maxInFlight,
+    ...(push.retryMaxAttempts !== undefined ? { retry_max_attempts: push.retryMaxAttempts } : {}),
+    retry_max_delay_s: push.retryMaxDelayS,
+    retry_max_age_s: push.retryMaxAgeS,
+    retry_max_backoff_s: push.retryMaxBackoffS,
+    min_interval_ms: push.minIntervalMs,
+    shutdown_timeout_ms: push.shutdownTimeoutMs,
+    dead_token_threshold: push.deadTokenThreshold,
+    dead_token_window_s: push.deadTokenWindowS,
+    max_publishes_per_domain_per_s: push.maxPublishesPerDomainPerS,
+    publish_burst_per_domain: push.publishBurstPerDomain,
+    max_stateless_per_domain_per_s: push.maxStatelessPerDomainPerS,
+    stateless_burst_per_domain: push.statelessBurstPerDomain,
+    max_stateless_in_flight: push.maxStatelessInFlight,
+  };
 }
 
 export interface AppConfig {
@@ -49,6 +89,8 @@ export interface AppConfig {
   provider: string;
   /** fpush dialect: publishes for unknown nodes carrying pushModule=<name> go to this app. */
   stateless: boolean;
+  /** `allowed_domains`: the only domains that may register or publish for this app (lower case); undefined = any. */
+  allowedDomains: string[] | undefined;
   /** The app's table; the provider reads its own keys from it. */
   settings: TableReader;
 }
@@ -129,9 +171,22 @@ export function readConfig(document: Table, source: string): Config {
   const push: PushConfig = {
     timeoutMs: p.integer('timeout_ms', 15_000, { min: 100 }),
     maxInFlight: p.integer('max_in_flight', 10_000, { min: 1 }),
-    retryMaxAttempts: p.integer('retry_max_attempts', 5, { min: 0, max: 100 }),
+    retryMaxAttempts: p.has('retry_max_attempts') ? p.integer('retry_max_attempts', undefined, { min: 0 }) : undefined,
     retryMaxDelayS: p.integer('retry_max_delay_s', 3600, { min: 1 }),
+    retryMaxAgeS: p.integer('retry_max_age_s', 3600, { min: 1 }),
+    retryMaxBackoffS: p.integer('retry_max_backoff_s', 300, { min: 1 }),
+    minIntervalMs: p.integer('min_interval_ms', 0, { min: 0 }),
+    shutdownTimeoutMs: p.integer('shutdown_timeout_ms', 10_000, { min: 0 }),
+    deadTokenThreshold: p.integer('dead_token_threshold', 5, { min: 1 }),
+    deadTokenWindowS: p.integer('dead_token_window_s', 60, { min: 1 }),
+    maxPublishesPerDomainPerS: p.integer('max_publishes_per_domain_per_s', 200, { min: 0 }),
+    publishBurstPerDomain: 0,
+    maxStatelessPerDomainPerS: p.integer('max_stateless_per_domain_per_s', 20, { min: 0 }),
+    statelessBurstPerDomain: 0,
+    maxStatelessInFlight: p.integer('max_stateless_in_flight', 500, { min: 1 }),
   };
+  push.publishBurstPerDomain = p.integer('publish_burst_per_domain', Math.max(1, push.maxPublishesPerDomainPerS * 2), { min: 1 });
+  push.statelessBurstPerDomain = p.integer('stateless_burst_per_domain', Math.max(1, push.maxStatelessPerDomainPerS * 2), { min: 1 });
   p.rejectUnknownKeys();
 
   const l = root.section('log');
@@ -145,7 +200,8 @@ export function readConfig(document: Table, source: string): Config {
     const a = appsTable.section(name);
     const provider = a.nonEmptyString('provider');
     const stateless = a.boolean('stateless', false);
-    apps.set(name, { name, provider, stateless, settings: a });
+    const allowedDomains = domainList(a, 'allowed_domains');
+    apps.set(name, { name, provider, stateless, allowedDomains, settings: a });
   }
   if (apps.size === 0) root.fail('apps', 'no app is configured: add at least one [apps.NAME] table with a provider');
 
@@ -155,6 +211,16 @@ export function readConfig(document: Table, source: string): Config {
   root.rejectUnknownKeys();
 
   return { source, xmpp, http, storage, push, log, apps, dialects, p2 };
+}
+
+function domainList(table: TableReader, key: string): string[] | undefined {
+  if (!table.has(key)) return undefined;
+  const value = table.table[key];
+  table.skip(key);
+  if (!Array.isArray(value) || value.some((item) => typeof item !== 'string' || item.trim() === '' || /[\s/@]/.test(item))) {
+    table.fail(key, 'must be a list of domains, such as ["example.org", "chat.example.net"]');
+  }
+  return (value as string[]).map((domain) => domain.trim().toLowerCase());
 }
 
 function readP2Dialect(table: TableReader, apps: Map<string, AppConfig>): P2DialectConfig {

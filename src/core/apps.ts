@@ -9,6 +9,12 @@ export interface App {
   providerKind: string;
   provider: Provider;
   stateless: boolean;
+  /** `allowed_domains`: the only publishing domains accepted for this app; undefined = any. */
+  allowedDomains?: readonly string[];
+  /** The app sends the message body (`include_body = true`): only then may a retry persist it. */
+  includeBody?: boolean;
+  /** The app's `ttl` in seconds: a push older than this is not retried. */
+  ttlSeconds?: number;
 }
 
 export class AppDirectory {

@@ -1,15 +1,22 @@
 /**
- * One push, from a verified request to a provider and back (DESIGN §2, §4). Transports (the XEP-0357
- * publish handler, POST /push) build a PushRequest, await dispatch() and translate the result:
- * this module decides, they only translate.
+ * One push, from a verified request to a provider and back (DESIGN §2, §4, core/pipeline.ts).
+ * Transports (the XEP-0357 publish handler, POST /push) build a PushRequest, await dispatch() and
+ * translate the result: this module decides, they only translate.
+ *
+ * Every dialect enters here and is resolved by the first resolver that knows the request. What
+ * follows resolution is written once: the app's allow-list, per-domain rate limits, the in-flight
+ * cap, coalescing per target key, the provider call with its timeout, the outcome, bookkeeping and
+ * telemetry. A resolver that throws could not read its store: the publisher is asked to wait.
  */
 import type { Logger } from '../log.ts';
-import type { Notification, Outcome, Summary, Urgency } from '../providers/types.ts';
-import type { Registration, Store } from '../store/types.ts';
+import type { Notification, Outcome, Summary } from '../providers/types.ts';
+import type { Store, StoredRetry } from '../store/types.ts';
 import type { App, AppDirectory } from './apps.ts';
-import { secretsEqual } from './secrets.ts';
-import type { Dialect } from './telemetry.ts';
-import { urgencyOf } from './summary.ts';
+import type { Resolution, ResolvedTarget, Resolver } from './pipeline.ts';
+import { KeyedRateLimiter } from './rate-limit.ts';
+import { RetryQueue } from './retry-queue.ts';
+import { noTelemetry, type Dialect, type ProviderRequestOutcome, type PublishResult, type RetryResult, type Telemetry } from './telemetry.ts';
+import { TokenGuard } from './token-guard.ts';
 
 export interface PushRequest {
   /**
@@ -32,8 +39,13 @@ export type DispatchResult =
   /** Unknown node, wrong secret or dead token: one answer, so nodes cannot be probed. */
   | { kind: 'not-found' }
   | { kind: 'forbidden'; reason: string }
-  /** Transient: the publisher should not give up on this registration. */
-  | { kind: 'temporary'; reason: string; retryAfterMs?: number }
+  /**
+   * Transient: the publisher should not give up on this registration. `cause: 'store'`: our own
+   * store could not answer (XMPP `internal-server-error` rather than `resource-constraint`).
+   */
+  | { kind: 'temporary'; reason: string; retryAfterMs?: number; cause?: 'store' }
+  /** A publisher (domain) over one of our limits: XMPP `wait`/`resource-constraint`, HTTP 429. */
+  | { kind: 'limited'; reason: string; retryAfterMs: number }
   /** This notification cannot be sent, through no fault of the registration. */
   | { kind: 'rejected'; reason: string };
 
@@ -41,14 +53,34 @@ export interface DispatcherOptions {
   timeoutMs: number;
   /** Pushes on their way at once; beyond it publishes get a `wait` error instead of queueing without bound. */
   maxInFlight?: number;
-  retryMaxAttempts: number;
+  /** Stateless pushes on their way at once (they cost our credentials and store nothing). */
+  maxStatelessInFlight?: number;
+  /** Publishes per publishing domain and second, with a burst; 0 = no limit. */
+  maxPublishesPerDomainPerS?: number;
+  publishBurstPerDomain?: number;
+  /** Stateless publishes per publishing domain and second (in addition to the limit above). */
+  maxStatelessPerDomainPerS?: number;
+  statelessBurstPerDomain?: number;
+  /** Attempts after the first; 0 turns retries off; undefined: no count limit (time decides). */
+  retryMaxAttempts?: number;
+  /** The longest single wait between two attempts, a provider's Retry-After included. */
   retryMaxDelayMs: number;
+  /** A push is retried until this long after its first attempt (or the app's ttl, when smaller). */
+  retryMaxAgeMs?: number;
+  /** Our exponential backoff never waits longer than this between attempts. */
+  retryMaxBackoffMs?: number;
+  retryInitialBackoffMs?: number;
+  /** At most one push per node per interval; later publishes merge into one push at the window's end. 0 = off. */
+  minIntervalMs?: number;
+  /** How long a graceful stop waits for pushes on their way before persisting them as retries. */
+  shutdownTimeoutMs?: number;
+  /** Distinct tokens called dead with no delivery in between that mark an app misconfigured. */
+  deadTokenThreshold?: number;
+  deadTokenWindowMs?: number;
+  retryPollMs?: number;
+  telemetry?: Telemetry;
   now?: () => number;
-}
-
-/** Resolves a publish for a node we do not store (the stateless dialect, issue #5). */
-export interface UnregisteredNodeHandler {
-  dispatch(request: PushRequest, notification: Notification): Promise<DispatchResult | undefined>;
+  random?: () => number;
 }
 
 export function domainOf(jid: string): string {
@@ -57,151 +89,525 @@ export function domainOf(jid: string): string {
   return (at === -1 ? withoutResource : withoutResource.slice(at + 1)).toLowerCase();
 }
 
-const RETRY_POLL_MS = 1000;
 const RETRY_BATCH = 200;
+/** Throttle bookkeeping beyond this many keys is swept of entries older than the interval. */
+const THROTTLE_SWEEP_AT = 50_000;
+/** One WARN per key and interval for limits hit, never a line per rejected publish. */
+const LIMIT_WARN_INTERVAL_MS = 60_000;
+
+const PUBLISH_LABEL: Record<DispatchResult['kind'], PublishResult> = {
+  delivered: 'delivered',
+  'not-found': 'not_found',
+  forbidden: 'forbidden',
+  temporary: 'temporary',
+  limited: 'limited',
+  rejected: 'rejected',
+};
+
+const OUTCOME_LABEL: Record<Outcome['kind'], ProviderRequestOutcome> = {
+  delivered: 'delivered',
+  'token-dead': 'token_dead',
+  'retry-after': 'retry',
+  'credentials-rejected': 'credentials_rejected',
+  rejected: 'rejected',
+};
+
+function publishLabel(result: DispatchResult): PublishResult {
+  return result.kind === 'delivered' && result.coalesced ? 'coalesced' : PUBLISH_LABEL[result.kind];
+}
+
+const STORE_FAILED: DispatchResult = { kind: 'temporary', reason: 'the app server cannot read its store', retryAfterMs: 1000, cause: 'store' };
+
+function seconds(since: number): number {
+  return (performance.now() - since) / 1000;
+}
+
+/** One push attempt on its way: a live publish or a leased retry. */
+interface Job {
+  dialect: Dialect;
+  request: PushRequest;
+  target: ResolvedTarget;
+  resolver: Resolver;
+  firstAttemptAt: number;
+  /** Failed attempts before this one. */
+  attempt: number;
+  /** Set for a leased retry. */
+  retry?: StoredRetry;
+  /** Set at a graceful stop's deadline: the push was persisted as a retry and answered; ignore its outcome. */
+  abandoned: boolean;
+  interrupt?: (result: DispatchResult) => void;
+}
+
+interface DeferredRemoval {
+  target: ResolvedTarget;
+  resolver: Resolver;
+  outcome: Extract<Outcome, { kind: 'token-dead' }>;
+}
+
+function storedRequest(request: PushRequest): StoredRetry['request'] {
+  return { dialect: request.dialect, node: request.node, secret: request.secret, from: request.from, options: Object.fromEntries(request.options) };
+}
 
 export class Dispatcher {
   private readonly store: Store;
-  private readonly apps: AppDirectory;
+  readonly apps: AppDirectory;
   private readonly logger: Logger;
-  private readonly options: Required<DispatcherOptions>;
+  private readonly options: Required<Omit<DispatcherOptions, 'retryMaxAttempts'>> & { retryMaxAttempts: number | undefined };
+  private readonly telemetry: Telemetry;
+  private readonly resolvers: Resolver[] = [];
   private readonly inFlight = new Map<string, Promise<DispatchResult>>();
+  private readonly jobs = new Set<Job>();
+  private statelessInFlight = 0;
+  private readonly publishLimiter: KeyedRateLimiter;
+  private readonly statelessLimiter: KeyedRateLimiter;
+  private readonly limitWarnedAt = new Map<string, number>();
+  private readonly lastSentAt = new Map<string, number>();
+  private readonly queue: RetryQueue;
+  private readonly guard: TokenGuard<DeferredRemoval>;
+  private closing = false;
+  private closed: Promise<void> | undefined;
   private retryTimer: NodeJS.Timeout | undefined;
+  private wakeTimer: NodeJS.Timeout | undefined;
+  private wakeAt = Infinity;
   private retryRunning: Promise<void> | undefined;
-  unregisteredNodes: UnregisteredNodeHandler | undefined;
 
   constructor(store: Store, apps: AppDirectory, logger: Logger, options: DispatcherOptions) {
     this.store = store;
     this.apps = apps;
     this.logger = logger;
-    this.options = { now: Date.now, maxInFlight: 10_000, ...options };
+    this.options = {
+      now: Date.now,
+      random: Math.random,
+      maxInFlight: 10_000,
+      maxStatelessInFlight: 1000,
+      maxPublishesPerDomainPerS: 0,
+      publishBurstPerDomain: 0,
+      maxStatelessPerDomainPerS: 0,
+      statelessBurstPerDomain: 0,
+      retryMaxAgeMs: 3600_000,
+      retryMaxBackoffMs: 300_000,
+      retryInitialBackoffMs: 1000,
+      minIntervalMs: 0,
+      shutdownTimeoutMs: 10_000,
+      deadTokenThreshold: 5,
+      deadTokenWindowMs: 60_000,
+      retryPollMs: 1000,
+      telemetry: noTelemetry,
+      ...options,
+      retryMaxAttempts: options.retryMaxAttempts,
+    };
+    this.telemetry = this.options.telemetry;
+    const limiter = (perSecond: number, burst: number) => new KeyedRateLimiter({ perSecond, burst: burst > 0 ? burst : undefined, now: this.options.now });
+    this.publishLimiter = limiter(this.options.maxPublishesPerDomainPerS, this.options.publishBurstPerDomain);
+    this.statelessLimiter = limiter(this.options.maxStatelessPerDomainPerS, this.options.statelessBurstPerDomain);
+    this.queue = new RetryQueue(store, logger);
+    this.guard = new TokenGuard<DeferredRemoval>({ threshold: this.options.deadTokenThreshold, windowMs: this.options.deadTokenWindowMs, now: this.options.now }, logger);
+  }
+
+  /** Resolvers are asked in the order they were added; the first that answers decides. */
+  addResolver(resolver: Resolver): void {
+    this.resolvers.push(resolver);
+  }
+
+  /** Degraded when the app's pushes all come back with dead tokens (likely our configuration). */
+  appStatus(app: string): { state: 'degraded'; detail: string } | undefined {
+    return this.guard.status(app);
   }
 
   async dispatch(request: PushRequest): Promise<DispatchResult> {
-    const registration = await this.store.getByNode(request.node);
-    const notification: Notification = { summary: request.summary, urgency: urgencyOf(request.summary) };
-    if (!registration) {
-      const handled = await this.unregisteredNodes?.dispatch(request, notification);
-      return handled ?? { kind: 'not-found' };
+    const started = performance.now();
+    const resolved = await this.resolve(request);
+    let result: DispatchResult;
+    let app: string;
+    if (resolved.resolution.kind === 'answer') {
+      result = resolved.resolution.result;
+      app = resolved.resolution.app;
+    } else {
+      result = await this.pipeline(resolved.resolution.dialect, request, resolved.resolution.target, resolved.resolver!);
+      app = resolved.resolution.target.app.name;
     }
-    if (request.secret === null || !secretsEqual(registration.secret, request.secret)) return { kind: 'not-found' };
-    if (registration.boundDomain !== null && (request.from === null || domainOf(request.from) !== registration.boundDomain)) {
-      return { kind: 'forbidden', reason: `this node accepts publishes only from ${registration.boundDomain}` };
+    this.telemetry.publishAnswered(app, resolved.resolution.dialect, publishLabel(result), seconds(started));
+    return result;
+  }
+
+  private async resolve(request: PushRequest): Promise<{ resolution: Resolution; resolver?: Resolver }> {
+    for (const resolver of this.resolvers) {
+      let resolution: Resolution | undefined;
+      try {
+        resolution = await resolver.resolve(request);
+      } catch (error) {
+        this.warnLimited('store-lookup', 'cannot look up the publish target: the store failed', { node: request.node, error: (error as Error).message });
+        return { resolution: { kind: 'answer', dialect: request.dialect, app: '', result: STORE_FAILED } };
+      }
+      if (resolution) return { resolution, resolver };
+    }
+    return { resolution: { kind: 'answer', dialect: request.dialect, app: '', result: { kind: 'not-found' } } };
+  }
+
+  private async pipeline(dialect: Dialect, request: PushRequest, target: ResolvedTarget, resolver: Resolver): Promise<DispatchResult> {
+    const { app, publisherDomain } = target;
+    if (publisherDomain !== null) {
+      if (app.allowedDomains !== undefined && !app.allowedDomains.includes(publisherDomain)) {
+        this.warnLimited(`allow:${app.name}:${publisherDomain}`, 'publish from a domain not in the app\'s allowed_domains', { app: app.name, domain: publisherDomain });
+        return { kind: 'forbidden', reason: `${publisherDomain} may not publish for this app` };
+      }
+      const limited = this.overDomainLimit(dialect, publisherDomain);
+      if (limited) return limited;
     }
 
-    // A device needs one wake-up: a publish arriving while one for its node is on the way rides along.
-    const pending = this.inFlight.get(registration.node);
+    // A device needs one wake-up: a publish arriving while one for its key is on the way rides along.
+    const pending = this.inFlight.get(target.key);
     if (pending) {
       const result = await pending;
       return result.kind === 'delivered' ? { kind: 'delivered', coalesced: true } : result;
     }
+    const now = this.options.now();
+    const notification: Notification = { ...target.notification, firstAttemptAt: now };
+    const later = (reason: string, dueAt: number) => this.persist(dialect, request, target, notification, { dueAt, attempt: 0, reason, firstAttemptAt: now });
+    if (this.closing) {
+      await later('the app server was stopping', now);
+      return { kind: 'temporary', reason: 'the app server is stopping', retryAfterMs: 1000 };
+    }
     if (this.inFlight.size >= this.options.maxInFlight) {
-      this.logger.warn('overloaded: too many pushes on their way', { in_flight: this.inFlight.size, node: registration.node });
+      this.warnLimited('in-flight', 'overloaded: too many pushes on their way; publishes are queued as retries', { in_flight: this.inFlight.size });
+      await later('the app server was overloaded', now + 1000);
       return { kind: 'temporary', reason: 'the app server is overloaded', retryAfterMs: 1000 };
     }
-    const sending = this.push(registration, notification, 0);
-    this.inFlight.set(registration.node, sending);
-    try {
-      return await sending;
-    } finally {
-      this.inFlight.delete(registration.node);
+    const stateless = dialect === 'stateless';
+    if (stateless && this.statelessInFlight >= this.options.maxStatelessInFlight) {
+      this.warnLimited('stateless-in-flight', 'too many stateless pushes on their way', { in_flight: this.statelessInFlight });
+      return { kind: 'limited', reason: 'too many stateless pushes on their way', retryAfterMs: 1000 };
     }
+    const windowEnd = this.throttledUntil(target, now);
+    if (windowEnd !== undefined) {
+      // Merged into one push at the window's end (crash-safe: it is a retry row like any other).
+      await later('throttled (push.min_interval_ms)', windowEnd);
+      return { kind: 'delivered', coalesced: true };
+    }
+    const job: Job = { dialect, request, target: { ...target, notification }, resolver, firstAttemptAt: now, attempt: 0, abandoned: false };
+    if (stateless) this.statelessInFlight += 1;
+    try {
+      return await this.run(job);
+    } finally {
+      if (stateless) this.statelessInFlight -= 1;
+    }
+  }
+
+  /** Sends a job with coalescing by key; a graceful stop may answer it before the provider does. */
+  private async run(job: Job): Promise<DispatchResult> {
+    const interrupted = new Promise<DispatchResult>((resolve) => { job.interrupt = resolve; });
+    const sending = this.attempt(job);
+    const answer = Promise.race([sending, interrupted]);
+    this.inFlight.set(job.target.key, answer);
+    this.jobs.add(job);
+    try {
+      return await answer;
+    } finally {
+      this.jobs.delete(job);
+      if (this.inFlight.get(job.target.key) === answer) this.inFlight.delete(job.target.key);
+    }
+  }
+
+  private throttledUntil(target: ResolvedTarget, now: number): number | undefined {
+    const interval = this.options.minIntervalMs;
+    if (interval <= 0) return undefined;
+    const last = this.lastSentAt.get(target.key) ?? target.registration?.lastPushAt ?? undefined;
+    return last !== undefined && now - last < interval ? last + interval : undefined;
+  }
+
+  private noteSent(key: string, now: number): void {
+    if (this.options.minIntervalMs <= 0) return;
+    if (this.lastSentAt.size >= THROTTLE_SWEEP_AT) {
+      for (const [seen, at] of this.lastSentAt) if (now - at >= this.options.minIntervalMs) this.lastSentAt.delete(seen);
+    }
+    this.lastSentAt.delete(key);
+    this.lastSentAt.set(key, now);
+  }
+
+  private async persist(dialect: Dialect, request: PushRequest, target: ResolvedTarget, notification: Notification, when: { dueAt: number; attempt: number; reason: string; firstAttemptAt: number }): Promise<void> {
+    await this.queue.save({
+      key: target.key,
+      dialect,
+      app: target.app.name,
+      request: storedRequest(request),
+      notification: { ...notification, summary: this.persistableSummary(target.app, notification.summary) },
+      ...when,
+    });
+    this.wake(when.dueAt);
+  }
+
+  /** The message body is persisted only when the app sends it (include_body = true). */
+  private persistableSummary(app: App, summary: Summary): Summary {
+    if (app.includeBody || summary.lastMessageBody === undefined) return summary;
+    const { lastMessageBody: _body, ...rest } = summary;
+    return rest;
+  }
+
+  private overDomainLimit(dialect: Dialect, domain: string): DispatchResult | undefined {
+    const checks: Array<[KeyedRateLimiter, string]> = [[this.publishLimiter, 'publishes']];
+    if (dialect === 'stateless') checks.push([this.statelessLimiter, 'stateless publishes']);
+    for (const [limiter, what] of checks) {
+      const decision = limiter.take(domain);
+      if (!decision.allowed) {
+        this.warnLimited(`${what}:${domain}`, `${what} from one domain over the limit`, { domain });
+        return { kind: 'limited', reason: `too many ${what} from ${domain}`, retryAfterMs: decision.retryAfterMs };
+      }
+    }
+    return undefined;
+  }
+
+  private warnLimited(key: string, message: string, fields: Record<string, unknown>): void {
+    const now = this.options.now();
+    const last = this.limitWarnedAt.get(key);
+    if (last !== undefined && now - last < LIMIT_WARN_INTERVAL_MS) return;
+    if (this.limitWarnedAt.size > 10_000) this.limitWarnedAt.clear();
+    this.limitWarnedAt.set(key, now);
+    this.logger.warn(message, { ...fields, note: 'logged at most once a minute' });
   }
 
   /** Sends to an app's provider with the configured timeout; a throw or a timeout is a value here. */
   async send(app: App, target: { node: string; token: string }, notification: Notification): Promise<Outcome> {
+    const started = performance.now();
     let timer: NodeJS.Timeout | undefined;
+    let answered = true;
     const timeout = new Promise<Outcome>((resolve) => {
-      timer = setTimeout(() => resolve({ kind: 'retry-after', ms: 0, reason: `no answer from the provider within ${this.options.timeoutMs} ms` }), this.options.timeoutMs);
+      timer = setTimeout(() => {
+        answered = false;
+        resolve({ kind: 'retry-after', ms: 0, reason: `no answer from the provider within ${this.options.timeoutMs} ms` });
+      }, this.options.timeoutMs);
     });
+    let outcome: Outcome;
     try {
-      return await Promise.race([app.provider.send({ app: app.name, node: target.node, token: target.token }, notification), timeout]);
+      outcome = await Promise.race([app.provider.send({ app: app.name, node: target.node, token: target.token }, notification), timeout]);
     } catch (error) {
       this.logger.error('provider failed unexpectedly', { app: app.name, node: target.node, error });
-      return { kind: 'retry-after', ms: 0, reason: `provider error: ${(error as Error).message}` };
+      answered = false;
+      outcome = { kind: 'retry-after', ms: 0, reason: `provider error: ${(error as Error).message}` };
     } finally {
       clearTimeout(timer);
     }
+    this.telemetry.providerRequest(app.name, app.providerKind, answered ? OUTCOME_LABEL[outcome.kind] : 'error', outcome.status, seconds(started));
+    return outcome;
   }
 
-  private async push(registration: Registration, notification: Notification, attempt: number): Promise<DispatchResult> {
-    const app = this.apps.get(registration.app);
-    if (!app) {
-      this.logger.error('registration names an app that is not configured', { node: registration.node, app: registration.app });
-      return { kind: 'temporary', reason: `app "${registration.app}" is not configured` };
+  private async attempt(job: Job): Promise<DispatchResult> {
+    this.noteSent(job.target.key, this.options.now());
+    const outcome = await this.send(job.target.app, job.target, job.target.notification);
+    if (job.abandoned) return { kind: 'temporary', reason: 'the app server is stopping' };
+    try {
+      return await this.settle(job, outcome);
+    } catch (error) {
+      this.warnLimited('store-settle', 'cannot record a push outcome: the store failed', { node: job.target.node, error: (error as Error).message });
+      return STORE_FAILED;
     }
-    const outcome = await this.send(app, registration, notification);
+  }
+
+  private async settle(job: Job, outcome: Outcome): Promise<DispatchResult> {
+    const { target, resolver } = job;
+    const { app } = target;
     const now = this.options.now();
-    const fields = { app: app.name, node: registration.node };
+    const registered = target.registration !== undefined;
+    const fields = { app: app.name, node: target.node };
     switch (outcome.kind) {
-      case 'delivered':
-        this.store.recordDelivery(registration.node, now);
-        this.logger.debug('pushed', { ...fields, id: outcome.id });
+      case 'delivered': {
+        if (registered) this.store.recordDelivery(target.node, now);
+        await resolver.delivered?.(target);
+        await this.finish(job, 'delivered');
+        for (const deferred of this.guard.delivered(app.name)) {
+          await deferred.resolver.tokenDead(deferred.target, deferred.outcome).catch(() => undefined);
+        }
+        this.logger.debug('pushed', { ...fields, id: outcome.id, attempt: job.attempt });
         return { kind: 'delivered' };
+      }
       case 'token-dead': {
-        const removed = await this.store.removeIfNotRenewedSince(registration.node, outcome.since ?? now);
-        this.logger.info(removed ? 'token is dead, registration removed' : 'token reported dead, but the device re-registered since', { ...fields, reason: outcome.reason });
-        return removed ? { kind: 'not-found' } : { kind: 'temporary', reason: outcome.reason };
+        const { defer, restore } = this.guard.tokenDead(app.name, app.providerKind, target.token, { target, resolver, outcome });
+        for (const registration of restore) {
+          await this.store.insert(registration).catch((error) => this.logger.warn('cannot restore a registration', { node: registration.node, error: (error as Error).message }));
+        }
+        await this.finish(job, 'token_dead');
+        if (defer) {
+          if (registered) this.store.recordFailure(target.node, now, outcome.reason);
+          this.logger.info('token reported dead while the app has not proven its configuration: registration kept', { ...fields, reason: outcome.reason });
+          return { kind: 'temporary', reason: `${outcome.reason} (kept: the app looks misconfigured)` };
+        }
+        const result = await resolver.tokenDead(target, outcome);
+        if (result.kind === 'not-found' && target.registration) this.guard.removed(app.name, target.registration);
+        return result;
       }
-      case 'retry-after': {
-        this.store.recordFailure(registration.node, now, outcome.reason);
-        await this.scheduleRetry(registration.node, notification.urgency, attempt + 1, outcome);
-        return { kind: 'temporary', reason: outcome.reason, retryAfterMs: outcome.ms };
+      case 'retry-after':
+      case 'credentials-rejected': {
+        if (registered) this.store.recordFailure(target.node, now, outcome.reason);
+        if (outcome.kind === 'credentials-rejected') {
+          this.warnLimited(`credentials:${app.name}`, 'the push service rejected OUR credentials: check the app configuration; pushes are kept and retried', { ...fields, reason: outcome.reason });
+        }
+        const retryAfterMs = outcome.kind === 'retry-after' ? outcome.ms : 0;
+        await this.retryLater(job, outcome.reason, retryAfterMs);
+        return outcome.kind === 'retry-after'
+          ? { kind: 'temporary', reason: outcome.reason, retryAfterMs: outcome.ms }
+          : { kind: 'temporary', reason: 'the app server cannot authenticate to the push service' };
       }
-      case 'credentials-rejected':
-        this.store.recordFailure(registration.node, now, outcome.reason);
-        this.logger.error('the push service rejected OUR credentials: check the app configuration', { ...fields, reason: outcome.reason });
-        return { kind: 'temporary', reason: 'the app server cannot authenticate to the push service' };
       case 'rejected':
-        this.store.recordFailure(registration.node, now, outcome.reason);
+        if (registered) this.store.recordFailure(target.node, now, outcome.reason);
         this.logger.warn('push rejected', { ...fields, reason: outcome.reason });
+        await this.finish(job, 'dropped');
         return { kind: 'rejected', reason: outcome.reason };
     }
   }
 
-  private async scheduleRetry(node: string, urgency: Urgency, attempt: number, outcome: { ms: number; reason: string }): Promise<void> {
-    if (attempt > this.options.retryMaxAttempts) {
-      this.logger.warn('giving up on push after retries', { node, attempts: attempt, reason: outcome.reason });
-      return;
-    }
-    // Exponential backoff unless the service named its own delay; never sooner than one second.
-    const delay = Math.max(outcome.ms, 1000 * 2 ** (attempt - 1));
-    if (delay > this.options.retryMaxDelayMs) {
-      this.logger.warn('provider asked for a retry later than retry_max_delay_s; dropping', { node, delay_ms: delay });
-      return;
-    }
-    const scheduled = await this.store.scheduleRetry({ node, dueAt: this.options.now() + delay, attempt, urgency, reason: outcome.reason });
-    this.logger.info(scheduled ? 'push will be retried' : 'push retry already pending', { node, in_ms: delay, attempt, reason: outcome.reason });
+  private async finish(job: Job, result: RetryResult): Promise<void> {
+    if (!job.retry) return;
+    await this.queue.finish(job.retry);
+    this.telemetry.retryFinished(job.target.app.name, result);
   }
 
-  /** Sends the retries that are due; called by the retry loop and by tests. */
+  /** The deadline of a push: retry_max_age_s after its first attempt, or the app's ttl when smaller. */
+  private deadlineOf(app: App, firstAttemptAt: number): number {
+    const ttlMs = app.ttlSeconds !== undefined ? app.ttlSeconds * 1000 : Infinity;
+    return firstAttemptAt + Math.min(this.options.retryMaxAgeMs, ttlMs);
+  }
+
+  /** Capped exponential backoff with jitter, never shorter than the service's Retry-After, never past the deadline. */
+  private async retryLater(job: Job, reason: string, retryAfterMs: number): Promise<void> {
+    const { app } = job.target;
+    const now = this.options.now();
+    const attempt = job.attempt + 1;
+    const max = this.options.retryMaxAttempts;
+    const deadline = this.deadlineOf(app, job.firstAttemptAt);
+    let giveUp: string | undefined;
+    if (max === 0) giveUp = 'retries are off (push.retry_max_attempts = 0)';
+    else if (max !== undefined && attempt > max) giveUp = `after ${max} retries (push.retry_max_attempts)`;
+    else if (now >= deadline) giveUp = 'its time ran out (push.retry_max_age_s or the app\'s ttl)';
+    if (giveUp !== undefined) {
+      this.logger.warn(`giving up on a push: ${giveUp}`, { app: app.name, node: job.target.node, attempts: attempt, reason });
+      await this.finish(job, max !== undefined && attempt > max ? 'dropped' : 'expired');
+      return;
+    }
+    const backoff = Math.min(this.options.retryMaxBackoffMs, this.options.retryInitialBackoffMs * 2 ** Math.min(job.attempt, 30));
+    const jittered = backoff / 2 + this.options.random() * (backoff / 2);
+    const delay = Math.min(this.options.retryMaxDelayMs, Math.max(jittered, retryAfterMs));
+    const dueAt = Math.min(now + delay, deadline);
+    if (job.retry) {
+      await this.queue.reschedule(job.retry, dueAt, attempt, reason);
+      this.telemetry.retryFinished(app.name, 'rescheduled');
+      this.wake(dueAt);
+    } else {
+      await this.persist(job.dialect, job.request, job.target, job.target.notification, { dueAt, attempt, reason, firstAttemptAt: job.firstAttemptAt });
+    }
+    this.logger.info('push will be retried', { app: app.name, node: job.target.node, in_ms: Math.round(dueAt - now), attempt, reason });
+  }
+
+  /** Sends the retries that are due; called by the retry loop and by tests. Returns how many were due. */
   async runDueRetries(): Promise<number> {
-    const due = await this.store.takeDueRetries(this.options.now(), RETRY_BATCH);
-    await Promise.all(due.map(async (retry) => {
-      const registration = await this.store.getByNode(retry.node);
-      if (!registration) return;
-      const result = await this.push(registration, { summary: {}, urgency: retry.urgency }, retry.attempt);
-      this.logger.info('retried push', { node: retry.node, attempt: retry.attempt, result: result.kind });
-    }));
+    if (this.closing) return 0;
+    const now = this.options.now();
+    const leaseUntil = now + 2 * this.options.timeoutMs + 5000;
+    const due = await this.queue.lease(now, RETRY_BATCH, leaseUntil);
+    await Promise.all(due.map((retry) => this.runRetry(retry, now)));
     return due.length;
   }
 
-  startRetryLoop(): void {
-    if (this.retryTimer || this.options.retryMaxAttempts === 0) return;
-    this.retryTimer = setInterval(() => {
-      if (this.retryRunning) return;
-      this.retryRunning = this.runDueRetries()
-        .then(() => undefined, (error) => this.logger.error('retry loop failed', { error }))
-        .finally(() => { this.retryRunning = undefined; });
-    }, RETRY_POLL_MS);
-    this.retryTimer.unref();
+  private async runRetry(retry: StoredRetry, now: number): Promise<void> {
+    // A push for this key is on its way: it carries the news; the lease brings this row back if it fails.
+    if (this.inFlight.has(retry.key)) return;
+    const request: PushRequest = {
+      dialect: retry.request.dialect as Dialect,
+      node: retry.request.node,
+      secret: retry.request.secret,
+      from: retry.request.from,
+      summary: retry.notification.summary,
+      options: new Map(Object.entries(retry.request.options ?? {})),
+    };
+    const resolved = await this.resolve(request);
+    if (resolved.resolution.kind === 'answer') {
+      const result = resolved.resolution.result;
+      if (result.kind === 'temporary' && result.cause === 'store') return;
+      // The registration is gone or changed its secret: nothing is owed to it any more.
+      await this.queue.finish(retry);
+      this.telemetry.retryFinished(retry.app, 'dropped');
+      this.logger.info('pending retry dropped: its target is gone', { node: retry.key, result: result.kind });
+      return;
+    }
+    const target: ResolvedTarget = { ...resolved.resolution.target, notification: { ...retry.notification, firstAttemptAt: retry.firstAttemptAt } };
+    if (now >= this.deadlineOf(target.app, retry.firstAttemptAt)) {
+      await this.queue.finish(retry);
+      this.telemetry.retryFinished(target.app.name, 'expired');
+      this.logger.warn('giving up on a push: its time ran out (push.retry_max_age_s or the app\'s ttl)', { app: target.app.name, node: target.node, attempts: retry.attempt });
+      return;
+    }
+    const windowEnd = this.throttledUntil(target, now);
+    if (windowEnd !== undefined) {
+      await this.queue.reschedule(retry, windowEnd, retry.attempt, retry.reason);
+      this.wake(windowEnd);
+      return;
+    }
+    const job: Job = { dialect: resolved.resolution.dialect, request, target, resolver: resolved.resolver!, firstAttemptAt: retry.firstAttemptAt, attempt: retry.attempt, retry, abandoned: false };
+    const result = await this.run(job);
+    this.logger.info('retried push', { app: target.app.name, node: target.node, attempt: retry.attempt, result: result.kind });
   }
 
-  /** Stops taking retries and waits for pushes on the way. */
-  async drain(): Promise<void> {
-    if (this.retryTimer) clearInterval(this.retryTimer);
-    this.retryTimer = undefined;
-    await this.retryRunning;
-    await Promise.allSettled([...this.inFlight.values()]);
+  private tick(): void {
+    if (this.retryRunning || this.closing) return;
+    this.retryRunning = (async () => {
+      // A full batch means more may be due: keep going.
+      while (!this.closing && (await this.runDueRetries()) === RETRY_BATCH);
+      this.telemetry.retriesPending(await this.queue.count());
+    })()
+      .then(() => undefined, (error) => this.logger.error('retry loop failed', { error }))
+      .finally(() => { this.retryRunning = undefined; });
+  }
+
+  /** Brings the retry loop forward to `dueAt` when that is sooner than its next turn. */
+  private wake(dueAt: number): void {
+    if (!this.retryTimer || this.closing || dueAt >= this.wakeAt) return;
+    if (this.wakeTimer) clearTimeout(this.wakeTimer);
+    this.wakeAt = dueAt;
+    this.wakeTimer = setTimeout(() => {
+      this.wakeTimer = undefined;
+      this.wakeAt = Infinity;
+      if (this.retryRunning) void this.retryRunning.then(() => this.tick());
+      else this.tick();
+    }, Math.max(0, dueAt - this.options.now()) + 5);
+    this.wakeTimer.unref();
+  }
+
+  startRetryLoop(): void {
+    if (this.retryTimer) return;
+    this.retryTimer = setInterval(() => this.tick(), this.options.retryPollMs);
+    this.retryTimer.unref();
+    this.tick();
+  }
+
+  /**
+   * Graceful stop: publishes from now on are persisted and answered `wait`; pushes on their way may
+   * finish within `timeoutMs`; what is still on its way then is persisted as a retry and answered
+   * `wait`. Leased retries still on their way stay in the store and come back when their lease ends.
+   */
+  close(timeoutMs = this.options.shutdownTimeoutMs): Promise<void> {
+    this.closed ??= (async () => {
+      this.closing = true;
+      if (this.retryTimer) clearInterval(this.retryTimer);
+      if (this.wakeTimer) clearTimeout(this.wakeTimer);
+      this.retryTimer = undefined;
+      this.wakeTimer = undefined;
+      let timer: NodeJS.Timeout | undefined;
+      const deadline = new Promise<void>((resolve) => { timer = setTimeout(resolve, timeoutMs); });
+      await Promise.race([Promise.allSettled([this.retryRunning, ...this.inFlight.values()]), deadline]);
+      clearTimeout(timer);
+      const unfinished = [...this.jobs];
+      for (const job of unfinished) {
+        job.abandoned = true;
+        if (!job.retry) {
+          await this.persist(job.dialect, job.request, job.target, job.target.notification, { dueAt: this.options.now(), attempt: job.attempt, reason: 'on its way when the app server stopped', firstAttemptAt: job.firstAttemptAt });
+        }
+        job.interrupt?.({ kind: 'temporary', reason: 'the app server is stopping', retryAfterMs: 1000 });
+      }
+      if (unfinished.length > 0) this.logger.info('pushes still on their way at the stop were kept as retries', { count: unfinished.length });
+    })();
+    return this.closed;
+  }
+
+  /** Kept for callers of the previous API: the graceful stop with the configured timeout. */
+  drain(): Promise<void> {
+    return this.close();
   }
 }

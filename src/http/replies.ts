@@ -14,6 +14,8 @@ export function httpReplyForDispatch(result: DispatchResult, node: string): Http
       const seconds = Math.max(1, Math.ceil((result.retryAfterMs ?? 0) / 1000));
       return text(503, `ERROR\n${result.reason}`, { 'retry-after': String(seconds) });
     }
+    case 'limited':
+      return text(429, `ERROR\n${result.reason}`, { 'retry-after': String(Math.max(1, Math.ceil(result.retryAfterMs / 1000))) });
     case 'rejected':
       return text(422, `ERROR\n${result.reason}`);
   }

@@ -23,6 +23,11 @@ export type Urgency = 'high' | 'normal';
 export interface Notification {
   summary: Summary;
   urgency: Urgency;
+  /**
+   * When the first attempt of this push was made (ms since the epoch), for a retried push: an
+   * expiration (APNS apns-expiration, FCM ttl) counts from it, not from the retry. Absent: now.
+   */
+  firstAttemptAt?: number;
 }
 
 export interface PushTarget {

@@ -17,6 +17,8 @@ export async function openStore(url: string, logger?: Logger, options: OpenStore
   if (url.startsWith('sqlite:')) {
     return new SqliteStore(sqlitePathFromUrl(url), {
       onCheckpointFallback: (error) => logger?.warn('WAL checkpoints are back on the serving thread (their worker thread failed)', { error }),
+      onWriteFailure: (message, pending) => logger?.warn('the database refused a bookkeeping write; kept in memory and retried', { sqlite: message, unwritten: pending }),
+      onWriteRecovered: (downMs) => logger?.info('the database accepts writes again', { down_ms: downMs }),
     });
   }
   if (isPostgresUrl(url)) {

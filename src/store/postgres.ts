@@ -14,8 +14,8 @@
 import { readFileSync } from 'node:fs';
 import type { ConnectionOptions } from 'node:tls';
 import postgres from 'postgres';
-import type { Urgency } from '../providers/types.ts';
-import type { PendingRetry, Registration, Store } from './types.ts';
+import type { Notification, Urgency } from '../providers/types.ts';
+import type { PendingRetry, Registration, Store, StoreHealth, StoredRetry } from './types.ts';
 
 /** Each entry is one migration; never edit one that has shipped, append a new one. */
 const MIGRATIONS: string[] = [
@@ -49,6 +49,13 @@ const MIGRATIONS: string[] = [
      PRIMARY KEY (app, token)
    );
    CREATE INDEX blocked_tokens_by_until ON blocked_tokens (until);`,
+  // Issue #11: a retry row holds the whole push (the node column is the target key), leased by revision.
+  `ALTER TABLE pending_retries ADD COLUMN dialect TEXT NOT NULL DEFAULT 'xep0357';
+   ALTER TABLE pending_retries ADD COLUMN app TEXT NOT NULL DEFAULT '';
+   ALTER TABLE pending_retries ADD COLUMN request JSONB;
+   ALTER TABLE pending_retries ADD COLUMN notification JSONB;
+   ALTER TABLE pending_retries ADD COLUMN first_attempt_at BIGINT NOT NULL DEFAULT 0;
+   ALTER TABLE pending_retries ADD COLUMN revision INTEGER NOT NULL DEFAULT 1;`,
 ];
 
 /** pg_advisory_xact_lock key: "push-appserver migrations" (any constant works; this one is ours). */
@@ -82,6 +89,43 @@ interface Row {
   last_error_at: number | null;
   last_error: string | null;
   push_count: number;
+}
+
+interface RetryRow {
+  node: string;
+  /** The due time before this lease. */
+  leased_from: number;
+  attempt: number;
+  urgency: Urgency;
+  reason: string;
+  dialect: string;
+  app: string;
+  request: StoredRetry['request'] | null;
+  notification: Notification | null;
+  first_attempt_at: number;
+  revision: number;
+  reg_secret: string | null;
+  reg_domain: string | null;
+  reg_app: string | null;
+}
+
+function toStoredRetry(row: RetryRow): StoredRetry {
+  // Rows written by scheduleRetry (before issue #11) hold only the urgency: the registration supplies the rest.
+  const request = row.request ?? { dialect: 'xep0357', node: row.node, secret: row.reg_secret, from: row.reg_domain, options: {} };
+  const notification: Notification = row.notification ?? { summary: {}, urgency: row.urgency };
+  notification.urgency = row.urgency;
+  return {
+    key: row.node,
+    dialect: row.dialect,
+    app: row.app !== '' ? row.app : row.reg_app ?? '',
+    request,
+    notification,
+    firstAttemptAt: row.first_attempt_at !== 0 ? row.first_attempt_at : row.leased_from,
+    dueAt: row.leased_from,
+    attempt: row.attempt,
+    reason: row.reason,
+    revision: row.revision,
+  };
 }
 
 function toRegistration(row: Row): Registration {
@@ -178,6 +222,8 @@ export class PostgresStore implements Store {
   private flushTimer: NodeJS.Timeout | undefined;
   private flushing: Promise<void> | undefined;
   private closed = false;
+  /** Set while background bookkeeping writes fail. */
+  private writeFailure: { since: number; message: string } | undefined;
   /** The migrations this open applied (empty when the schema was current). */
   appliedAtOpen: number[] = [];
 
@@ -358,10 +404,12 @@ export class PostgresStore implements Store {
       this.writing = batch;
       try {
         await this.write(batch);
+        this.writeFailure = undefined;
       } catch (error) {
         // Kept for the next flush: the database may be back by then.
         for (const [node, stats] of batch) this.mergeBack(node, stats);
-        this.onFlushError(error as Error);
+        if (!this.writeFailure) this.onFlushError(error as Error);
+        this.writeFailure = { since: this.writeFailure?.since ?? Date.now(), message: (error as Error).message };
         return;
       } finally {
         this.writing = new Map();
@@ -441,8 +489,53 @@ export class PostgresStore implements Store {
       .sort((a, b) => a.dueAt - b.dueAt);
   }
 
-  async cancelRetry(node: string): Promise<void> {
-    await this.sql`DELETE FROM pending_retries WHERE node = ${node}`;
+  async cancelRetry(key: string): Promise<void> {
+    await this.sql`DELETE FROM pending_retries WHERE node = ${key}`;
+  }
+
+  /** One statement: a second instance saving the same key at once merges into the row, never duplicates it. */
+  async saveRetry(retry: Omit<StoredRetry, 'revision'>): Promise<void> {
+    const notification = { summary: retry.notification.summary, urgency: retry.notification.urgency, firstAttemptAt: retry.notification.firstAttemptAt };
+    await this.sql`
+      INSERT INTO pending_retries AS p (node, due_at, attempt, urgency, reason, dialect, app, request, notification, first_attempt_at, revision)
+      VALUES (${retry.key}, ${retry.dueAt}, ${retry.attempt}, ${retry.notification.urgency}, ${retry.reason}, ${retry.dialect}, ${retry.app},
+              ${this.sql.json(retry.request as unknown as postgres.JSONValue)}, ${this.sql.json(notification as unknown as postgres.JSONValue)}, ${retry.firstAttemptAt}, 1)
+      ON CONFLICT (node) DO UPDATE SET
+        due_at = least(p.due_at, excluded.due_at),
+        attempt = greatest(p.attempt, excluded.attempt),
+        urgency = CASE WHEN p.urgency = 'high' OR excluded.urgency = 'high' THEN 'high' ELSE 'normal' END,
+        reason = excluded.reason, dialect = excluded.dialect, app = excluded.app, request = excluded.request,
+        notification = excluded.notification, first_attempt_at = excluded.first_attempt_at, revision = p.revision + 1`;
+  }
+
+  /**
+   * Leases due rows in one statement. SKIP LOCKED: instances leasing at once get disjoint rows and
+   * neither waits; the lease (due_at moved to leaseUntil) keeps a crashed instance's rows from being
+   * sent again before it ends, and then any instance takes them.
+   */
+  async leaseDueRetries(now: number, limit: number, leaseUntil: number): Promise<StoredRetry[]> {
+    const rows = await this.sql<RetryRow[]>`
+      WITH picked AS (
+        SELECT node, due_at FROM pending_retries WHERE due_at <= ${now} ORDER BY due_at LIMIT ${limit} FOR UPDATE SKIP LOCKED)
+      UPDATE pending_retries AS r SET due_at = ${leaseUntil}
+      FROM picked LEFT JOIN registrations g ON g.node = picked.node
+      WHERE r.node = picked.node
+      RETURNING r.node, picked.due_at AS leased_from, r.attempt, r.urgency, r.reason, r.dialect, r.app, r.request, r.notification,
+                r.first_attempt_at, r.revision, g.secret AS reg_secret, g.bound_domain AS reg_domain, g.app AS reg_app`;
+    return rows.map(toStoredRetry).sort((a, b) => a.dueAt - b.dueAt);
+  }
+
+  async finishRetry(key: string, revision: number): Promise<void> {
+    await this.sql`DELETE FROM pending_retries WHERE node = ${key} AND revision = ${revision}`;
+  }
+
+  async rescheduleRetry(key: string, dueAt: number, attempt: number, reason: string): Promise<void> {
+    await this.sql`UPDATE pending_retries SET due_at = ${dueAt}, attempt = ${attempt}, reason = ${reason} WHERE node = ${key}`;
+  }
+
+  async countRetries(): Promise<number> {
+    const [row] = await this.sql<Array<{ n: number }>>`SELECT count(*) AS n FROM pending_retries`;
+    return row.n;
   }
 
   async blockToken(app: string, token: string, until: number): Promise<void> {
@@ -461,6 +554,11 @@ export class PostgresStore implements Store {
   async isTokenBlocked(app: string, token: string, now: number): Promise<boolean> {
     const [row] = await this.sql<Array<{ until: number }>>`SELECT until FROM blocked_tokens WHERE app = ${app} AND token = ${token}`;
     return row !== undefined && row.until > now;
+  }
+
+  health(): StoreHealth {
+    if (!this.writeFailure) return { state: 'ok' };
+    return { state: 'degraded', detail: `bookkeeping writes failing since ${new Date(this.writeFailure.since).toISOString()}: ${this.writeFailure.message}` };
   }
 
   async ping(): Promise<void> {

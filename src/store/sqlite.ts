@@ -8,9 +8,9 @@
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
-import type { PendingRetry, Registration, Store } from './types.ts';
+import type { PendingRetry, Registration, Store, StoreHealth, StoredRetry } from './types.ts';
 import { WalCheckpointer } from './wal-checkpointer.ts';
-import type { Urgency } from '../providers/types.ts';
+import type { Notification, Urgency } from '../providers/types.ts';
 
 const MIGRATIONS: string[] = [
   `CREATE TABLE registrations (
@@ -43,7 +43,61 @@ const MIGRATIONS: string[] = [
      PRIMARY KEY (app, token)
    ) WITHOUT ROWID;
    CREATE INDEX blocked_tokens_by_until ON blocked_tokens (until);`,
+  // Issue #11: a retry row holds the whole push (the node column is the target key).
+  `ALTER TABLE pending_retries ADD COLUMN dialect TEXT NOT NULL DEFAULT 'xep0357';
+   ALTER TABLE pending_retries ADD COLUMN app TEXT NOT NULL DEFAULT '';
+   ALTER TABLE pending_retries ADD COLUMN request TEXT;
+   ALTER TABLE pending_retries ADD COLUMN notification TEXT;
+   ALTER TABLE pending_retries ADD COLUMN first_attempt_at INTEGER NOT NULL DEFAULT 0;
+   ALTER TABLE pending_retries ADD COLUMN revision INTEGER NOT NULL DEFAULT 1;`,
 ];
+
+/**
+ * How long a write waits for another connection's lock. Short: the serving thread must never
+ * block for seconds; a failed bookkeeping write is kept and retried asynchronously instead.
+ */
+export const BUSY_TIMEOUT_MS = 75;
+const WRITE_RETRY_MIN_MS = 250;
+const WRITE_RETRY_MAX_MS = 30_000;
+/** Bookkeeping kept in memory while the database refuses writes; beyond it the oldest is dropped (counters only). */
+const UNWRITTEN_LIMIT = 200_000;
+
+interface RetryRow {
+  node: string;
+  due_at: number;
+  attempt: number;
+  urgency: Urgency;
+  reason: string;
+  dialect: string;
+  app: string;
+  request: string | null;
+  notification: string | null;
+  first_attempt_at: number;
+  revision: number;
+  reg_secret: string | null;
+  reg_domain: string | null;
+  reg_app: string | null;
+}
+
+function toStoredRetry(row: RetryRow): StoredRetry {
+  // Rows written before issue #11 hold only the urgency: the registration supplies the rest.
+  const request = row.request !== null ? JSON.parse(row.request) as StoredRetry['request']
+    : { dialect: 'xep0357', node: row.node, secret: row.reg_secret, from: row.reg_domain, options: {} };
+  const notification = row.notification !== null ? JSON.parse(row.notification) as Notification : { summary: {} , urgency: row.urgency };
+  notification.urgency = row.urgency;
+  return {
+    key: row.node,
+    dialect: row.dialect,
+    app: row.app !== '' ? row.app : row.reg_app ?? '',
+    request,
+    notification,
+    firstAttemptAt: row.first_attempt_at !== 0 ? row.first_attempt_at : row.due_at,
+    dueAt: row.due_at,
+    attempt: row.attempt,
+    reason: row.reason,
+    revision: row.revision,
+  };
+}
 
 const FLUSH_INTERVAL_MS = 250;
 const FLUSH_BATCH = 2000;
@@ -106,6 +160,9 @@ export function sqlitePathFromUrl(url: string): string {
 export interface SqliteStoreOptions {
   /** The checkpoint thread failed; checkpoints happen on the serving connection from now on. */
   onCheckpointFallback?: (error: Error) => void;
+  /** A bookkeeping write failed (kept, retried with backoff): told at most once a minute with SQLite's message. */
+  onWriteFailure?: (message: string, pending: number) => void;
+  onWriteRecovered?: (downMs: number) => void;
 }
 
 export class SqliteStore implements Store {
@@ -115,13 +172,19 @@ export class SqliteStore implements Store {
   private readonly pending = new Map<string, PendingStats>();
   private flushTimer: NodeJS.Timeout | undefined;
   private flushImmediate: NodeJS.Immediate | undefined;
+  /** Set while bookkeeping writes fail: the last error, and when to try again. */
+  private writeFailure: { message: string; since: number; delayMs: number; warnedAt: number } | undefined;
+  private readonly onWriteFailure: (message: string, pending: number) => void;
+  private readonly onWriteRecovered: (downMs: number) => void;
   /** Undefined for an in-memory database, which has no WAL. */
   readonly checkpointer: WalCheckpointer | undefined;
 
   constructor(path: string, options: SqliteStoreOptions = {}) {
+    this.onWriteFailure = options.onWriteFailure ?? (() => {});
+    this.onWriteRecovered = options.onWriteRecovered ?? (() => {});
     if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
     this.db = new DatabaseSync(path);
-    this.db.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;');
+    this.db.exec(`PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = ${BUSY_TIMEOUT_MS}; PRAGMA foreign_keys = ON;`);
     this.migrate();
     if (path !== ':memory:') this.checkpointer = new WalCheckpointer(this.db, path, { onFallback: options.onCheckpointFallback });
     const p = (sql: string) => this.db.prepare(sql);
@@ -148,6 +211,19 @@ export class SqliteStore implements Store {
       blockedCount: p('SELECT count(*) AS n FROM blocked_tokens'),
       unblockOldest: p('DELETE FROM blocked_tokens WHERE (app, token) IN (SELECT app, token FROM blocked_tokens ORDER BY until LIMIT ?)'),
       ping: p('SELECT 1'),
+      retrySave: p(`INSERT INTO pending_retries (node, due_at, attempt, urgency, reason, dialect, app, request, notification, first_attempt_at, revision)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)
+                    ON CONFLICT (node) DO UPDATE SET due_at = min(due_at, excluded.due_at), attempt = max(attempt, excluded.attempt),
+                      urgency = CASE WHEN urgency = 'high' OR excluded.urgency = 'high' THEN 'high' ELSE 'normal' END,
+                      reason = excluded.reason, dialect = excluded.dialect, app = excluded.app, request = excluded.request,
+                      notification = excluded.notification, first_attempt_at = excluded.first_attempt_at, revision = revision + 1`),
+      retryLeaseSelect: p(`SELECT r.*, g.secret AS reg_secret, g.bound_domain AS reg_domain, g.app AS reg_app
+                           FROM pending_retries r LEFT JOIN registrations g ON g.node = r.node
+                           WHERE r.due_at <= ? ORDER BY r.due_at LIMIT ?`),
+      retryLeaseUpdate: p('UPDATE pending_retries SET due_at = ? WHERE node = ?'),
+      retryFinish: p('DELETE FROM pending_retries WHERE node = ? AND revision = ?'),
+      retryReschedule: p('UPDATE pending_retries SET due_at = ?, attempt = ?, reason = ? WHERE node = ?'),
+      retryCount: p('SELECT count(*) AS n FROM pending_retries'),
     };
   }
 
@@ -167,7 +243,10 @@ export class SqliteStore implements Store {
       work();
       this.db.exec('COMMIT');
     } catch (error) {
-      this.db.exec('ROLLBACK');
+      // SQLite may have rolled back by itself (SQLITE_FULL, SQLITE_IOERR): the first error is the one to report.
+      try {
+        if (this.db.isTransaction) this.db.exec('ROLLBACK');
+      } catch { /* the original error says more */ }
       throw error;
     }
   }
@@ -236,7 +315,8 @@ export class SqliteStore implements Store {
     if (!stats) {
       stats = { deliveries: 0, lastPushAt: null, lastErrorAt: null, lastError: null };
       this.pending.set(node, stats);
-      if (this.pending.size >= FLUSH_BACKSTOP) this.flush();
+      if (this.writeFailure) this.boundUnwritten();
+      else if (this.pending.size >= FLUSH_BACKSTOP) this.flush();
       else if (this.pending.size >= FLUSH_BATCH) this.flushImmediate ??= setImmediate(() => this.flushSlice()).unref();
       else this.flushTimer ??= setTimeout(() => this.flushSlice(), FLUSH_INTERVAL_MS).unref();
     }
@@ -284,15 +364,67 @@ export class SqliteStore implements Store {
     this.flushImmediate = undefined;
   }
 
+  /**
+   * Writes a batch of bookkeeping. A failure (disk full, read-only file, SQLITE_BUSY beyond the
+   * short busy timeout) never throws to the caller: the batch goes back to the pending map and is
+   * written again after a backoff, and health() says degraded until a write succeeds.
+   */
   private write(batch: Array<[string, PendingStats]>): void {
-    if (batch.length === 0) return;
-    this.transaction(() => {
-      for (const [node, stats] of batch) {
-        if (stats.deliveries > 0) this.statements.delivered.run(stats.deliveries, stats.lastPushAt, node);
-        if (stats.lastErrorAt !== null) this.statements.failed.run(stats.lastErrorAt, stats.lastError, node);
-      }
-    });
+    if (batch.length === 0 || !this.db.isOpen) return;
+    try {
+      this.transaction(() => {
+        for (const [node, stats] of batch) {
+          if (stats.deliveries > 0) this.statements.delivered.run(stats.deliveries, stats.lastPushAt, node);
+          if (stats.lastErrorAt !== null) this.statements.failed.run(stats.lastErrorAt, stats.lastError, node);
+        }
+      });
+    } catch (error) {
+      this.keepUnwritten(batch, (error as Error).message);
+      return;
+    }
     this.checkpointer?.noteWrite();
+    if (this.writeFailure) {
+      const downMs = Date.now() - this.writeFailure.since;
+      this.writeFailure = undefined;
+      this.onWriteRecovered(downMs);
+    }
+  }
+
+  private keepUnwritten(batch: Array<[string, PendingStats]>, message: string): void {
+    for (const [node, stats] of batch) {
+      const newer = this.pending.get(node);
+      if (newer) {
+        newer.deliveries += stats.deliveries;
+        newer.lastPushAt ??= stats.lastPushAt;
+        if (newer.lastErrorAt === null) {
+          newer.lastErrorAt = stats.lastErrorAt;
+          newer.lastError = stats.lastError;
+        }
+      } else {
+        this.pending.set(node, stats);
+      }
+    }
+    const now = Date.now();
+    const failure = this.writeFailure ?? { message, since: now, delayMs: WRITE_RETRY_MIN_MS / 2, warnedAt: 0 };
+    failure.message = message;
+    failure.delayMs = Math.min(WRITE_RETRY_MAX_MS, failure.delayMs * 2);
+    this.writeFailure = failure;
+    if (now - failure.warnedAt >= 60_000) {
+      failure.warnedAt = now;
+      this.onWriteFailure(message, this.pending.size);
+    }
+    this.boundUnwritten();
+    this.cancelFlush();
+    this.flushTimer = setTimeout(() => this.flushSlice(), failure.delayMs).unref();
+  }
+
+  /** While writes fail, memory stays bounded: the oldest counters are given up first. */
+  private boundUnwritten(): void {
+    while (this.pending.size > UNWRITTEN_LIMIT) this.pending.delete(this.pending.keys().next().value as string);
+  }
+
+  health(): StoreHealth {
+    return this.writeFailure ? { state: 'degraded', detail: `bookkeeping writes failing since ${new Date(this.writeFailure.since).toISOString()}: ${this.writeFailure.message}` } : { state: 'ok' };
   }
 
   async list(options: { after?: string; limit: number }): Promise<Registration[]> {
@@ -324,6 +456,36 @@ export class SqliteStore implements Store {
     return due;
   }
 
+  async saveRetry(retry: Omit<StoredRetry, 'revision'>): Promise<void> {
+    const notification = { summary: retry.notification.summary, urgency: retry.notification.urgency, firstAttemptAt: retry.notification.firstAttemptAt };
+    this.statements.retrySave.run(retry.key, retry.dueAt, retry.attempt, retry.notification.urgency, retry.reason, retry.dialect, retry.app,
+      JSON.stringify(retry.request), JSON.stringify(notification), retry.firstAttemptAt);
+    this.checkpointer?.noteWrite();
+  }
+
+  async leaseDueRetries(now: number, limit: number, leaseUntil: number): Promise<StoredRetry[]> {
+    let due: StoredRetry[] = [];
+    this.transaction(() => {
+      due = (this.statements.retryLeaseSelect.all(now, limit) as unknown as RetryRow[]).map(toStoredRetry);
+      for (const retry of due) this.statements.retryLeaseUpdate.run(leaseUntil, retry.key);
+    });
+    if (due.length > 0) this.checkpointer?.noteWrite();
+    return due;
+  }
+
+  async finishRetry(key: string, revision: number): Promise<void> {
+    if (Number(this.statements.retryFinish.run(key, revision).changes) > 0) this.checkpointer?.noteWrite();
+  }
+
+  async rescheduleRetry(key: string, dueAt: number, attempt: number, reason: string): Promise<void> {
+    this.statements.retryReschedule.run(dueAt, attempt, reason, key);
+    this.checkpointer?.noteWrite();
+  }
+
+  async countRetries(): Promise<number> {
+    return (this.statements.retryCount.get() as { n: number }).n;
+  }
+
   async cancelRetry(node: string): Promise<void> {
     if (Number(this.statements.retryDelete.run(node).changes) > 0) this.checkpointer?.noteWrite();
   }
@@ -350,6 +512,8 @@ export class SqliteStore implements Store {
   async close(): Promise<void> {
     if (!this.db.isOpen) return;
     this.flush();
+    this.cancelFlush();
+    if (this.writeFailure) this.onWriteFailure(`closing with ${this.pending.size} bookkeeping rows unwritten: ${this.writeFailure.message}`, this.pending.size);
     await this.checkpointer?.close();
     this.db.close();
   }

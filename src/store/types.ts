@@ -2,7 +2,7 @@
  * The storage port. Every backend (SQLite embedded, PostgreSQL) implements this and runs the same
  * contract suite (test/unit/store-contract.ts). Times are milliseconds since the epoch.
  */
-import type { Urgency } from '../providers/types.ts';
+import type { Notification, Urgency } from '../providers/types.ts';
 
 export interface Registration {
   /** The XEP-0357 pubsub node: the key every publish is looked up by. */
@@ -35,6 +35,38 @@ export interface PendingRetry {
   reason: string;
 }
 
+/**
+ * A push that is still owed to a device (issue #11): a provider asked us to retry, a publish was
+ * throttled into a later push, or it was on its way when we stopped. The row holds everything the
+ * provider request needs, so the retried push is the same push.
+ */
+export interface StoredRetry {
+  /** The target key (a registered node, or `app\0token` for stateless): at most one row per key. */
+  key: string;
+  /** The dialect the pipeline resolved it as (telemetry label). */
+  dialect: string;
+  app: string;
+  /** What the resolver needs to find the target again (the transport's request minus the summary). */
+  request: { dialect: string; node: string; secret: string | null; from: string | null; options: Record<string, string> };
+  /** Summary, urgency and first attempt time; the message body only when the app's include_body put it there. */
+  notification: Notification;
+  /** When the first attempt was made (ms): retries end `retry_max_age_s` after it; expirations count from it. */
+  firstAttemptAt: number;
+  /** Not sent before this time. While leased: the lease's end. */
+  dueAt: number;
+  /** Attempts that failed so far (0 for a throttled or interrupted push). */
+  attempt: number;
+  reason: string;
+  /** Bumped by every saveRetry of the key; finishRetry removes only the revision it leased. */
+  revision: number;
+}
+
+export interface StoreHealth {
+  state: 'ok' | 'degraded';
+  /** What the database said last, when degraded. */
+  detail?: string;
+}
+
 export interface Store {
   readonly kind: string;
   getByNode(node: string): Promise<Registration | undefined>;
@@ -51,11 +83,34 @@ export interface Store {
   list(options: { after?: string; limit: number }): Promise<Registration[]>;
   count(): Promise<number>;
 
-  /** Remembers a push to retry; false when one is already pending for the node (one wake-up is enough). */
+  /** Legacy (before issue #11): one row per node holding only the urgency. Kept for existing callers. */
   scheduleRetry(retry: PendingRetry): Promise<boolean>;
-  /** Removes and returns the retries due at `now`, oldest first. */
+  /** Legacy: removes and returns due rows before sending them (lost on a crash): use leaseDueRetries. */
   takeDueRetries(now: number, limit: number): Promise<PendingRetry[]>;
-  cancelRetry(node: string): Promise<void>;
+  /** Removes the pending retry of a key (any revision). */
+  cancelRetry(key: string): Promise<void>;
+
+  /*
+   * The retry queue (issue #11). Rules every backend keeps:
+   * - One row per key. saveRetry inserts, or merges into the row already there: request,
+   *   notification, reason, app, dialect and firstAttemptAt become the new ones (the newer push
+   *   carries the newer summary), dueAt becomes the earlier of the two, attempt the larger, and
+   *   revision is incremented. A new row starts at revision 1.
+   * - leaseDueRetries takes up to `limit` rows with dueAt <= now, oldest due first, and in the same
+   *   transaction sets their dueAt to `leaseUntil`, so a second worker (or this one after a crash)
+   *   does not send them again before the lease ends; it returns them with dueAt as it was and
+   *   their revision. PostgreSQL: UPDATE … WHERE key IN (SELECT key … ORDER BY due_at LIMIT n
+   *   FOR UPDATE SKIP LOCKED) RETURNING ….
+   * - A row leaves the queue only through finishRetry after the outcome is known: it deletes the
+   *   row only when its revision is still the leased one (a newer push merged meanwhile stays).
+   * - rescheduleRetry sets dueAt, attempt and reason of the row (any revision; no-op when gone).
+   * - Removing a registration (remove, removeIfNotRenewedSince) removes the retry keyed by its node.
+   */
+  saveRetry(retry: Omit<StoredRetry, 'revision'>): Promise<void>;
+  leaseDueRetries(now: number, limit: number, leaseUntil: number): Promise<StoredRetry[]>;
+  finishRetry(key: string, revision: number): Promise<void>;
+  rescheduleRetry(key: string, dueAt: number, attempt: number, reason: string): Promise<void>;
+  countRetries(): Promise<number>;
 
   /** Token block list for the stateless dialect: dead tokens are not sent to again until expiry. */
   blockToken(app: string, token: string, until: number): Promise<void>;
@@ -63,6 +118,11 @@ export interface Store {
 
   /** Throws when the backend cannot answer (for health). */
   ping(): Promise<void>;
+  /**
+   * Degraded while batched bookkeeping writes fail (kept in memory and retried with backoff);
+   * ok again after a write succeeds. Backends without batching may omit it.
+   */
+  health?(): StoreHealth;
   /** Writes pending bookkeeping and closes. */
   close(): Promise<void>;
 }

@@ -15,6 +15,9 @@ export function replyForDispatch(result: DispatchResult): true | IqError {
     case 'forbidden':
       return iqError('auth', 'forbidden', result.reason);
     case 'temporary':
+      // Our own store failing is our fault, not the publisher's load: say so.
+      return iqError('wait', result.cause === 'store' ? 'internal-server-error' : 'resource-constraint', result.reason);
+    case 'limited':
       return iqError('wait', 'resource-constraint', result.reason);
     case 'rejected':
       // Not the registration's fault (e.g. one oversized body): never make the server disable push.

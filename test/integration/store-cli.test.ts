@@ -74,7 +74,7 @@ test('migrate brings a new PostgreSQL database up to date, and a second run find
   const file = configFile(server.url(database));
   const first = await cli(['migrate', '--config', file]);
   assert.equal(first.status, 0, first.stderr);
-  assert.match(first.stdout, /postgres schema is up to date \(applied migration 1\)/);
+  assert.match(first.stdout, /postgres schema is up to date \(applied migrations 1, 2\)/);
   const second = await cli(['migrate', '--config', file]);
   assert.equal(second.status, 0, second.stderr);
   assert.match(second.stdout, /postgres schema is up to date \(nothing to apply\)/);

@@ -2,8 +2,14 @@ import assert from 'node:assert/strict';
 import { beforeEach, describe, test } from 'node:test';
 import { Dispatcher, type PushRequest } from '../../src/core/dispatcher.ts';
 import { Registrations } from '../../src/core/registrations.ts';
+import { RegisteredNodes } from '../../src/core/resolvers/registered.ts';
 import { silentLogger } from '../../src/log.ts';
 import { SqliteStore } from '../../src/store/sqlite.ts';
+import { StatelessDialect } from '../../src/core/stateless.ts';
+import { AppDirectory } from '../../src/core/apps.ts';
+import type { Telemetry } from '../../src/core/telemetry.ts';
+import { replyForDispatch } from '../../src/xmpp/replies.ts';
+import { httpReplyForDispatch } from '../../src/http/replies.ts';
 import { directoryOf, scriptedProvider, type ScriptedProvider } from '../support/fakes.ts';
 
 describe('dispatcher', () => {
@@ -24,6 +30,7 @@ describe('dispatcher', () => {
     provider = scriptedProvider();
     const apps = directoryOf({ apns: provider });
     dispatcher = new Dispatcher(store, apps, silentLogger, { timeoutMs: 200, retryMaxAttempts: 3, retryMaxDelayMs: 60_000, now: () => now });
+    dispatcher.addResolver(new RegisteredNodes(store, apps, silentLogger, () => now));
     const registered = await new Registrations(store, apps, () => now).register({ app: 'apns', deviceId: 'dev', token: 'tok' });
     assert.ok(registered.ok);
     ({ node, secret } = registered.registration);
@@ -117,6 +124,7 @@ describe('dispatcher', () => {
     const other = await new Registrations(store, directoryOf({ apns: provider }), () => now).register({ app: 'apns', deviceId: 'dev-2', token: 'tok-2' });
     assert.ok(other.ok);
     const limited = new Dispatcher(store, directoryOf({ apns: provider }), silentLogger, { timeoutMs: 1000, maxInFlight: 1, retryMaxAttempts: 0, retryMaxDelayMs: 1000 });
+    limited.addResolver(new RegisteredNodes(store, directoryOf({ apns: provider }), silentLogger));
     let release!: () => void;
     provider.send = async () => { await new Promise<void>((resolve) => { release = resolve; }); return { kind: 'delivered' }; };
     const first = limited.dispatch(request());
@@ -134,5 +142,85 @@ describe('dispatcher', () => {
     assert.equal((await dispatcher.dispatch(request({ ...bound, from: 'evil.example' }))).kind, 'forbidden');
     assert.equal((await dispatcher.dispatch(request({ ...bound, from: 'home.example' }))).kind, 'delivered');
     assert.equal((await dispatcher.dispatch(request({ ...bound, from: 'alice@home.example' }))).kind, 'delivered');
+  });
+
+  test('a store that cannot answer the lookup gets a wait with internal-server-error, not a crash', async () => {
+    store.getByNode = async () => { throw new Error('SQLITE_IOERR: disk I/O error'); };
+    const result = await dispatcher.dispatch(request());
+    assert.equal(result.kind, 'temporary');
+    assert.equal(result.kind === 'temporary' && result.cause, 'store');
+    const reply = replyForDispatch(result);
+    assert.ok(reply !== true && reply.type === 'wait' && reply.condition === 'internal-server-error');
+    assert.equal(provider.calls.length, 0);
+  });
+
+  test('every answered publish and every provider request is reported to telemetry', async () => {
+    const seen: string[] = [];
+    const telemetry: Telemetry = {
+      publishAnswered: (app, dialect, result) => seen.push(`publish ${app} ${dialect} ${result}`),
+      providerRequest: (app, kind, outcome) => seen.push(`provider ${app} ${kind} ${outcome}`),
+      retryFinished() {}, retriesPending() {}, registrationChanged() {},
+    };
+    const apps = directoryOf({ apns: provider });
+    const observed = new Dispatcher(store, apps, silentLogger, { timeoutMs: 200, retryMaxAttempts: 0, retryMaxDelayMs: 1000, telemetry });
+    observed.addResolver(new RegisteredNodes(store, apps, silentLogger));
+    await observed.dispatch(request());
+    await observed.dispatch(request({ dialect: 'http', node: 'unknown' }));
+    assert.deepEqual(seen, ['provider apns scripted delivered', 'publish apns xep0357 delivered', 'publish  http not_found']);
+  });
+});
+
+describe('dispatcher limits, for every dialect', () => {
+  const DOMAIN_LIMITS = { timeoutMs: 1000, retryMaxAttempts: 0, retryMaxDelayMs: 1000 };
+  const statelessPublish = (from: string, token = 'tok-a'): PushRequest => ({
+    dialect: 'xep0357', node: token, secret: null, from, summary: {}, options: new Map([['pushModule', 'monal']]),
+  });
+
+  function wired(options: Partial<ConstructorParameters<typeof Dispatcher>[3]>, provider: ScriptedProvider, allowedDomains?: string[]) {
+    const store = new SqliteStore(':memory:');
+    const apps = new AppDirectory([{ name: 'monal', providerKind: 'scripted', provider, stateless: true, allowedDomains }]);
+    const dispatcher = new Dispatcher(store, apps, silentLogger, { ...DOMAIN_LIMITS, ...options });
+    dispatcher.addResolver(new RegisteredNodes(store, apps, silentLogger));
+    dispatcher.addResolver(new StatelessDialect(store, apps, silentLogger));
+    return dispatcher;
+  }
+
+  test('a stateless flood from one domain is limited while another domain still gets through', async () => {
+    const provider = scriptedProvider();
+    const dispatcher = wired({ maxStatelessPerDomainPerS: 1, statelessBurstPerDomain: 2, now: () => 5000 }, provider);
+    const flood = [];
+    for (let i = 0; i < 5; i++) flood.push(await dispatcher.dispatch(statelessPublish('flood.example', `tok-${i}`)));
+    assert.deepEqual(flood.map((r) => r.kind), ['delivered', 'delivered', 'limited', 'limited', 'limited']);
+    assert.equal((await dispatcher.dispatch(statelessPublish('calm.example'))).kind, 'delivered');
+    assert.equal(provider.calls.length, 3);
+  });
+
+  test('a limited publish is wait/resource-constraint over XMPP and 429 with Retry-After over HTTP', () => {
+    const result = { kind: 'limited', reason: 'too many publishes from x', retryAfterMs: 2500 } as const;
+    const reply = replyForDispatch(result);
+    assert.ok(reply !== true && reply.type === 'wait' && reply.condition === 'resource-constraint');
+    const http = httpReplyForDispatch(result, 'n');
+    assert.equal(http.status, 429);
+    assert.equal(http.headers?.['retry-after'], '3');
+  });
+
+  test('stateless pushes beyond their in-flight cap are limited', async () => {
+    let release!: () => void;
+    const provider = scriptedProvider();
+    provider.send = async () => { await new Promise<void>((resolve) => { release = resolve; }); return { kind: 'delivered' }; };
+    const dispatcher = wired({ maxStatelessInFlight: 1 }, provider);
+    const first = dispatcher.dispatch(statelessPublish('a.example', 'tok-1'));
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.equal((await dispatcher.dispatch(statelessPublish('b.example', 'tok-2'))).kind, 'limited');
+    release();
+    assert.equal((await first).kind, 'delivered');
+  });
+
+  test('allowed_domains refuses a publishing domain not on the list, stateless included', async () => {
+    const provider = scriptedProvider();
+    const dispatcher = wired({}, provider, ['good.example']);
+    assert.equal((await dispatcher.dispatch(statelessPublish('evil.example'))).kind, 'forbidden');
+    assert.equal((await dispatcher.dispatch(statelessPublish('good.example'))).kind, 'delivered');
+    assert.equal(provider.calls.length, 1);
   });
 });

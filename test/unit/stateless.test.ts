@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { beforeEach, describe, test } from 'node:test';
 import { Dispatcher, type PushRequest } from '../../src/core/dispatcher.ts';
 import { Registrations } from '../../src/core/registrations.ts';
+import { RegisteredNodes } from '../../src/core/resolvers/registered.ts';
 import { StatelessDialect } from '../../src/core/stateless.ts';
 import { silentLogger } from '../../src/log.ts';
 import { SqliteStore } from '../../src/store/sqlite.ts';
@@ -27,7 +28,8 @@ describe('stateless dialect', () => {
   const wire = (target: SqliteStore) => {
     const apps = directoryOf({ 'monal-prod': monal, classic }, ['monal-prod']);
     const wired = new Dispatcher(target, apps, silentLogger, { timeoutMs: 500, retryMaxAttempts: 0, retryMaxDelayMs: 60_000, now: () => now });
-    wired.unregisteredNodes = new StatelessDialect(target, apps, wired, silentLogger, { blockForMs: 7 * DAY, now: () => now });
+    wired.addResolver(new RegisteredNodes(target, apps, silentLogger, () => now));
+    wired.addResolver(new StatelessDialect(target, apps, silentLogger, { blockForMs: 7 * DAY, now: () => now }));
     return wired;
   };
 
@@ -97,7 +99,8 @@ describe('stateless dialect', () => {
     const sandbox = scriptedProvider();
     const apps = directoryOf({ 'monal-prod': monal, 'monal-sandbox': sandbox }, ['monal-prod', 'monal-sandbox']);
     const wired = new Dispatcher(store, apps, silentLogger, { timeoutMs: 500, retryMaxAttempts: 0, retryMaxDelayMs: 60_000, now: () => now });
-    wired.unregisteredNodes = new StatelessDialect(store, apps, wired, silentLogger, { now: () => now });
+    wired.addResolver(new RegisteredNodes(store, apps, silentLogger, () => now));
+    wired.addResolver(new StatelessDialect(store, apps, silentLogger, { now: () => now }));
     monal.outcomes = [{ kind: 'token-dead', reason: 'BadDeviceToken' }];
     await wired.dispatch(publish());
     assert.deepEqual(await wired.dispatch(publish({ options: new Map([['pushModule', 'monal-sandbox']]) })), { kind: 'delivered' });
@@ -139,7 +142,8 @@ describe('stateless dialect', () => {
     const slow = scriptedProvider([{ kind: 'delivered' }], { delayMs: 50 });
     const apps = directoryOf({ 'monal-prod': slow }, ['monal-prod']);
     const wired = new Dispatcher(store, apps, silentLogger, { timeoutMs: 5000, retryMaxAttempts: 0, retryMaxDelayMs: 60_000, now: () => now });
-    wired.unregisteredNodes = new StatelessDialect(store, apps, wired, silentLogger, { now: () => now });
+    wired.addResolver(new RegisteredNodes(store, apps, silentLogger, () => now));
+    wired.addResolver(new StatelessDialect(store, apps, silentLogger, { now: () => now }));
     const results = await Promise.all([wired.dispatch(publish()), wired.dispatch(publish()), wired.dispatch(publish())]);
     assert.equal(slow.calls.length, 1);
     assert.deepEqual(results.map((r) => r.kind), ['delivered', 'delivered', 'delivered']);

@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import type { PendingRetry, Registration, Store } from '../../src/store/types.ts';
+import type { PendingRetry, Registration, Store, StoredRetry } from '../../src/store/types.ts';
 
 export interface ContractOptions {
   /** Opens the data of a closed store again. */
@@ -33,6 +33,21 @@ export function registration(overrides: Partial<Registration> & { node: string }
 
 function retry(node: string, dueAt: number, overrides: Partial<PendingRetry> = {}): PendingRetry {
   return { node, dueAt, attempt: 1, urgency: 'high', reason: 'provider said 503', ...overrides };
+}
+
+function stored(key: string, dueAt: number, overrides: Partial<Omit<StoredRetry, 'revision'>> = {}): Omit<StoredRetry, 'revision'> {
+  return {
+    key,
+    dialect: 'xep0357',
+    app: 'app',
+    request: { dialect: 'xep0357', node: key, secret: 's'.repeat(64), from: 'example.org', options: { priority: 'high' } },
+    notification: { summary: { messageCount: 1 }, urgency: 'normal', firstAttemptAt: 900 },
+    firstAttemptAt: 900,
+    dueAt,
+    attempt: 1,
+    reason: 'provider said 503',
+    ...overrides,
+  };
 }
 
 async function settledCount(results: Array<Promise<unknown>>): Promise<{ fulfilled: number; rejected: number }> {
@@ -296,6 +311,88 @@ export function storeContract(name: string, open: () => Promise<Store>, options:
     const answers = await Promise.all(Array.from({ length: 5 }, (_, i) => store.scheduleRetry(retry('n1', 1000 + i))));
     assert.equal(answers.filter(Boolean).length, 1);
     assert.equal((await store.takeDueRetries(9000, 10)).length, 1);
+  });
+
+  // The leased retry queue (issue #11)
+
+  it('a saved retry is leased with everything it was saved with, revision 1, and is not leased again before the lease ends', async (store) => {
+    const saved = stored('n1', 1000);
+    await store.saveRetry(saved);
+    assert.deepEqual(await store.leaseDueRetries(999, 10, 60_000), []);
+    assert.deepEqual(await store.leaseDueRetries(1000, 10, 60_000), [{ ...saved, revision: 1 }]);
+    assert.deepEqual(await store.leaseDueRetries(59_999, 10, 70_000), []);
+    const again = await store.leaseDueRetries(60_000, 10, 70_000);
+    assert.deepEqual(again.map((r) => [r.key, r.dueAt, r.revision]), [['n1', 60_000, 1]]);
+    assert.equal(await store.countRetries(), 1);
+  });
+
+  it('saving a key again merges: the newer push, the earlier due time, the larger attempt, high urgency wins, the revision moves', async (store) => {
+    await store.saveRetry(stored('n1', 5000, { attempt: 3, notification: { summary: {}, urgency: 'high' } }));
+    const newer = stored('n1', 2000, { attempt: 1, reason: 'throttled', app: 'other', notification: { summary: { messageCount: 7, lastMessageSender: 'bob@example.org' }, urgency: 'normal' },
+      request: { dialect: 'xep0357', node: 'n1', secret: null, from: null, options: {} }, firstAttemptAt: 1500 });
+    await store.saveRetry(newer);
+    const [leased] = await store.leaseDueRetries(9000, 10, 20_000);
+    assert.deepEqual(leased, { ...newer, dueAt: 2000, attempt: 3, notification: { ...newer.notification, urgency: 'high' }, revision: 2 });
+    assert.equal(await store.countRetries(), 1);
+  });
+
+  it('finishing a lease removes the row only when no newer push merged into it meanwhile', async (store) => {
+    await store.saveRetry(stored('n1', 1000));
+    await store.saveRetry(stored('n2', 1000));
+    const leased = await store.leaseDueRetries(1000, 10, 50_000);
+    await store.saveRetry(stored('n1', 3000, { reason: 'newer push' }));
+    for (const retry of leased) await store.finishRetry(retry.key, retry.revision);
+    const left = await store.leaseDueRetries(100_000, 10, 200_000);
+    assert.deepEqual(left.map((r) => [r.key, r.reason, r.revision]), [['n1', 'newer push', 2]]);
+    await store.finishRetry('n1', 2);
+    assert.equal(await store.countRetries(), 0);
+  });
+
+  it('rescheduling sets due time, attempt and reason of a leased row, and is a no-op for a gone one', async (store) => {
+    await store.saveRetry(stored('n1', 1000));
+    const [leased] = await store.leaseDueRetries(1000, 10, 50_000);
+    await store.rescheduleRetry('n1', 4000, 2, 'still 503');
+    await store.rescheduleRetry('gone', 4000, 2, 'nothing');
+    assert.deepEqual(await store.leaseDueRetries(3999, 10, 90_000), []);
+    const [again] = await store.leaseDueRetries(4000, 10, 90_000);
+    assert.deepEqual({ dueAt: again.dueAt, attempt: again.attempt, reason: again.reason, revision: again.revision },
+      { dueAt: 4000, attempt: 2, reason: 'still 503', revision: leased.revision });
+    assert.equal(await store.countRetries(), 1);
+  });
+
+  it('leases come oldest due first and at most the limit', async (store) => {
+    for (const [key, due] of [['c', 3000], ['a', 1000], ['d', 9000], ['b', 2000]] as const) await store.saveRetry(stored(key, due));
+    assert.deepEqual((await store.leaseDueRetries(5000, 2, 50_000)).map((r) => r.key), ['a', 'b']);
+    assert.deepEqual((await store.leaseDueRetries(5000, 10, 50_000)).map((r) => r.key), ['c']);
+  });
+
+  it('leasers at once never get the same row', async (store) => {
+    for (let i = 0; i < 60; i++) await store.saveRetry(stored(`n${i}`, 1000 + i));
+    const batches = await Promise.all(Array.from({ length: 6 }, () => store.leaseDueRetries(5000, 15, 100_000)));
+    const leased = batches.flat().map((r) => r.key);
+    assert.equal(new Set(leased).size, leased.length);
+    assert.equal(leased.length + (await store.leaseDueRetries(5000, 100, 100_000)).length, 60);
+  });
+
+  it('removing a registration removes the retry keyed by its node; cancelling removes any revision', async (store) => {
+    await store.insert(registration({ node: 'n1' }));
+    await store.insert(registration({ node: 'n2' }));
+    await store.saveRetry(stored('n1', 1000));
+    await store.saveRetry(stored('n2', 1000));
+    await store.saveRetry(stored('n3', 1000));
+    await store.saveRetry(stored('n3', 1000));
+    await store.remove('n1');
+    await store.removeIfNotRenewedSince('n2', Number.MAX_SAFE_INTEGER);
+    await store.cancelRetry('n3');
+    assert.equal(await store.countRetries(), 0);
+  });
+
+  it('a retry saved the old way is leased with the registration\'s secret, domain and app', async (store) => {
+    await store.insert(registration({ node: 'n1', app: 'ios', boundDomain: 'example.org' }));
+    await store.scheduleRetry(retry('n1', 1000, { urgency: 'high', attempt: 2 }));
+    const [leased] = await store.leaseDueRetries(1000, 10, 50_000);
+    assert.deepEqual({ key: leased.key, app: leased.app, request: leased.request, urgency: leased.notification.urgency, attempt: leased.attempt },
+      { key: 'n1', app: 'ios', request: { dialect: 'xep0357', node: 'n1', secret: 's'.repeat(64), from: 'example.org', options: {} }, urgency: 'high', attempt: 2 });
   });
 
   // Block list (stateless dialect)

@@ -1,0 +1,109 @@
+/**
+ * The retry queue over the store, with a memory fallback: a retry the store refuses to save (disk
+ * full, locked) is kept in memory, written when the store accepts writes again, and sent when due
+ * either way, so a store error never loses an accepted push while the process lives.
+ */
+import type { Logger } from '../log.ts';
+import type { Store, StoredRetry } from '../store/types.ts';
+
+/** Revision of a retry that lives only in memory. */
+const IN_MEMORY = -1;
+const MEMORY_LIMIT = 100_000;
+
+export class RetryQueue {
+  private readonly store: Store;
+  private readonly logger: Logger;
+  private readonly unsaved = new Map<string, StoredRetry>();
+  private warnedAt = 0;
+
+  constructor(store: Store, logger: Logger) {
+    this.store = store;
+    this.logger = logger;
+  }
+
+  private warn(message: string, error: unknown): void {
+    const now = Date.now();
+    if (now - this.warnedAt < 60_000) return;
+    this.warnedAt = now;
+    this.logger.warn(message, { error: (error as Error).message, in_memory: this.unsaved.size });
+  }
+
+  /** Saves (or merges into the key's pending retry); false: kept in memory only. */
+  async save(retry: Omit<StoredRetry, 'revision'>): Promise<boolean> {
+    try {
+      await this.store.saveRetry(retry);
+      this.unsaved.delete(retry.key);
+      return true;
+    } catch (error) {
+      this.warn('cannot save a retry in the store; kept in memory', error);
+      const older = this.unsaved.get(retry.key);
+      if (!older && this.unsaved.size >= MEMORY_LIMIT) this.unsaved.delete(this.unsaved.keys().next().value as string);
+      this.unsaved.set(retry.key, {
+        ...retry,
+        dueAt: older ? Math.min(older.dueAt, retry.dueAt) : retry.dueAt,
+        attempt: older ? Math.max(older.attempt, retry.attempt) : retry.attempt,
+        revision: IN_MEMORY,
+      });
+      return false;
+    }
+  }
+
+  async lease(now: number, limit: number, leaseUntil: number): Promise<StoredRetry[]> {
+    for (const retry of [...this.unsaved.values()]) {
+      try {
+        await this.store.saveRetry(retry);
+        this.unsaved.delete(retry.key);
+      } catch {
+        break;
+      }
+    }
+    let leased: StoredRetry[] = [];
+    try {
+      leased = await this.store.leaseDueRetries(now, limit, leaseUntil);
+    } catch (error) {
+      this.warn('cannot read due retries from the store; retrying', error);
+    }
+    for (const retry of this.unsaved.values()) {
+      if (leased.length >= limit) break;
+      if (retry.dueAt > now) continue;
+      leased.push({ ...retry });
+      retry.dueAt = leaseUntil;
+    }
+    return leased;
+  }
+
+  /** The outcome is known: the retry leaves the queue (unless a newer push merged into it). */
+  async finish(retry: StoredRetry): Promise<void> {
+    if (retry.revision === IN_MEMORY) {
+      this.unsaved.delete(retry.key);
+      return;
+    }
+    try {
+      await this.store.finishRetry(retry.key, retry.revision);
+    } catch (error) {
+      // The row comes back when its lease ends: sent twice at worst, never lost.
+      this.warn('cannot remove a finished retry from the store', error);
+    }
+  }
+
+  async reschedule(retry: StoredRetry, dueAt: number, attempt: number, reason: string): Promise<void> {
+    const inMemory = this.unsaved.get(retry.key);
+    if (retry.revision === IN_MEMORY && inMemory) {
+      Object.assign(inMemory, { dueAt, attempt, reason });
+      return;
+    }
+    try {
+      await this.store.rescheduleRetry(retry.key, dueAt, attempt, reason);
+    } catch (error) {
+      this.warn('cannot reschedule a retry in the store; it comes back when its lease ends', error);
+    }
+  }
+
+  async count(): Promise<number> {
+    try {
+      return (await this.store.countRetries()) + this.unsaved.size;
+    } catch {
+      return this.unsaved.size;
+    }
+  }
+}
