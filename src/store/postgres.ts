@@ -201,11 +201,14 @@ function connectionSettings(url: string, env: NodeJS.ProcessEnv): { url: string;
   return { url: parsed.toString(), ssl: tlsOption(sslmode ?? undefined, rootCert ?? undefined, url) };
 }
 
-/** BIGINT columns hold epoch milliseconds and counts: well inside a double's exact range. */
+/**
+ * BIGINT columns hold epoch milliseconds and counts: well inside a double's exact range. Times may
+ * come fractional (a jittered backoff): rounded to the millisecond, where PostgreSQL would refuse them.
+ */
 const bigintAsNumber = {
   to: 20,
   from: [20],
-  serialize: (value: number) => String(value),
+  serialize: (value: number) => String(Math.round(value)),
   parse: (value: string) => Number(value),
 };
 

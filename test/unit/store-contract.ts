@@ -360,6 +360,14 @@ export function storeContract(name: string, open: () => Promise<Store>, options:
     assert.equal(await store.countRetries(), 1);
   });
 
+  it('a fractional due time (a jittered backoff) is accepted and leased at that time to the millisecond', async (store) => {
+    await store.saveRetry(stored('n1', 1000.4, { firstAttemptAt: 900.6 }));
+    await store.rescheduleRetry('n1', 2000.7, 2, 'jittered');
+    assert.deepEqual(await store.leaseDueRetries(1999, 10, 50_000.2), []);
+    const [leased] = await store.leaseDueRetries(2001, 10, 50_000.2);
+    assert.ok(Math.abs(leased.dueAt - 2000.7) < 1 && Math.abs(leased.firstAttemptAt - 900.6) < 1, `${leased.dueAt} ${leased.firstAttemptAt}`);
+  });
+
   it('leases come oldest due first and at most the limit', async (store) => {
     for (const [key, due] of [['c', 3000], ['a', 1000], ['d', 9000], ['b', 2000]] as const) await store.saveRetry(stored(key, due));
     assert.deepEqual((await store.leaseDueRetries(5000, 2, 50_000)).map((r) => r.key), ['a', 'b']);
