@@ -245,6 +245,9 @@ export class PostgresStore implements Store {
       connect_timeout: 5,
       idle_timeout: 60,
       onnotice: () => {},
+      // No array parameters or columns: skipping the type query on every new connection also avoids
+      // the driver's unhandled rejection when a connection dies during that query (porsager/postgres#1223).
+      fetch_types: false,
       types: { bigint: bigintAsNumber },
       connection: { application_name: 'push-appserver' },
     }) as unknown as Sql;
@@ -435,28 +438,18 @@ export class PostgresStore implements Store {
   }
 
   private async write(batch: Map<string, PendingStats>): Promise<void> {
-    const nodes: string[] = [];
-    const deliveries: number[] = [];
-    const pushAt: Array<number | null> = [];
-    const errorAt: Array<number | null> = [];
-    const errors: Array<string | null> = [];
-    for (const [node, stats] of batch) {
-      nodes.push(node);
-      deliveries.push(stats.deliveries);
-      pushAt.push(stats.lastPushAt);
-      errorAt.push(stats.lastErrorAt);
-      errors.push(stats.lastError);
-    }
-    // Arrays travel as text literals and are cast here: one statement for the whole batch.
+    const rows = [...batch].map(([node, stats]) => ({
+      node, deliveries: stats.deliveries, push_at: stats.lastPushAt, error_at: stats.lastErrorAt, error: stats.lastError,
+    }));
+    // The batch travels as one JSON document: one statement, one round trip, whatever its size.
     await this.sql`
       UPDATE registrations AS r SET
         push_count = r.push_count + v.deliveries,
         last_push_at = coalesce(v.push_at, r.last_push_at),
         last_error_at = coalesce(v.error_at, r.last_error_at),
         last_error = CASE WHEN v.error_at IS NULL THEN r.last_error ELSE v.error END
-      FROM unnest(${nodes}::text[], ${deliveries.map(String)}::bigint[], ${pushAt.map(nullableText)}::bigint[],
-                  ${errorAt.map(nullableText)}::bigint[], ${errors}::text[])
-           AS v(node, deliveries, push_at, error_at, error)
+      FROM jsonb_to_recordset(${this.sql.json(rows as unknown as postgres.JSONValue)})
+           AS v(node text, deliveries bigint, push_at bigint, error_at bigint, error text)
       WHERE r.node = v.node`;
   }
 
@@ -578,8 +571,4 @@ export class PostgresStore implements Store {
       await this.sql.end({ timeout: 5 });
     }
   }
-}
-
-function nullableText(value: number | null): string | null {
-  return value === null ? null : String(value);
 }
