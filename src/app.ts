@@ -7,16 +7,26 @@ import type { Config } from './config/schema.ts';
 import { DEFAULT_COMPONENT_SECRET } from './config/schema.ts';
 import { AppDirectory, type App } from './core/apps.ts';
 import { Dispatcher } from './core/dispatcher.ts';
+import { ExpirySweeper } from './core/expiry.ts';
+import { Push2Resolver, PUSH2_NS } from './core/push2.ts';
 import { Registrations } from './core/registrations.ts';
 import { RegisteredNodes } from './core/resolvers/registered.ts';
 import { StatelessDialect } from './core/stateless.ts';
 import { addV1Routes, type HealthReport } from './http/v1.ts';
+import { addOpsRoutes } from './http/ops.ts';
+import { addAdminRoutes } from './http/admin/routes.ts';
+import { apnsCertificateExpiries, type CredentialsExpiry } from './ops/credentials.ts';
+import { fanOut, PrometheusTelemetry } from './ops/metrics.ts';
+import { RecentActivity } from './ops/recent.ts';
+import type { Telemetry } from './core/telemetry.ts';
 import { HttpServer } from './http/server.ts';
 import type { Logger } from './log.ts';
+import type { ApnsConfig } from './providers/apns.ts';
 import { providerFactories } from './providers/registry.ts';
 import { openStore } from './store/open.ts';
 import type { Store } from './store/types.ts';
 import { AdHocCommands } from './xmpp/handlers/commands.ts';
+import { push2Handler } from './xmpp/handlers/push2.ts';
 import { XmppService } from './xmpp/service.ts';
 
 /** Validates every app's provider settings (what check-config runs) and returns them parsed. */
@@ -29,6 +39,9 @@ export function parseAppSettings(config: Config): Map<string, unknown> {
     }
     app.settings.skip('provider');
     app.settings.skip('stateless');
+    app.settings.skip('push2_stateless');
+    app.settings.skip('allowed_domains');
+    app.settings.skip('allowed_ports');
     parsed.set(app.name, factory.parseConfig(app.settings));
   }
   return parsed;
@@ -40,6 +53,7 @@ export function createApps(config: Config, logger: Logger): AppDirectory {
   for (const app of config.apps.values()) {
     const parsed = settings.get(app.name);
     const provider = providerFactories[app.provider].create(parsed, { app: app.name, logger: logger.child(`app:${app.name}`) });
+    const apnsTopic = app.provider === 'apns' ? (parsed as ApnsConfig).topic : undefined;
     // What retries need to know of the provider's settings: whether the body is sent, and its ttl.
     const { includeBody, ttlSeconds } = (parsed ?? {}) as { includeBody?: unknown; ttlSeconds?: unknown };
     apps.push({
@@ -47,6 +61,8 @@ export function createApps(config: Config, logger: Logger): AppDirectory {
       providerKind: app.provider,
       provider,
       stateless: app.stateless,
+      push2Stateless: app.push2Stateless,
+      apnsTopic,
       allowedDomains: app.allowedDomains,
       includeBody: includeBody === true,
       ttlSeconds: typeof ttlSeconds === 'number' ? ttlSeconds : undefined,
@@ -63,7 +79,14 @@ export class PushAppServer {
   readonly dispatcher: Dispatcher;
   readonly xmpp: XmppService;
   readonly http: HttpServer | undefined;
+  readonly expiry: ExpirySweeper;
   httpAddress: AddressInfo | undefined;
+  /** Undefined with `metrics.enabled = false`. */
+  readonly metrics: PrometheusTelemetry | undefined;
+  /** The last hour per app, for the admin page. */
+  readonly recent = new RecentActivity();
+  readonly telemetry: Telemetry;
+  readonly credentialsExpiry: CredentialsExpiry[];
   private readonly logger: Logger;
   private stopping: Promise<void> | undefined;
 
@@ -72,12 +95,32 @@ export class PushAppServer {
     this.store = store;
     this.apps = apps;
     this.logger = logger;
-    this.registrations = new Registrations(store, apps);
+    this.credentialsExpiry = apnsCertificateExpiries(config);
+    this.metrics = config.metrics.enabled ? new PrometheusTelemetry({
+      sources: {
+        componentConnected: () => this.xmpp.component.state === 'online',
+        appsDegraded: () => this.apps.all().map((app) => ({ app: app.name, degraded: app.provider.status().state !== 'ok' })),
+        credentialsExpiry: () => this.credentialsExpiry,
+      },
+    }) : undefined;
+    this.telemetry = this.metrics ? fanOut(this.metrics, this.recent) : this.recent;
+    this.registrations = new Registrations(store, apps, Date.now, {
+      maxPerJid: config.registration.maxPerJid,
+      allowedDomains: (app) => config.apps.get(app)?.allowedDomains,
+      telemetry: this.telemetry,
+    });
+    this.expiry = new ExpirySweeper(store, logger.child('expiry'), {
+      expireDays: config.registration.expireDays,
+      onRemoved: () => {
+        if (this.metrics) store.countByApp().then((counts) => this.metrics!.registrationsExpired(counts), (error) => logger.warn('cannot recount registrations after expiry', { error }));
+      },
+    });
     this.dispatcher = new Dispatcher(store, apps, logger.child('dispatch'), {
       timeoutMs: config.push.timeoutMs,
       maxInFlight: config.push.maxInFlight,
       retryMaxAttempts: config.push.retryMaxAttempts,
       retryMaxDelayMs: config.push.retryMaxDelayS * 1000,
+      telemetry: this.telemetry,
       retryMaxAgeMs: config.push.retryMaxAgeS * 1000,
       retryMaxBackoffMs: config.push.retryMaxBackoffS * 1000,
       minIntervalMs: config.push.minIntervalMs,
@@ -91,8 +134,9 @@ export class PushAppServer {
       maxStatelessInFlight: config.push.maxStatelessInFlight,
     });
     // Asked in this order: a stored node wins over the stateless reading of the same publish.
-    this.dispatcher.addResolver(new RegisteredNodes(store, apps, logger.child('dispatch')));
+    this.dispatcher.addResolver(new RegisteredNodes(store, apps, logger.child('dispatch'), Date.now, this.telemetry));
     this.dispatcher.addResolver(new StatelessDialect(store, apps, logger.child('stateless')));
+    this.dispatcher.addResolver(new Push2Resolver(store, apps, logger.child('push2'), { audiences: config.push2.audiences, clockSkewS: config.push2.clockSkewS }));
     this.xmpp = new XmppService({
       jid: config.xmpp.componentJid,
       host: config.xmpp.serverHost,
@@ -102,8 +146,23 @@ export class PushAppServer {
       reconnectMaxMs: config.xmpp.reconnectMaxMs,
       authFailureRetryMs: config.xmpp.authFailureRetryMs,
       maxStanzaBytes: config.xmpp.maxStanzaBytes,
+      connectTimeoutMs: config.xmpp.connectTimeoutMs,
+      stableAfterMs: config.xmpp.stableAfterMs,
+      maxOutboxBytes: config.xmpp.maxOutboxBytes,
     }, this.dispatcher, logger.child('xmpp'));
-    this.xmpp.useCommands(new AdHocCommands({ registrations: this.registrations, p2: config.p2, logger: logger.child('commands') }));
+    let wasOnline = false;
+    this.xmpp.component.on('online', () => {
+      if (wasOnline) this.metrics?.componentReconnected();
+      wasOnline = true;
+    });
+    this.xmpp.useCommands(new AdHocCommands({
+      registrations: this.registrations,
+      p2: config.p2,
+      logger: logger.child('commands'),
+      perJidPerMinute: config.registration.adhocPerJidPerMinute,
+      perDomainPerMinute: config.registration.adhocPerDomainPerMinute,
+    }));
+    this.xmpp.useMessages(PUSH2_NS, push2Handler(this.dispatcher, logger.child('push2')));
     if (config.http.enabled) {
       this.http = new HttpServer(logger.child('http'), config.http.maxBodyBytes);
       addV1Routes(this.http, {
@@ -113,7 +172,34 @@ export class PushAppServer {
         health: () => this.health(),
         debug: config.http.debug,
         adminToken: config.http.adminToken,
+        trustProxy: config.http.trustProxy,
+        registrationsPerIpPerMinute: config.registration.httpPerIpPerMinute,
+        logger: logger.child('http'),
       });
+      addOpsRoutes(this.http, {
+        adminToken: config.http.adminToken,
+        readiness: {
+          component: () => this.xmpp.component,
+          store,
+          apps: () => this.apps.all().map((app) => ({ name: app.name, providerKind: app.providerKind, status: app.provider.status() })),
+          credentialsExpiry: () => this.credentialsExpiry,
+        },
+        metrics: this.metrics ? { text: () => this.metrics!.metrics(), contentType: this.metrics.contentType, token: config.metrics.token } : undefined,
+      });
+      if (config.http.adminToken !== undefined) {
+        addAdminRoutes(this.http, {
+          adminToken: config.http.adminToken,
+          store,
+          apps,
+          recent: this.recent,
+          component: () => this.xmpp.component,
+          componentJid: config.xmpp.componentJid,
+          credentialsExpiry: () => this.credentialsExpiry,
+          pushTimeoutMs: config.push.timeoutMs,
+          telemetry: this.telemetry,
+          logger: logger.child('admin'),
+        });
+      }
     }
   }
 
@@ -127,12 +213,15 @@ export class PushAppServer {
       throw error;
     }
     const server = new PushAppServer(config, store, apps, logger);
+    // Counted once; registration events keep the gauge from here on.
+    server.metrics?.setRegistrationCounts(await store.countByApp(), apps.names());
+    server.telemetry.retriesPending(await store.countRetries());
     try {
       if (server.http) {
         server.httpAddress = await server.http.listen(config.http.host, config.http.port);
         logger.info('HTTP API listening', { url: `http://${config.http.host}:${server.httpAddress.port}/push_appserver/v1/` });
         if (config.http.debug) {
-          logger.warn('http.debug is on: /push_appserver/v1/settings lists registrations and their tokens', { admin_token: config.http.adminToken ? 'required' : 'NOT required' });
+          logger.warn('http.debug is on: /push_appserver/v1/settings lists registrations (with the admin token)');
         }
       }
     } catch (error) {
@@ -144,6 +233,7 @@ export class PushAppServer {
       logger.warn('xmpp.component_secret is the built-in default; set your own in the config file');
     }
     server.dispatcher.startRetryLoop();
+    server.expiry.start();
     server.xmpp.start();
     logger.info('push-appserver started', {
       config: config.source,
@@ -200,6 +290,7 @@ export class PushAppServer {
       this.logger.info('stopping');
       const dispatching = this.dispatcher.close();
       await this.http?.close();
+      await this.expiry.stop();
       await dispatching;
       await this.xmpp.stop();
       await this.apps.close();

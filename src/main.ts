@@ -13,6 +13,7 @@ import { copyRegistrations } from './store/copy.ts';
 import { openStore } from './store/open.ts';
 import { PostgresStore } from './store/postgres.ts';
 import { generateVapidKeys } from './providers/web-push-crypto.ts';
+import { sendTestCommand, statsCommand } from './ops/cli.ts';
 
 const USAGE = `push-appserver: an XMPP push app server (XEP-0357) attached as an XEP-0114 component
 
@@ -22,6 +23,9 @@ Usage:
   push-appserver registrations list [--config FILE]
   push-appserver registrations show NODE [--config FILE]
   push-appserver registrations remove NODE [--config FILE]
+  push-appserver send-test NODE [--config FILE]   send a test push to one registration; print the provider's answer
+                                                  (exit status 0 only when delivered)
+  push-appserver stats [--config FILE]            registrations per app, retries pending, the last errors
   push-appserver migrate [--config FILE]          bring the storage schema up to date and exit
   push-appserver copy-store --from URL --to URL   copy every registration between stores (sqlite: ⇄ postgres://)
   push-appserver vapid-keys                       print a fresh WebPush VAPID key pair (TOML lines for a webpush app)
@@ -44,7 +48,7 @@ function mask(value: unknown, key: string): unknown {
 /** The effective configuration as TOML keys, defaults included. */
 export function effectiveDocument(config: Config): Record<string, unknown> {
   const apps: Record<string, unknown> = {};
-  for (const app of config.apps.values()) apps[app.name] = { ...app.settings.table, provider: app.provider, stateless: app.stateless };
+  for (const app of config.apps.values()) apps[app.name] = { ...app.settings.table, provider: app.provider, stateless: app.stateless, ...(app.push2Stateless ? { push2_stateless: true } : {}) };
   const document: Record<string, unknown> = {
     xmpp: {
       component_jid: config.xmpp.componentJid,
@@ -66,7 +70,9 @@ export function effectiveDocument(config: Config): Record<string, unknown> {
     },
     storage: { url: config.storage.url.replace(/\/\/([^:@/]*):[^@]*@/, '//$1:********@'), pool_size: config.storage.poolSize },
     push: pushDocument(config.push),
-    log: { level: config.log.level },
+    push2: { audiences: config.push2.audiences, clock_skew_s: config.push2.clockSkewS },
+    log: { level: config.log.level, format: config.log.format },
+    metrics: { enabled: config.metrics.enabled, ...(config.metrics.token !== undefined ? { token: config.metrics.token } : {}) },
     apps,
   };
   if (Object.keys(config.dialects.table).length > 0) document.dialects = config.dialects.table;
@@ -75,25 +81,31 @@ export function effectiveDocument(config: Config): Record<string, unknown> {
 
 async function serve(configPath: string | undefined): Promise<number> {
   const { config, environmentKeys } = loadConfig(configPath);
-  const logger = createLogger({ level: config.log.level });
+  const logger = createLogger({ level: config.log.level, format: config.log.format });
   if (environmentKeys.length > 0) logger.info('configuration overridden from the environment', { keys: environmentKeys.join(',') });
+  // Handlers first: a signal while starting (systemd stopping a fresh unit) must stop gracefully too.
+  let stopRequested: (() => void) | undefined;
+  let signals = 0;
+  const onSignal = (signal: string) => {
+    signals += 1;
+    if (signals > 1) {
+      logger.warn('second signal: exiting now', { signal });
+      process.exit(1);
+    }
+    logger.info('shutting down', { signal });
+    stopRequested?.();
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
   const server = await PushAppServer.start(config, logger);
   await new Promise<void>((resolve) => {
-    let signals = 0;
-    const onSignal = (signal: string) => {
-      signals += 1;
-      if (signals > 1) {
-        logger.warn('second signal: exiting now', { signal });
-        process.exit(1);
-      }
-      logger.info('shutting down', { signal });
+    stopRequested = () => {
       server.stop().then(resolve, (error) => {
         logger.error('error while stopping', { error });
         resolve();
       });
     };
-    process.on('SIGINT', onSignal);
-    process.on('SIGTERM', onSignal);
+    if (signals > 0) stopRequested();
   });
   return 0;
 }
@@ -207,6 +219,15 @@ export async function main(argv: string[]): Promise<number> {
         return checkConfig(configPath);
       case 'registrations':
         return await registrations(rest, configPath);
+      case 'send-test': {
+        if (rest.length !== 1) {
+          process.stderr.write(`push-appserver: send-test needs exactly one NODE\n\n${USAGE}`);
+          return 2;
+        }
+        return await sendTestCommand(loadConfig(configPath).config, rest[0]);
+      }
+      case 'stats':
+        return await statsCommand(loadConfig(configPath).config);
       case 'migrate':
         return await migrate(configPath);
       case 'copy-store':

@@ -105,6 +105,35 @@ export class TableReader {
     return value as T;
   }
 
+  /**
+   * A list of strings; absent → undefined. A string (an environment variable) is split at commas,
+   * so `PUSH_APPSERVER_APPS__X__ALLOWED_DOMAINS=a.org,b.org` works like `["a.org", "b.org"]`.
+   */
+  optionalStringList(key: string): string[] | undefined {
+    const value = this.raw(key);
+    if (value === undefined) return undefined;
+    const items = typeof value === 'string' ? value.split(',').map((item) => item.trim()).filter((item) => item !== '') : value;
+    if (!Array.isArray(items) || items.some((item) => typeof item !== 'string' || item.trim() === '')) {
+      this.fail(key, `must be a list of non-empty strings such as ["example.org"], got ${describe(value)}`);
+    }
+    return items as string[];
+  }
+
+  /** A list of whole numbers in a range; absent → undefined. A string is split at commas. */
+  optionalIntegerList(key: string, range: { min: number; max: number }): number[] | undefined {
+    const value = this.raw(key);
+    if (value === undefined) return undefined;
+    const items = typeof value === 'string' ? value.split(',').map((item) => item.trim()).filter((item) => item !== '').map(Number) : value;
+    if (!Array.isArray(items)) this.fail(key, `must be a list of whole numbers such as [443], got ${describe(value)}`);
+    return items.map((item) => {
+      const n = typeof item === 'bigint' ? Number(item) : item;
+      if (typeof n !== 'number' || !Number.isInteger(n) || n < range.min || n > range.max) {
+        this.fail(key, `must be a list of whole numbers from ${range.min} to ${range.max}, got ${describe(item)} in it`);
+      }
+      return n;
+    });
+  }
+
   /** A sub-table, read with its own reader; absent → an empty one. */
   section(key: string): TableReader {
     const value = this.raw(key);

@@ -4,7 +4,7 @@
  * (providers/registry.ts), so this file knows only what every app has.
  */
 import { TableReader, type Table } from './reader.ts';
-import type { LogLevel } from '../log.ts';
+import type { LogFormat, LogLevel } from '../log.ts';
 
 export interface XmppConfig {
   componentJid: string;
@@ -16,6 +16,12 @@ export interface XmppConfig {
   /** A refused handshake is an operator error; retrying it fast only fills logs. */
   authFailureRetryMs: number;
   maxStanzaBytes: number;
+  /** Connect + stream header + handshake must finish within this, or the attempt is abandoned. */
+  connectTimeoutMs: number;
+  /** The reconnect backoff starts over only after a stream stayed up this long. */
+  stableAfterMs: number;
+  /** Bytes the component may hold unsent while the socket is congested; beyond, replies are dropped (logged). */
+  maxOutboxBytes: number;
 }
 
 export interface HttpConfig {
@@ -25,6 +31,22 @@ export interface HttpConfig {
   debug: boolean;
   adminToken: string | undefined;
   maxBodyBytes: number;
+  /** Take the client address from X-Forwarded-For (behind a reverse proxy) instead of the socket. */
+  trustProxy: boolean;
+}
+
+/** Registration rules and limits (`[registration]`). A rate of 0 turns that limit off. */
+export interface RegistrationConfig {
+  /** Registrations neither renewed nor pushed for this many days are removed; 0 = never. */
+  expireDays: number;
+  /** HTTP /register requests per client address and minute. */
+  httpPerIpPerMinute: number;
+  /** Ad-hoc registration commands per requesting bare JID and minute. */
+  adhocPerJidPerMinute: number;
+  /** Ad-hoc registration commands per requesting domain and minute. */
+  adhocPerDomainPerMinute: number;
+  /** Registrations one bare JID may hold (over XMPP); 0 = no maximum. */
+  maxPerJid: number;
 }
 
 export interface StorageConfig {
@@ -84,13 +106,27 @@ export function pushDocument(push: PushConfig): Record<string, number> {
   };
 }
 
+export interface MetricsConfig {
+  /** `GET /metrics` (Prometheus text format) on the HTTP listener. */
+  enabled: boolean;
+  /** When set, scrapes must send `Authorization: Bearer <token>`. */
+  token: string | undefined;
+}
+
 export interface AppConfig {
   name: string;
   provider: string;
   /** fpush dialect: publishes for unknown nodes carrying pushModule=<name> go to this app. */
   stateless: boolean;
-  /** `allowed_domains`: the only domains that may register or publish for this app (lower case); undefined = any. */
+  /** Push 2.0, snikket-apns compatible: a `<client>` URL `…/<APNS token>#<this app's topic>` is delivered without registration. */
+  push2Stateless: boolean;
+  /**
+   * `allowed_domains`: the only domains that may register for this app (and publish to it); absent:
+   * every domain. Lower-cased; a JID's domain must equal one of them.
+   */
   allowedDomains: string[] | undefined;
+  /** `allowed_ports`: the ports a user-supplied push endpoint may use besides 443 (webpush, unifiedpush). */
+  allowedPorts: number[] | undefined;
   /** The app's table; the provider reads its own keys from it. */
   settings: TableReader;
 }
@@ -103,6 +139,14 @@ export interface P2DialectConfig {
   apnsApp: string | undefined;
 }
 
+/** Push 2.0 (`[push2]`, README "Push 2.0"). */
+export interface Push2Config {
+  /** Accepted JWT `aud` values; default `https://<component_jid>` and `xmpp:<component_jid>`. */
+  audiences: string[];
+  /** Tolerated clock difference for the JWT's `exp`/`iat`. */
+  clockSkewS: number;
+}
+
 export interface Config {
   /** Where the configuration came from, for messages ("built-in defaults" or a path). */
   source: string;
@@ -110,7 +154,10 @@ export interface Config {
   http: HttpConfig;
   storage: StorageConfig;
   push: PushConfig;
-  log: { level: LogLevel };
+  push2: Push2Config;
+  registration: RegistrationConfig;
+  log: { level: LogLevel; format: LogFormat };
+  metrics: MetricsConfig;
   apps: Map<string, AppConfig>;
   /** Raw dialect tables (`[dialects.p2]` …), as written (for check-config's effective document). */
   dialects: TableReader;
@@ -129,6 +176,8 @@ export function defaultDocument(): Table {
   };
 }
 
+export const MIN_ADMIN_TOKEN = 32;
+
 const APP_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 
 export function readConfig(document: Table, source: string): Config {
@@ -144,6 +193,9 @@ export function readConfig(document: Table, source: string): Config {
     reconnectMaxMs: x.integer('reconnect_max_ms', 30_000, { min: 10 }),
     authFailureRetryMs: x.integer('auth_failure_retry_ms', 60_000, { min: 10 }),
     maxStanzaBytes: x.integer('max_stanza_bytes', 256 * 1024, { min: 4096 }),
+    connectTimeoutMs: x.integer('connect_timeout_ms', 10_000, { min: 100 }),
+    stableAfterMs: x.integer('stable_after_ms', 60_000, { min: 0 }),
+    maxOutboxBytes: x.integer('max_outbox_bytes', 16 * 1024 * 1024, { min: 64 * 1024 }),
   };
   if (/[\s/@]/.test(xmpp.componentJid)) x.fail('component_jid', `must be a bare domain such as "push.example.org", got "${xmpp.componentJid}"`);
   if (xmpp.reconnectMaxMs < xmpp.reconnectInitialMs) x.fail('reconnect_max_ms', 'must not be smaller than reconnect_initial_ms');
@@ -157,7 +209,15 @@ export function readConfig(document: Table, source: string): Config {
     debug: h.boolean('debug', false),
     adminToken: h.optionalString('admin_token'),
     maxBodyBytes: h.integer('max_body_bytes', 16 * 1024, { min: 1024 }),
+    trustProxy: h.boolean('trust_proxy', false),
   };
+  if (http.adminToken !== undefined && http.adminToken.trim() === '') h.fail('admin_token', 'must not be empty: remove the key or set a long random token');
+  if (http.debug && http.adminToken !== undefined && http.adminToken.length < MIN_ADMIN_TOKEN) {
+    h.fail('admin_token', `must be at least ${MIN_ADMIN_TOKEN} characters (e.g. the output of \`openssl rand -hex 32\`)`);
+  }
+  if (http.debug && http.adminToken === undefined) {
+    h.fail('debug', `the debug pages show registrations: set http.admin_token (at least ${MIN_ADMIN_TOKEN} characters) too`);
+  }
   h.rejectUnknownKeys();
 
   const s = root.section('storage');
@@ -189,9 +249,29 @@ export function readConfig(document: Table, source: string): Config {
   push.statelessBurstPerDomain = p.integer('stateless_burst_per_domain', Math.max(1, push.maxStatelessPerDomainPerS * 2), { min: 1 });
   p.rejectUnknownKeys();
 
+  const push2 = readPush2(root.section('push2'), xmpp.componentJid);
+
+  const r = root.section('registration');
+  const registration: RegistrationConfig = {
+    expireDays: r.integer('expire_days', 180, { min: 0, max: 36_500 }),
+    httpPerIpPerMinute: r.integer('http_per_ip_per_minute', 30, { min: 0 }),
+    adhocPerJidPerMinute: r.integer('adhoc_per_jid_per_minute', 10, { min: 0 }),
+    adhocPerDomainPerMinute: r.integer('adhoc_per_domain_per_minute', 600, { min: 0 }),
+    maxPerJid: r.integer('max_per_jid', 50, { min: 0 }),
+  };
+  r.rejectUnknownKeys();
+
   const l = root.section('log');
-  const log = { level: l.oneOf('level', ['debug', 'info', 'warn', 'error'] as const, 'info') };
+  const log = {
+    level: l.oneOf('level', ['debug', 'info', 'warn', 'error'] as const, 'info'),
+    format: l.oneOf('format', ['text', 'json'] as const, 'text'),
+  };
   l.rejectUnknownKeys();
+
+  const m = root.section('metrics');
+  const metrics: MetricsConfig = { enabled: m.boolean('enabled', true), token: m.optionalString('token') };
+  if (metrics.token !== undefined && metrics.token.trim() === '') m.fail('token', 'must not be empty (leave it out for an open /metrics)');
+  m.rejectUnknownKeys();
 
   const appsTable = root.section('apps');
   const apps = new Map<string, AppConfig>();
@@ -200,8 +280,12 @@ export function readConfig(document: Table, source: string): Config {
     const a = appsTable.section(name);
     const provider = a.nonEmptyString('provider');
     const stateless = a.boolean('stateless', false);
-    const allowedDomains = domainList(a, 'allowed_domains');
-    apps.set(name, { name, provider, stateless, allowedDomains, settings: a });
+    const push2Stateless = a.boolean('push2_stateless', false);
+    if (push2Stateless && provider !== 'apns') a.fail('push2_stateless', `is for apns apps (snikket-apns compatible <client> URLs carry an APNS token), not "${provider}"`);
+    const allowedDomains = a.optionalStringList('allowed_domains')?.map((domain) => domain.trim().toLowerCase().replace(/\.$/, ''));
+    if (allowedDomains?.length === 0) a.fail('allowed_domains', 'an empty list would refuse everyone: remove the key to allow every domain');
+    const allowedPorts = a.optionalIntegerList('allowed_ports', { min: 1, max: 65535 });
+    apps.set(name, { name, provider, stateless, push2Stateless, allowedDomains, allowedPorts, settings: a });
   }
   if (apps.size === 0) root.fail('apps', 'no app is configured: add at least one [apps.NAME] table with a provider');
 
@@ -210,17 +294,16 @@ export function readConfig(document: Table, source: string): Config {
   dialects.rejectUnknownKeys();
   root.rejectUnknownKeys();
 
-  return { source, xmpp, http, storage, push, log, apps, dialects, p2 };
+  return { source, xmpp, http, storage, push, push2, registration, log, metrics, apps, dialects, p2 };
 }
 
-function domainList(table: TableReader, key: string): string[] | undefined {
-  if (!table.has(key)) return undefined;
-  const value = table.table[key];
-  table.skip(key);
-  if (!Array.isArray(value) || value.some((item) => typeof item !== 'string' || item.trim() === '' || /[\s/@]/.test(item))) {
-    table.fail(key, 'must be a list of domains, such as ["example.org", "chat.example.net"]');
-  }
-  return (value as string[]).map((domain) => domain.trim().toLowerCase());
+function readPush2(table: TableReader, componentJid: string): Push2Config {
+  // A list, or one comma-separated string (so an environment override can set it).
+  const audiences = table.optionalStringList('audiences')?.map((audience) => audience.trim()) ?? [`https://${componentJid}`, `xmpp:${componentJid}`];
+  if (audiences.length === 0) table.fail('audiences', `an empty list would refuse every notification: remove the key for the default ["https://${componentJid}", "xmpp:${componentJid}"]`);
+  const push2 = { audiences, clockSkewS: table.integer('clock_skew_s', 60, { min: 0, max: 3600 }) };
+  table.rejectUnknownKeys();
+  return push2;
 }
 
 function readP2Dialect(table: TableReader, apps: Map<string, AppConfig>): P2DialectConfig {

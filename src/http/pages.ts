@@ -1,6 +1,7 @@
 /**
  * The original's debug pages (push_appserver_debugging): a list of nodes as links and one
- * registration's data. Every value is HTML-escaped: nodes and tokens are client input.
+ * registration's data. Every value is HTML-escaped: nodes and tokens are client input. Secrets are
+ * never shown and tokens only shortened: the pages are for looking, not for taking over a device.
  */
 import type { Registration } from '../store/types.ts';
 
@@ -10,6 +11,11 @@ export function escapeHtml(value: string): string {
 
 function page(title: string, body: string): string {
   return `<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>${escapeHtml(title)}</title></head>\n<body><h1>${escapeHtml(title)}</h1>\n${body}</body></html>\n`;
+}
+
+/** The first and last characters of a token, enough to tell two apart. */
+export function shortened(token: string): string {
+  return token.length <= 16 ? `${token.slice(0, 4)}… (${token.length} characters)` : `${token.slice(0, 8)}…${token.slice(-4)} (${token.length} characters)`;
 }
 
 const iso = (ms: number | null) => (ms === null ? '' : new Date(ms).toISOString());
@@ -26,8 +32,7 @@ export function registrationPage(r: Registration): string {
   const rows: Array<[string, string]> = [
     ['type', r.app],
     ['node', r.node],
-    ['token', r.token],
-    ['secret', r.secret],
+    ['token', shortened(r.token)],
     ['device', r.deviceKey],
     ['bound_domain', r.boundDomain ?? ''],
     ['registered', iso(r.registeredAt)],

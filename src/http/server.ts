@@ -20,6 +20,8 @@ export interface HttpRequest {
   headers: IncomingMessage['headers'];
   /** Parsed form fields (POST) */
   form: URLSearchParams;
+  /** The peer's address as the socket sees it (a proxy's, behind one: see http.trust_proxy). */
+  remoteAddress: string;
 }
 
 export type Route = (request: HttpRequest) => HttpReply | Promise<HttpReply>;
@@ -110,7 +112,13 @@ export class HttpServer {
   }
 
   private async route(req: IncomingMessage): Promise<HttpReply> {
-    const url = new URL(req.url ?? '/', 'http://local');
+    let url: URL;
+    try {
+      url = new URL(req.url ?? '/', 'http://local');
+    } catch {
+      req.resume();
+      throw new HttpError(400, 'the request target is not a valid URL path');
+    }
     const path = url.pathname.length > 1 ? url.pathname.replace(/\/+$/, '') : url.pathname;
     const candidates = this.routes.filter((entry) => entry.match(path));
     if (candidates.length === 0) {
@@ -125,7 +133,7 @@ export class HttpServer {
       return text(405, `ERROR\nmethod ${req.method} not allowed here (use ${allow})`, { allow });
     }
     const form = method === 'POST' ? await this.readForm(req) : new URLSearchParams();
-    return entry.route({ method, path, query: url.searchParams, headers: req.headers, form });
+    return entry.route({ method, path, query: url.searchParams, headers: req.headers, form, remoteAddress: req.socket.remoteAddress ?? '' });
   }
 
   private async readForm(req: IncomingMessage): Promise<URLSearchParams> {

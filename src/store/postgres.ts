@@ -15,7 +15,7 @@ import { readFileSync } from 'node:fs';
 import type { ConnectionOptions } from 'node:tls';
 import postgres from 'postgres';
 import type { Notification, Urgency } from '../providers/types.ts';
-import type { PendingRetry, Registration, Store, StoreHealth, StoredRetry } from './types.ts';
+import type { PendingRetry, Registration, RegistrationPage, RegistrationQuery, Store, StoreHealth, StoredRetry } from './types.ts';
 
 /** Each entry is one migration; never edit one that has shipped, append a new one. */
 const MIGRATIONS: string[] = [
@@ -56,6 +56,14 @@ const MIGRATIONS: string[] = [
    ALTER TABLE pending_retries ADD COLUMN notification JSONB;
    ALTER TABLE pending_retries ADD COLUMN first_attempt_at BIGINT NOT NULL DEFAULT 0;
    ALTER TABLE pending_retries ADD COLUMN revision INTEGER NOT NULL DEFAULT 1;`,
+  // Issue #10: one JID's registrations (byte order, whatever the database's collation), expiry by
+  // activity, and the block list's size in a counter row instead of a count(*) per insert.
+  `CREATE INDEX registrations_by_key ON registrations (device_key COLLATE "C");
+   CREATE INDEX registrations_by_activity ON registrations (greatest(renewed_at, coalesce(last_push_at, 0)));
+   CREATE TABLE blocked_tokens_count (id INTEGER PRIMARY KEY CHECK (id = 1), n BIGINT NOT NULL);
+   INSERT INTO blocked_tokens_count (id, n) SELECT 1, count(*) FROM blocked_tokens;`,
+  // Push 2.0 (issue #14): the client's pinned JWT public key.
+  `ALTER TABLE registrations ADD COLUMN push2_key TEXT;`,
 ];
 
 /** pg_advisory_xact_lock key: "push-appserver migrations" (any constant works; this one is ours). */
@@ -89,6 +97,7 @@ interface Row {
   last_error_at: number | null;
   last_error: string | null;
   push_count: number;
+  push2_key: string | null;
 }
 
 interface RetryRow {
@@ -114,6 +123,8 @@ function toStoredRetry(row: RetryRow): StoredRetry {
   const request = row.request ?? { dialect: 'xep0357', node: row.node, secret: row.reg_secret, from: row.reg_domain, options: {} };
   const notification: Notification = row.notification ?? { summary: {}, urgency: row.urgency };
   notification.urgency = row.urgency;
+  // A Push 2.0 ciphertext travels as base64 inside the JSON document.
+  if (notification.push2) notification.push2.ciphertext = Buffer.from(notification.push2.ciphertext as unknown as string, 'base64');
   return {
     key: row.node,
     dialect: row.dialect,
@@ -142,6 +153,7 @@ function toRegistration(row: Row): Registration {
     lastErrorAt: row.last_error_at,
     lastError: row.last_error,
     pushCount: row.push_count,
+    push2Key: row.push2_key ?? null,
   };
 }
 
@@ -316,9 +328,9 @@ export class PostgresStore implements Store {
         await tx`DELETE FROM registrations WHERE node = ${replaces}`;
       }
       await tx`INSERT INTO registrations (node, secret, app, token, device_key, bound_domain, registered_at, renewed_at,
-                 last_push_at, last_error_at, last_error, push_count)
+                 last_push_at, last_error_at, last_error, push_count, push2_key)
                VALUES (${r.node}, ${r.secret}, ${r.app}, ${r.token}, ${r.deviceKey}, ${r.boundDomain}, ${r.registeredAt}, ${r.renewedAt},
-                 ${r.lastPushAt}, ${r.lastErrorAt}, ${r.lastError}, ${r.pushCount})`;
+                 ${r.lastPushAt}, ${r.lastErrorAt}, ${r.lastError}, ${r.pushCount}, ${r.push2Key ?? null})`;
     });
     if (replaces !== undefined) this.forget(replaces);
   }
@@ -491,7 +503,10 @@ export class PostgresStore implements Store {
 
   /** One statement: a second instance saving the same key at once merges into the row, never duplicates it. */
   async saveRetry(retry: Omit<StoredRetry, 'revision'>): Promise<void> {
-    const notification = { summary: retry.notification.summary, urgency: retry.notification.urgency, firstAttemptAt: retry.notification.firstAttemptAt };
+    const { push2 } = retry.notification;
+    // A Push 2.0 ciphertext is end-to-end encrypted for the device: persisting it reveals nothing.
+    const notification = { summary: retry.notification.summary, urgency: retry.notification.urgency, firstAttemptAt: retry.notification.firstAttemptAt,
+      ...(push2 ? { push2: { ...push2, ciphertext: push2.ciphertext.toString('base64') } } : {}) };
     await this.sql`
       INSERT INTO pending_retries AS p (node, due_at, attempt, urgency, reason, dialect, app, request, notification, first_attempt_at, revision)
       VALUES (${retry.key}, ${retry.dueAt}, ${retry.attempt}, ${retry.notification.urgency}, ${retry.reason}, ${retry.dialect}, ${retry.app},
@@ -534,22 +549,102 @@ export class PostgresStore implements Store {
     return row.n;
   }
 
+  /** The size is kept in blocked_tokens_count (its row lock also orders instances blocking at once). */
   async blockToken(app: string, token: string, until: number): Promise<void> {
     await this.sql.begin(async (tx) => {
-      await tx`DELETE FROM blocked_tokens WHERE until <= ${Date.now()}`;
-      await tx`INSERT INTO blocked_tokens (app, token, until) VALUES (${app}, ${token}, ${until})
-               ON CONFLICT (app, token) DO UPDATE SET until = excluded.until`;
-      const [{ n }] = await tx<Array<{ n: number }>>`SELECT count(*) AS n FROM blocked_tokens`;
+      const [{ n: before }] = await tx<Array<{ n: number }>>`SELECT n FROM blocked_tokens_count WHERE id = 1 FOR UPDATE`;
+      let n = before - (await tx`DELETE FROM blocked_tokens WHERE until <= ${Date.now()}`).count;
+      const [{ inserted }] = await tx<Array<{ inserted: boolean }>>`
+        INSERT INTO blocked_tokens (app, token, until) VALUES (${app}, ${token}, ${until})
+        ON CONFLICT (app, token) DO UPDATE SET until = excluded.until
+        RETURNING (xmax = 0) AS inserted`;
+      if (inserted) n += 1;
       if (n > BLOCKED_TOKENS_LIMIT) {
-        await tx`DELETE FROM blocked_tokens WHERE (app, token) IN (
-                   SELECT app, token FROM blocked_tokens ORDER BY until LIMIT ${n - BLOCKED_TOKENS_LIMIT})`;
+        n -= (await tx`DELETE FROM blocked_tokens WHERE (app, token) IN (
+                 SELECT app, token FROM blocked_tokens ORDER BY until LIMIT ${n - BLOCKED_TOKENS_LIMIT})`).count;
       }
+      await tx`UPDATE blocked_tokens_count SET n = ${Math.max(0, n)} WHERE id = 1`;
     });
+  }
+
+  /** Size of the block list, from its counter. */
+  async blockedTokenCount(): Promise<number> {
+    const [row] = await this.sql<Array<{ n: number }>>`SELECT n FROM blocked_tokens_count WHERE id = 1`;
+    return row.n;
   }
 
   async isTokenBlocked(app: string, token: string, now: number): Promise<boolean> {
     const [row] = await this.sql<Array<{ until: number }>>`SELECT until FROM blocked_tokens WHERE app = ${app} AND token = ${token}`;
     return row !== undefined && row.until > now;
+  }
+
+  async setPush2Key(node: string, key: string): Promise<boolean> {
+    // One statement decides the race: the first key written wins, a later one only reads it.
+    const [row] = await this.sql<Array<{ push2_key: string | null }>>`
+      WITH pinned AS (UPDATE registrations SET push2_key = ${key} WHERE node = ${node} AND push2_key IS NULL RETURNING push2_key)
+      SELECT push2_key FROM pinned UNION ALL SELECT push2_key FROM registrations WHERE node = ${node} AND NOT EXISTS (SELECT 1 FROM pinned)`;
+    return row?.push2_key === key;
+  }
+
+  async countByScope(scope: string): Promise<number> {
+    // '}' is the byte after '|': the range holds exactly the keys starting with `${scope}|`.
+    const [row] = await this.sql<Array<{ n: number }>>`
+      SELECT count(*) AS n FROM registrations
+      WHERE device_key COLLATE "C" >= ${`${scope}|`} AND device_key COLLATE "C" < ${`${scope}}`}`;
+    return row.n;
+  }
+
+  async removeExpired(before: number, limit: number): Promise<string[]> {
+    await this.flush();
+    const nodes = await this.sql.begin(async (tx) => {
+      const rows = await tx<Array<{ node: string }>>`
+        WITH removed AS (
+          DELETE FROM registrations WHERE node IN (
+            SELECT node FROM registrations WHERE greatest(renewed_at, coalesce(last_push_at, 0)) < ${before}
+            ORDER BY greatest(renewed_at, coalesce(last_push_at, 0)) LIMIT ${limit} FOR UPDATE SKIP LOCKED)
+          RETURNING node, greatest(renewed_at, coalesce(last_push_at, 0)) AS active_at)
+        SELECT node FROM removed ORDER BY active_at, node`;
+      const removed = rows.map((row) => row.node);
+      if (removed.length > 0) await tx`DELETE FROM pending_retries WHERE node IN ${tx(removed)}`;
+      return removed;
+    }) as string[];
+    for (const node of nodes) this.forget(node);
+    return nodes;
+  }
+
+  async countByApp(): Promise<Map<string, number>> {
+    const rows = await this.sql<Array<{ app: string; n: number }>>`SELECT app, count(*) AS n FROM registrations GROUP BY app`;
+    return new Map(rows.map((row) => [row.app, row.n]));
+  }
+
+  async search(query: RegistrationQuery): Promise<RegistrationPage> {
+    await this.flush();
+    const sql = this.sql;
+    const conditions: postgres.PendingQuery<postgres.Row[]>[] = [];
+    if (query.node) conditions.push(sql`starts_with(node, ${query.node})`);
+    if (query.tokenPrefix) conditions.push(sql`starts_with(token, ${query.tokenPrefix})`);
+    if (query.jid) {
+      // Made over XMPP by the JID (`jid|device`), or over HTTP naming it (`|jid=<jid>|device`); case-insensitive.
+      const jid = query.jid.replace(/[\\%_]/g, (c) => `\\${c}`);
+      conditions.push(sql`(device_key ILIKE ${`${jid}|%`} OR device_key ILIKE ${`|jid=${jid}|%`})`);
+    }
+    if (query.app) conditions.push(sql`app = ${query.app}`);
+    if (query.failedOnly) conditions.push(sql`last_error_at IS NOT NULL`);
+    const where = conditions.length === 0 ? sql`` : conditions.slice(1).reduce((all, condition) => sql`${all} AND ${condition}`, sql`WHERE ${conditions[0]}`);
+    const order = query.failedOnly ? sql`ORDER BY last_error_at DESC, node` : sql`ORDER BY node`;
+    const [{ n }] = await sql<Array<{ n: number }>>`SELECT count(*) AS n FROM registrations ${where}`;
+    const rows = await sql<Row[]>`SELECT * FROM registrations ${where} ${order} LIMIT ${query.limit} OFFSET ${query.offset}`;
+    return { registrations: rows.map(toRegistration), total: n };
+  }
+
+  async probeWrite(): Promise<void> {
+    if (this.closed) throw new Error('the store is closed');
+    // A node with a space is never a registration's (nodes are printable ASCII without spaces).
+    await this.sql.begin(async (tx) => {
+      await tx`INSERT INTO pending_retries (node, due_at, attempt, urgency, reason) VALUES (' write-probe', ${Number.MAX_SAFE_INTEGER}, 0, 'normal', 'readiness probe')
+               ON CONFLICT (node) DO NOTHING`;
+      await tx`DELETE FROM pending_retries WHERE node = ' write-probe'`;
+    });
   }
 
   health(): StoreHealth {

@@ -8,11 +8,11 @@
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
-import type { PendingRetry, Registration, Store, StoreHealth, StoredRetry } from './types.ts';
+import type { PendingRetry, Registration, RegistrationPage, RegistrationQuery, Store, StoreHealth, StoredRetry } from './types.ts';
 import { WalCheckpointer } from './wal-checkpointer.ts';
 import type { Notification, Urgency } from '../providers/types.ts';
 
-const MIGRATIONS: string[] = [
+export const MIGRATIONS: string[] = [
   `CREATE TABLE registrations (
      node TEXT PRIMARY KEY,
      secret TEXT NOT NULL,
@@ -50,6 +50,14 @@ const MIGRATIONS: string[] = [
    ALTER TABLE pending_retries ADD COLUMN notification TEXT;
    ALTER TABLE pending_retries ADD COLUMN first_attempt_at INTEGER NOT NULL DEFAULT 0;
    ALTER TABLE pending_retries ADD COLUMN revision INTEGER NOT NULL DEFAULT 1;`,
+  // Issue #10: count one JID's registrations (max_per_jid), find expired ones, and keep the block
+  // list's size in a counter instead of a count(*) per insert.
+  `CREATE INDEX registrations_by_key ON registrations (device_key);
+   CREATE INDEX registrations_by_activity ON registrations (max(renewed_at, coalesce(last_push_at, 0)));
+   CREATE TABLE blocked_tokens_count (id INTEGER PRIMARY KEY CHECK (id = 1), n INTEGER NOT NULL);
+   INSERT INTO blocked_tokens_count (id, n) SELECT 1, count(*) FROM blocked_tokens;`,
+  // Push 2.0 (issue #14): the client's pinned JWT public key.
+  `ALTER TABLE registrations ADD COLUMN push2_key TEXT;`,
 ];
 
 /**
@@ -85,6 +93,7 @@ function toStoredRetry(row: RetryRow): StoredRetry {
     : { dialect: 'xep0357', node: row.node, secret: row.reg_secret, from: row.reg_domain, options: {} };
   const notification = row.notification !== null ? JSON.parse(row.notification) as Notification : { summary: {} , urgency: row.urgency };
   notification.urgency = row.urgency;
+  if (notification.push2) notification.push2.ciphertext = Buffer.from(notification.push2.ciphertext as unknown as string, 'base64');
   return {
     key: row.node,
     dialect: row.dialect,
@@ -131,6 +140,7 @@ interface Row {
   last_error_at: number | null;
   last_error: string | null;
   push_count: number;
+  push2_key: string | null;
 }
 
 function toRegistration(row: Row): Registration {
@@ -147,6 +157,7 @@ function toRegistration(row: Row): Registration {
     lastErrorAt: row.last_error_at,
     lastError: row.last_error,
     pushCount: row.push_count,
+    push2Key: row.push2_key ?? null,
   };
 }
 
@@ -192,8 +203,10 @@ export class SqliteStore implements Store {
       byNode: p('SELECT * FROM registrations WHERE node = ?'),
       byDevice: p('SELECT * FROM registrations WHERE app = ? AND device_key = ?'),
       insert: p(`INSERT INTO registrations (node, secret, app, token, device_key, bound_domain, registered_at, renewed_at,
-                   last_push_at, last_error_at, last_error, push_count)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+                   last_push_at, last_error_at, last_error, push_count, push2_key)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+      pinPush2Key: p('UPDATE registrations SET push2_key = ? WHERE node = ? AND push2_key IS NULL'),
+      push2KeyOf: p('SELECT push2_key FROM registrations WHERE node = ?'),
       renew: p('UPDATE registrations SET renewed_at = ? WHERE node = ?'),
       remove: p('DELETE FROM registrations WHERE node = ?'),
       removeIfOld: p('DELETE FROM registrations WHERE node = ? AND renewed_at <= ?'),
@@ -208,7 +221,10 @@ export class SqliteStore implements Store {
       block: p('INSERT INTO blocked_tokens (app, token, until) VALUES (?, ?, ?) ON CONFLICT (app, token) DO UPDATE SET until = excluded.until'),
       blockedUntil: p('SELECT until FROM blocked_tokens WHERE app = ? AND token = ?'),
       unblockExpired: p('DELETE FROM blocked_tokens WHERE until <= ?'),
-      blockedCount: p('SELECT count(*) AS n FROM blocked_tokens'),
+      blockedCount: p('SELECT n FROM blocked_tokens_count WHERE id = 1'),
+      blockedCountSet: p('UPDATE blocked_tokens_count SET n = ? WHERE id = 1'),
+      countByScope: p('SELECT count(*) AS n FROM registrations WHERE device_key >= ? AND device_key < ?'),
+      expired: p('SELECT node FROM registrations WHERE max(renewed_at, coalesce(last_push_at, 0)) < ? ORDER BY max(renewed_at, coalesce(last_push_at, 0)) LIMIT ?'),
       unblockOldest: p('DELETE FROM blocked_tokens WHERE (app, token) IN (SELECT app, token FROM blocked_tokens ORDER BY until LIMIT ?)'),
       ping: p('SELECT 1'),
       retrySave: p(`INSERT INTO pending_retries (node, due_at, attempt, urgency, reason, dialect, app, request, notification, first_attempt_at, revision)
@@ -223,6 +239,7 @@ export class SqliteStore implements Store {
       retryLeaseUpdate: p('UPDATE pending_retries SET due_at = ? WHERE node = ?'),
       retryFinish: p('DELETE FROM pending_retries WHERE node = ? AND revision = ?'),
       retryReschedule: p('UPDATE pending_retries SET due_at = ?, attempt = ?, reason = ? WHERE node = ?'),
+      countByApp: p('SELECT app, count(*) AS n FROM registrations GROUP BY app'),
       retryCount: p('SELECT count(*) AS n FROM pending_retries'),
     };
   }
@@ -282,7 +299,7 @@ export class SqliteStore implements Store {
         this.pending.delete(replaces);
       }
       this.statements.insert.run(r.node, r.secret, r.app, r.token, r.deviceKey, r.boundDomain, r.registeredAt, r.renewedAt,
-        r.lastPushAt, r.lastErrorAt, r.lastError, r.pushCount);
+        r.lastPushAt, r.lastErrorAt, r.lastError, r.pushCount, r.push2Key ?? null);
     });
     this.checkpointer?.noteWrite();
   }
@@ -457,7 +474,10 @@ export class SqliteStore implements Store {
   }
 
   async saveRetry(retry: Omit<StoredRetry, 'revision'>): Promise<void> {
-    const notification = { summary: retry.notification.summary, urgency: retry.notification.urgency, firstAttemptAt: retry.notification.firstAttemptAt };
+    const { push2 } = retry.notification;
+    // A Push 2.0 ciphertext is end-to-end encrypted for the device: persisting it reveals nothing.
+    const notification = { summary: retry.notification.summary, urgency: retry.notification.urgency, firstAttemptAt: retry.notification.firstAttemptAt,
+      ...(push2 ? { push2: { ...push2, ciphertext: push2.ciphertext.toString('base64') } } : {}) };
     this.statements.retrySave.run(retry.key, retry.dueAt, retry.attempt, retry.notification.urgency, retry.reason, retry.dialect, retry.app,
       JSON.stringify(retry.request), JSON.stringify(notification), retry.firstAttemptAt);
     this.checkpointer?.noteWrite();
@@ -490,19 +510,98 @@ export class SqliteStore implements Store {
     if (Number(this.statements.retryDelete.run(node).changes) > 0) this.checkpointer?.noteWrite();
   }
 
+  async setPush2Key(node: string, key: string): Promise<boolean> {
+    if (Number(this.statements.pinPush2Key.run(key, node).changes) > 0) {
+      this.checkpointer?.noteWrite();
+      return true;
+    }
+    const row = this.statements.push2KeyOf.get(node) as { push2_key: string | null } | undefined;
+    return row?.push2_key === key;
+  }
+
+  /** The size is kept in blocked_tokens_count: O(log n) per insert, not a count(*). */
   async blockToken(app: string, token: string, until: number): Promise<void> {
     this.transaction(() => {
-      this.statements.unblockExpired.run(Date.now());
+      let n = (this.statements.blockedCount.get() as { n: number }).n;
+      n -= Number(this.statements.unblockExpired.run(Date.now()).changes);
+      const known = this.statements.blockedUntil.get(app, token) !== undefined;
       this.statements.block.run(app, token, until);
-      const { n } = this.statements.blockedCount.get() as { n: number };
-      if (n > BLOCKED_TOKENS_LIMIT) this.statements.unblockOldest.run(n - BLOCKED_TOKENS_LIMIT);
+      if (!known) n += 1;
+      if (n > BLOCKED_TOKENS_LIMIT) n -= Number(this.statements.unblockOldest.run(n - BLOCKED_TOKENS_LIMIT).changes);
+      this.statements.blockedCountSet.run(Math.max(0, n));
     });
     this.checkpointer?.noteWrite();
+  }
+
+  /** Size of the block list, from its counter. */
+  async blockedTokenCount(): Promise<number> {
+    return (this.statements.blockedCount.get() as { n: number }).n;
+  }
+
+  async countByScope(scope: string): Promise<number> {
+    // '}' is the byte after '|': the range holds exactly the keys starting with `${scope}|`.
+    return (this.statements.countByScope.get(`${scope}|`, `${scope}}`) as { n: number }).n;
+  }
+
+  async removeExpired(before: number, limit: number): Promise<string[]> {
+    this.flush();
+    let nodes: string[] = [];
+    this.transaction(() => {
+      nodes = (this.statements.expired.all(before, limit) as Array<{ node: string }>).map((row) => row.node);
+      for (const node of nodes) {
+        this.statements.retryDelete.run(node);
+        this.statements.remove.run(node);
+      }
+    });
+    if (nodes.length > 0) this.checkpointer?.noteWrite();
+    return nodes;
   }
 
   async isTokenBlocked(app: string, token: string, now: number): Promise<boolean> {
     const row = this.statements.blockedUntil.get(app, token) as { until: number } | undefined;
     return row !== undefined && row.until > now;
+  }
+
+  async countByApp(): Promise<Map<string, number>> {
+    const rows = this.statements.countByApp.all() as unknown as Array<{ app: string; n: number }>;
+    return new Map(rows.map((row) => [row.app, row.n]));
+  }
+
+  async search(query: RegistrationQuery): Promise<RegistrationPage> {
+    this.flush();
+    const where: string[] = [];
+    const values: Array<string | number> = [];
+    const prefix = (column: string, value: string) => {
+      where.push(`substr(${column}, 1, ?) = ?`);
+      values.push(value.length, value);
+    };
+    if (query.node) prefix('node', query.node);
+    if (query.tokenPrefix) prefix('token', query.tokenPrefix);
+    if (query.jid) {
+      // Made over XMPP by the JID (`jid|device`), or over HTTP naming it (`|jid=<jid>|device`).
+      const jid = query.jid.replace(/[\\%_]/g, (c) => `\\${c}`);
+      where.push("(device_key LIKE ? ESCAPE '\\' OR device_key LIKE ? ESCAPE '\\')");
+      values.push(`${jid}|%`, `|jid=${jid}|%`);
+    }
+    if (query.app) {
+      where.push('app = ?');
+      values.push(query.app);
+    }
+    if (query.failedOnly) where.push('last_error_at IS NOT NULL');
+    const condition = where.length > 0 ? `WHERE ${where.join(' AND ')}` : '';
+    const order = query.failedOnly ? 'ORDER BY last_error_at DESC, node' : 'ORDER BY node';
+    const { n } = this.db.prepare(`SELECT count(*) AS n FROM registrations ${condition}`).get(...values) as { n: number };
+    const rows = this.db.prepare(`SELECT * FROM registrations ${condition} ${order} LIMIT ? OFFSET ?`)
+      .all(...values, query.limit, query.offset) as unknown as Row[];
+    return { registrations: rows.map(toRegistration), total: n };
+  }
+
+  async probeWrite(): Promise<void> {
+    // A node with a space is never a registration's (nodes are printable ASCII without spaces).
+    this.transaction(() => {
+      this.statements.retryInsert.run(' write-probe', Number.MAX_SAFE_INTEGER, 0, 'normal', 'readiness probe');
+      this.statements.retryDelete.run(' write-probe');
+    });
   }
 
   async ping(): Promise<void> {

@@ -24,6 +24,11 @@ export interface Registration {
   lastErrorAt: number | null;
   lastError: string | null;
   pushCount: number;
+  /**
+   * Push 2.0: the client's JWT public key (base64url of the 65-byte P-256 point), given at
+   * registration or pinned from the first notification that verified; null/absent: none yet.
+   */
+  push2Key?: string | null;
 }
 
 export interface PendingRetry {
@@ -33,6 +38,27 @@ export interface PendingRetry {
   /** The retried push keeps its urgency; the summary itself is not stored (it may hold message text). */
   urgency: Urgency;
   reason: string;
+}
+
+/** What the admin page and `stats` search registrations by; every criterion given must match. */
+export interface RegistrationQuery {
+  /** The node starts with this. */
+  node?: string;
+  /** The device token starts with this. */
+  tokenPrefix?: string;
+  /** Registered by this bare JID (over XMPP, or over HTTP naming it), case-insensitively. */
+  jid?: string;
+  app?: string;
+  /** Only registrations whose last push failed, the most recent failure first. */
+  failedOnly?: boolean;
+  offset: number;
+  limit: number;
+}
+
+export interface RegistrationPage {
+  registrations: Registration[];
+  /** How many match in all (for paging). */
+  total: number;
 }
 
 /**
@@ -82,6 +108,19 @@ export interface Store {
   recordFailure(node: string, at: number, reason: string): void;
   list(options: { after?: string; limit: number }): Promise<Registration[]>;
   count(): Promise<number>;
+  /**
+   * Registrations whose deviceKey starts with `${scope}|`, every app together: what one bare JID
+   * registered over XMPP (registration.max_per_jid). Backed by an index on device_key alone; a
+   * backend may answer with a range scan `device_key >= scope||'|' AND device_key < scope||'}'`
+   * (byte order: '}' follows '|').
+   */
+  countByScope(scope: string): Promise<number>;
+  /**
+   * Removes at most `limit` registrations neither renewed nor pushed since `before`
+   * (`max(renewedAt, lastPushAt ?? 0) < before`, indexed) together with their pending retries, and
+   * returns their nodes. Bookkeeping not yet written counts (a backend that batches it writes it first).
+   */
+  removeExpired(before: number, limit: number): Promise<string[]>;
 
   /** Legacy (before issue #11): one row per node holding only the urgency. Kept for existing callers. */
   scheduleRetry(retry: PendingRetry): Promise<boolean>;
@@ -112,9 +151,24 @@ export interface Store {
   rescheduleRetry(key: string, dueAt: number, attempt: number, reason: string): Promise<void>;
   countRetries(): Promise<number>;
 
+  /**
+   * Push 2.0 key pinning: stores `key` as the registration's push2Key only when it holds none.
+   * Returns true when the registration now holds exactly `key` (pinned now or before), false when
+   * it holds another key or the node is gone: the first valid key wins, even against a race.
+   */
+  setPush2Key(node: string, key: string): Promise<boolean>;
+
   /** Token block list for the stateless dialect: dead tokens are not sent to again until expiry. */
   blockToken(app: string, token: string, until: number): Promise<void>;
   isTokenBlocked(app: string, token: string, now: number): Promise<boolean>;
+
+  /** Registrations per app, counted once (at start; the metrics keep the gauge up to date from events). */
+  countByApp(): Promise<Map<string, number>>;
+  /** Registrations matching the query, ordered by node (or by failure time with `failedOnly`); for operators, not the hot path. */
+  search(query: RegistrationQuery): Promise<RegistrationPage>;
+
+  /** Writes and removes a marker in one transaction; throws when the backend cannot write (for readiness). */
+  probeWrite(): Promise<void>;
 
   /** Throws when the backend cannot answer (for health). */
   ping(): Promise<void>;

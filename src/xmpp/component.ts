@@ -2,13 +2,21 @@
  * XEP-0114 (Jabber Component Protocol): the TCP connection to the XMPP server, the SHA-1 handshake,
  * and reconnection with capped exponential backoff. A refused secret is logged as such and retried
  * slowly: it is an operator's mistake and will not fix itself in a second.
+ *
+ * Hostile input must not cost the stream: an oversized stanza is skipped and reported (`oversized`),
+ * only XML that is not well-formed ends the stream, and the backoff starts over only once a stream
+ * stayed up for `stableAfterMs` (so a peer that makes us drop every stream cannot make us reconnect
+ * in a tight loop). Connect + handshake have a deadline. Writes respect back-pressure: while the
+ * socket is congested, stanzas wait in a bounded outbox; beyond its bound they are dropped with a
+ * (throttled) warning, never silently.
  */
 import { createHash } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { connect, type Socket } from 'node:net';
 import { Element } from 'ltx';
+import { ThrottledWarning } from '../core/throttled-warning.ts';
 import type { Logger } from '../log.ts';
-import { StreamParser } from './stream-parser.ts';
+import { StreamParser, type OversizedStanza } from './stream-parser.ts';
 
 export interface ComponentOptions {
   jid: string;
@@ -19,6 +27,12 @@ export interface ComponentOptions {
   reconnectMaxMs: number;
   authFailureRetryMs: number;
   maxStanzaBytes: number;
+  /** Deadline for connect + stream header + handshake. */
+  connectTimeoutMs?: number;
+  /** The backoff starts over only after a stream stayed up this long. */
+  stableAfterMs?: number;
+  /** Bytes held while the socket is congested; more are dropped (and logged). */
+  maxOutboxBytes?: number;
   /** Whitespace keepalive, so a dead peer is noticed and NATs keep the flow. */
   keepaliveMs?: number;
 }
@@ -36,6 +50,7 @@ interface ComponentEvents {
   online: [];
   offline: [];
   stanza: [Element];
+  oversized: [OversizedStanza];
 }
 
 export class Component extends EventEmitter<ComponentEvents> {
@@ -44,7 +59,14 @@ export class Component extends EventEmitter<ComponentEvents> {
   private socket: Socket | undefined;
   private reconnectTimer: NodeJS.Timeout | undefined;
   private keepaliveTimer: NodeJS.Timeout | undefined;
+  private connectTimer: NodeJS.Timeout | undefined;
+  private stableTimer: NodeJS.Timeout | undefined;
   private outbox: string[] = [];
+  private outboxBytes = 0;
+  private flushScheduled = false;
+  /** socket.write returned false: wait for 'drain' before writing more. */
+  private congested = false;
+  private readonly overflowWarning: ThrottledWarning;
   private failures = 0;
   private authRefused = false;
   state: ComponentState = 'stopped';
@@ -56,6 +78,7 @@ export class Component extends EventEmitter<ComponentEvents> {
     super();
     this.options = options;
     this.logger = logger;
+    this.overflowWarning = new ThrottledWarning(logger, 'outgoing stanzas dropped: the XMPP server reads slower than we answer (outbox full)');
   }
 
   start(): void {
@@ -64,30 +87,64 @@ export class Component extends EventEmitter<ComponentEvents> {
     this.open();
   }
 
-  /** Sends a stanza; false when offline (the caller's reply is lost, as with any dropped stream). */
+  /**
+   * Sends a stanza; false when it cannot leave: offline (the caller's reply is lost, as with any
+   * dropped stream) or the outbox is full (logged here, throttled).
+   */
   send(stanza: Element | string): boolean {
     if (this.state !== 'online' || !this.socket) return false;
+    const data = typeof stanza === 'string' ? stanza : stanza.toString();
+    const bytes = Buffer.byteLength(data);
+    if (this.outboxBytes + bytes > (this.options.maxOutboxBytes ?? 16 * 1024 * 1024)) {
+      this.overflowWarning.note({ held_bytes: this.outboxBytes });
+      return false;
+    }
     // Stanzas sent in one turn of the event loop leave in one write: under load, one syscall for
     // many iq replies instead of one each (the profile showed socket writes as the top cost).
-    this.outbox.push(typeof stanza === 'string' ? stanza : stanza.toString());
-    if (this.outbox.length === 1) setImmediate(() => this.flushOutbox());
+    this.outbox.push(data);
+    this.outboxBytes += bytes;
+    this.scheduleFlush();
     return true;
   }
 
-  private flushOutbox(): void {
-    if (this.outbox.length === 0) return;
+  /** Connection attempts since the last stream that stayed up (what the backoff grows with). */
+  get consecutiveFailures(): number {
+    return this.failures;
+  }
+
+  /** Bytes waiting to be written (congestion), for health and tests. */
+  get pendingBytes(): number {
+    return this.outboxBytes;
+  }
+
+  private scheduleFlush(): void {
+    if (this.flushScheduled || this.congested) return;
+    this.flushScheduled = true;
+    setImmediate(() => {
+      this.flushScheduled = false;
+      this.flushOutbox();
+    });
+  }
+
+  private flushOutbox(force = false): void {
+    if (this.outbox.length === 0 || (this.congested && !force)) return;
+    const socket = this.socket;
+    if (!socket?.writable) return;
     const data = this.outbox.length === 1 ? this.outbox[0] : this.outbox.join('');
     this.outbox = [];
-    if (this.socket?.writable) this.socket.write(data);
+    this.outboxBytes = 0;
+    if (!socket.write(data)) this.congested = true;
   }
 
   async stop(): Promise<void> {
     const socket = this.socket;
     this.state = 'stopped';
     clearTimeout(this.reconnectTimer);
+    clearTimeout(this.connectTimer);
+    clearTimeout(this.stableTimer);
     clearInterval(this.keepaliveTimer);
     if (!socket || socket.destroyed) return;
-    this.flushOutbox();
+    this.flushOutbox(true);
     await new Promise<void>((resolve) => {
       socket.once('close', () => resolve());
       socket.end('</stream:stream>');
@@ -100,8 +157,15 @@ export class Component extends EventEmitter<ComponentEvents> {
     this.authRefused = false;
     const socket = connect({ host, port });
     this.socket = socket;
-    socket.setEncoding('utf8');
+    this.congested = false;
     socket.setNoDelay(true);
+    const deadline = this.options.connectTimeoutMs ?? 10_000;
+    this.connectTimer = setTimeout(() => {
+      if (this.socket !== socket || this.state === 'online') return;
+      this.lastError = `no handshake within ${deadline} ms (xmpp.connect_timeout_ms)`;
+      socket.destroy();
+    }, deadline);
+    this.connectTimer.unref();
     socket.setKeepAlive(true, 30_000);
 
     let handshakeSent = false;
@@ -116,6 +180,9 @@ export class Component extends EventEmitter<ComponentEvents> {
         else if (element.name === 'handshake' && handshakeSent) this.becomeOnline(socket);
         else if (element.name === 'stream:error' || element.is('error', NS_STREAMS)) this.onStreamError(element);
       },
+      oversized: (stanza) => {
+        if (this.state === 'online') this.emit('oversized', stanza);
+      },
       streamEnd: () => socket.end(),
       error: (error) => this.abort(socket, `bad XML from the server: ${error.message}`, 'bad-format'),
     }, this.options.maxStanzaBytes);
@@ -124,7 +191,11 @@ export class Component extends EventEmitter<ComponentEvents> {
       this.logger.debug('connected, opening stream', { host, port });
       socket.write(`<?xml version='1.0'?><stream:stream xmlns='jabber:component:accept' xmlns:stream='${NS_STREAMS}' to='${jid}'>`);
     });
-    socket.on('data', (chunk: string) => parser.write(chunk));
+    socket.on('data', (chunk: Buffer) => parser.write(chunk));
+    socket.on('drain', () => {
+      this.congested = false;
+      this.flushOutbox();
+    });
     socket.on('error', (error) => {
       this.lastError = error.message;
       this.logger.debug('socket error', { error: error.message });
@@ -134,12 +205,19 @@ export class Component extends EventEmitter<ComponentEvents> {
 
   private becomeOnline(socket: Socket): void {
     this.state = 'online';
-    this.failures = 0;
+    clearTimeout(this.connectTimer);
+    // Only a stream that stays up earns a fresh backoff: one dropped at once keeps the count.
+    this.stableTimer = setTimeout(() => {
+      if (this.socket === socket && this.state === 'online') this.failures = 0;
+    }, this.options.stableAfterMs ?? 60_000);
+    this.stableTimer.unref();
     this.lastError = undefined;
     this.connectedSince = Date.now();
     this.logger.info('component online', { jid: this.options.jid, server: `${this.options.host}:${this.options.port}` });
     const keepaliveMs = this.options.keepaliveMs ?? 60_000;
-    this.keepaliveTimer = setInterval(() => socket.write(' '), keepaliveMs);
+    this.keepaliveTimer = setInterval(() => {
+      if (!this.congested) socket.write(' ');
+    }, keepaliveMs);
     this.keepaliveTimer.unref();
     this.emit('online');
   }
@@ -174,8 +252,13 @@ export class Component extends EventEmitter<ComponentEvents> {
   private onClose(socket: Socket): void {
     if (socket !== this.socket) return;
     clearInterval(this.keepaliveTimer);
+    clearTimeout(this.connectTimer);
+    clearTimeout(this.stableTimer);
     this.socket = undefined;
+    if (this.outbox.length > 0) this.logger.warn('stanzas not sent: the stream closed', { stanzas: this.outbox.length, bytes: this.outboxBytes });
     this.outbox = [];
+    this.outboxBytes = 0;
+    this.congested = false;
     const wasOnline = this.state === 'online';
     this.connectedSince = undefined;
     if (this.state === 'stopped') return;

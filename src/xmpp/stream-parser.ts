@@ -1,93 +1,336 @@
 /**
- * An XMPP stream parser (RFC 6120 §4) over ltx's SAX parser: reports the stream header, each
- * top-level stanza as a tree, and the stream's end. A stanza larger than the limit is an error,
- * so a peer cannot grow our memory without bound.
+ * An XMPP stream parser (RFC 6120 §4): reports the stream header, each top-level stanza as a tree,
+ * and the stream's end.
+ *
+ * A small byte tokenizer finds the stanza boundaries at depth 1 (it knows tags, quoted attribute
+ * values, comments, CDATA and processing instructions, nothing more); only a complete stanza is
+ * handed to ltx to build its tree. So the size limit counts the raw bytes of each stanza from its
+ * first `<`, opening tag and attributes included, whatever the chunking, and costs linear time.
+ * A stanza over the limit (or nested deeper than MAX_DEPTH) is skipped without being buffered: the
+ * tokenizer keeps following its structure to find its end and reports it as `oversized`, with the
+ * name and attributes of its opening tag when that tag itself fitted the limit (so an iq can be
+ * answered). Only XML that is not well-formed is an `error`, which ends the stream.
  */
-import { Element, Parser } from 'ltx';
+import { Element, parse as parseXml } from 'ltx';
+
+export interface OversizedStanza {
+  /** The opening tag, when it fitted the limit; null when the tag itself was too large. */
+  name: string | null;
+  attrs: Record<string, string>;
+  /** Bytes seen when it was given up, or its full size when it ended in one chunk. */
+  bytes: number;
+  reason: 'size' | 'depth';
+}
 
 export interface StreamEvents {
   streamStart(attrs: Record<string, string>): void;
   stanza(element: Element): void;
+  /** A stanza that was skipped; the stream goes on. */
+  oversized?(stanza: OversizedStanza): void;
   streamEnd(): void;
   error(error: Error): void;
 }
 
+/** Deeper nesting than this is no stanza anyone needs, and recursive tree code should never see it. */
+export const MAX_DEPTH = 64;
+
+/** The stream header is no stanza, but it is bounded too. */
+const MAX_HEADER_BYTES = 8192;
+
+const LT = 0x3c;
+const GT = 0x3e;
+const SLASH = 0x2f;
+const BANG = 0x21;
+const QUESTION = 0x3f;
+const DQUOTE = 0x22;
+const SQUOTE = 0x27;
+
+const State = {
+  Text: 0,
+  TagOpen: 1,
+  StartTag: 2,
+  EndTag: 3,
+  MarkupDecl: 4,
+  Comment: 5,
+  CData: 6,
+  Pi: 7,
+} as const;
+type State = (typeof State)[keyof typeof State];
+
+function isSpace(byte: number): boolean {
+  return byte === 0x20 || byte === 0x09 || byte === 0x0a || byte === 0x0d;
+}
+
+/** The name and attributes of an opening tag, parsed by ltx as an empty element; null when it is not XML. */
+function parseOpeningTag(tag: string): { name: string; attrs: Record<string, string> } | null {
+  const body = tag.endsWith('/>') ? tag : `${tag.slice(0, -1)}/>`;
+  try {
+    const element = parseXml(body);
+    return { name: element.name, attrs: element.attrs };
+  } catch {
+    return null;
+  }
+}
+
 export class StreamParser {
-  private readonly sax;
   private readonly events: StreamEvents;
-  private readonly maxStanzaChars: number;
-  private current: Element | undefined;
+  private readonly maxStanzaBytes: number;
+  private state: State = State.Text;
+  private quote = 0;
+  /** The last byte of a start tag outside quotes was `/`: it closes itself. */
+  private lastWasSlash = false;
+  /** Bytes of `<!…` seen so far, to tell a comment from CDATA. */
+  private markup = '';
+  /** How much of the current terminator (`-->`, `]]>`, `?>`) has matched. */
+  private matched = 0;
+  /** 0 before the stream header, 1 inside the stream, 2 and more inside a stanza. */
   private depth = 0;
-  private stanzaChars = 0;
+  /** Element names of the stanza being buffered (not kept while skipping). */
+  private readonly names: string[] = [];
+  private name: number[] | undefined;
+  /** A unit (the stream header or a stanza) is being read from its `<` on. */
+  private inUnit = false;
+  /** Where the current chunk's bytes of the unit begin that are not yet kept; -1 outside a unit. */
+  private mark = -1;
+  /** Chunk slices of the unit being buffered. */
+  private buffered: Buffer[] = [];
+  private bufferedBytes = 0;
+  /** Bytes of the stanza's root opening tag once it closed; 0 while it is still open. */
+  private rootTagBytes = 0;
+  private skipping: OversizedStanza | undefined;
   private failed = false;
+  private ended = false;
 
-  constructor(events: StreamEvents, maxStanzaChars: number) {
+  constructor(events: StreamEvents, maxStanzaBytes: number) {
     this.events = events;
-    this.maxStanzaChars = maxStanzaChars;
-    this.sax = new Parser.prototype.DefaultParser();
-    this.sax.on('startElement', (name, attrs) => this.onStart(name, attrs));
-    this.sax.on('endElement', (name) => this.onEnd(name));
-    this.sax.on('text', (text) => {
-      if (this.current) this.current.t(text);
-    });
-    this.sax.on('error', (error) => this.fail(error));
+    this.maxStanzaBytes = maxStanzaBytes;
   }
 
-  write(chunk: string): void {
-    if (this.failed) return;
-    if (this.depth > 1) {
-      this.stanzaChars += chunk.length;
-      if (this.stanzaChars > this.maxStanzaChars) {
-        this.fail(new Error(`stanza larger than ${this.maxStanzaChars} characters`));
-        return;
+  write(data: Buffer | string): void {
+    if (this.failed || this.ended) return;
+    const chunk = typeof data === 'string' ? Buffer.from(data, 'utf8') : data;
+    this.mark = this.inUnit ? 0 : -1;
+    for (let i = 0; i < chunk.length; i += 1) {
+      const byte = chunk[i];
+      switch (this.state) {
+        case State.Text:
+          if (byte === LT) {
+            this.state = State.TagOpen;
+            if (!this.inUnit) {
+              this.inUnit = true;
+              this.mark = i;
+            }
+          }
+          break;
+        case State.TagOpen:
+          if (byte === SLASH) {
+            this.state = State.EndTag;
+            this.name = this.skipping ? undefined : [];
+          } else if (byte === BANG || byte === QUESTION) {
+            this.state = byte === BANG ? State.MarkupDecl : State.Pi;
+            this.markup = '';
+            this.matched = 0;
+            // Between stanzas a comment or a processing instruction belongs to no unit.
+            if (this.depth <= 1) this.leaveUnit();
+          } else if (isSpace(byte) || byte === GT) {
+            return this.fail('a tag without a name');
+          } else {
+            this.state = State.StartTag;
+            this.quote = 0;
+            this.lastWasSlash = false;
+            this.name = this.skipping ? undefined : [byte];
+          }
+          break;
+        case State.StartTag:
+          if (this.quote !== 0) {
+            if (byte === this.quote) this.quote = 0;
+          } else if (byte === DQUOTE || byte === SQUOTE) {
+            this.quote = byte;
+            this.endName();
+            this.lastWasSlash = false;
+          } else if (byte === GT) {
+            this.endName();
+            this.startTagClosed(chunk, i);
+          } else if (isSpace(byte)) {
+            this.endName();
+          } else {
+            if (byte === SLASH) this.endName();
+            else if (this.name) this.name.push(byte);
+            this.lastWasSlash = byte === SLASH;
+          }
+          break;
+        case State.EndTag:
+          if (byte === GT) this.endTagClosed(chunk, i);
+          else if (this.name && !isSpace(byte)) this.name.push(byte);
+          break;
+        case State.MarkupDecl:
+          this.markup += String.fromCharCode(byte);
+          if (this.markup === '--') {
+            this.state = State.Comment;
+          } else if (this.markup === '[CDATA[') {
+            if (this.depth < 2) return this.fail('CDATA outside a stanza');
+            this.state = State.CData;
+          } else if (!'--'.startsWith(this.markup) && !'[CDATA['.startsWith(this.markup)) {
+            return this.fail('a document type declaration or unknown markup (<!…) is not allowed in XMPP');
+          }
+          break;
+        case State.Comment:
+          // `-->`; whether the comment is otherwise well-formed is ltx's to judge when it is buffered.
+          if (byte === 0x2d) this.matched = Math.min(this.matched + 1, 2);
+          else if (byte === GT && this.matched === 2) this.state = State.Text;
+          else this.matched = 0;
+          break;
+        case State.CData:
+          if (byte === 0x5d) this.matched = Math.min(this.matched + 1, 2);
+          else if (byte === GT && this.matched === 2) this.state = State.Text;
+          else this.matched = 0;
+          break;
+        case State.Pi:
+          if (byte === QUESTION) this.matched = 1;
+          else if (byte === GT && this.matched === 1) this.state = State.Text;
+          else this.matched = 0;
+          break;
       }
+      if (this.failed || this.ended) return;
     }
-    try {
-      this.sax.write(chunk);
-    } catch (error) {
-      this.fail(error as Error);
-    }
+    if (this.inUnit) this.keep(chunk, this.mark, chunk.length);
   }
 
-  private onStart(name: string, attrs: Record<string, string>): void {
+  private endName(): void {
+    if (!this.name) return;
+    this.names.push(Buffer.from(this.name).toString('utf8'));
+    this.name = undefined;
+  }
+
+  private leaveUnit(): void {
+    this.inUnit = false;
+    this.mark = -1;
+    this.buffered = [];
+    this.bufferedBytes = 0;
+    this.rootTagBytes = 0;
+    this.skipping = undefined;
+    this.names.length = 0;
+    this.name = undefined;
+  }
+
+  /** Holds on to chunk[from, to) for the unit being read, or starts skipping it when it is too large. */
+  private keep(chunk: Buffer, from: number, to: number): void {
+    this.mark = to;
+    if (to <= from) return;
+    if (this.skipping) {
+      this.skipping.bytes += to - from;
+      return;
+    }
+    this.buffered.push(chunk.subarray(from, to));
+    this.bufferedBytes += to - from;
     if (this.depth === 0) {
+      if (this.bufferedBytes > Math.max(this.maxStanzaBytes, MAX_HEADER_BYTES)) this.fail(`stream header larger than ${Math.max(this.maxStanzaBytes, MAX_HEADER_BYTES)} bytes`);
+      return;
+    }
+    if (this.bufferedBytes > this.maxStanzaBytes) this.startSkipping('size');
+  }
+
+  private startSkipping(reason: OversizedStanza['reason']): void {
+    const opening = this.rootTagBytes > 0 ? parseOpeningTag(this.prefix(this.rootTagBytes)) : null;
+    this.skipping = { name: opening?.name ?? null, attrs: opening?.attrs ?? {}, bytes: this.bufferedBytes, reason };
+    this.buffered = [];
+    this.bufferedBytes = 0;
+    this.names.length = 0;
+    this.name = undefined;
+  }
+
+  private prefix(bytes: number): string {
+    return Buffer.concat(this.buffered).subarray(0, bytes).toString('utf8');
+  }
+
+  /** The `>` of a start tag at chunk[i]. */
+  private startTagClosed(chunk: Buffer, i: number): void {
+    this.state = State.Text;
+    if (this.depth === 0) {
+      this.keep(chunk, this.mark, i + 1);
+      if (this.failed) return;
+      const header = Buffer.concat(this.buffered).toString('utf8');
+      const name = this.names.pop();
+      const selfClosing = this.lastWasSlash;
+      this.leaveUnit();
+      if (name !== 'stream:stream' || selfClosing) return this.fail(`expected <stream:stream>, got <${name ?? ''}>`);
+      const opening = parseOpeningTag(header);
+      if (!opening) return this.fail('the stream header is not well-formed');
       this.depth = 1;
-      if (name !== 'stream:stream') this.fail(new Error(`expected <stream:stream>, got <${name}>`));
-      else this.events.streamStart(attrs);
+      this.events.streamStart(opening.attrs);
+      return;
+    }
+    const selfClosing = this.lastWasSlash;
+    if (!this.skipping) {
+      if (selfClosing) this.names.pop();
+      if (this.rootTagBytes === 0) this.rootTagBytes = this.bufferedBytes + (i + 1 - this.mark);
+    }
+    if (selfClosing) {
+      if (this.depth === 1) this.stanzaEnded(chunk, i);
       return;
     }
     this.depth += 1;
-    const element = new Element(name, attrs);
-    if (this.current) this.current.cnode(element);
-    else this.stanzaChars = 0;
-    this.current = element;
+    if (this.depth - 1 > MAX_DEPTH && !this.skipping) {
+      this.keep(chunk, this.mark, i + 1);
+      if (!this.skipping) this.startSkipping('depth');
+    }
   }
 
-  private onEnd(name: string): void {
+  /** The `>` of an end tag at chunk[i]. */
+  private endTagClosed(chunk: Buffer, i: number): void {
+    this.state = State.Text;
+    const name = this.name ? Buffer.from(this.name).toString('utf8') : undefined;
+    this.name = undefined;
     if (this.depth === 1) {
+      this.leaveUnit();
+      if (name !== 'stream:stream') return this.fail(`unexpected </${name ?? ''}>`);
       this.depth = 0;
-      if (name === 'stream:stream') this.events.streamEnd();
+      this.ended = true;
+      this.events.streamEnd();
       return;
     }
-    if (!this.current || this.current.name !== name) {
-      this.fail(new Error(`unexpected </${name}>`));
-      return;
+    if (!this.skipping) {
+      const open = this.names.pop();
+      if (open !== name) return this.fail(`unexpected </${name ?? ''}>, expected </${open ?? ''}>`);
     }
     this.depth -= 1;
-    const parent = this.current.parent;
-    if (this.depth === 1) {
-      const stanza = this.current;
-      this.current = undefined;
-      stanza.parent = null;
-      this.events.stanza(stanza);
-    } else {
-      this.current = parent ?? undefined;
-    }
+    if (this.depth === 1) this.stanzaEnded(chunk, i);
   }
 
-  private fail(error: Error): void {
+  private stanzaEnded(chunk: Buffer, i: number): void {
+    const skipped = this.skipping;
+    const tail = i + 1 - this.mark;
+    const total = this.bufferedBytes + tail;
+    if (skipped) {
+      skipped.bytes += tail;
+      this.leaveUnit();
+      this.events.oversized?.(skipped);
+      return;
+    }
+    this.buffered.push(chunk.subarray(this.mark, i + 1));
+    const rootTagBytes = this.rootTagBytes;
+    if (total > this.maxStanzaBytes) {
+      const opening = rootTagBytes <= this.maxStanzaBytes ? parseOpeningTag(this.prefix(rootTagBytes)) : null;
+      this.leaveUnit();
+      this.events.oversized?.({ name: opening?.name ?? null, attrs: opening?.attrs ?? {}, bytes: total, reason: 'size' });
+      return;
+    }
+    const text = Buffer.concat(this.buffered).toString('utf8');
+    this.leaveUnit();
+    let element: Element;
+    try {
+      element = parseXml(text);
+    } catch (error) {
+      return this.fail((error as Error).message);
+    }
+    element.parent = null;
+    this.events.stanza(element);
+  }
+
+  private fail(message: string): void {
     if (this.failed) return;
     this.failed = true;
-    this.events.error(error);
+    this.leaveUnit();
+    this.events.error(new Error(message));
   }
 }

@@ -62,7 +62,7 @@ describe('registration dialects through Prosody', { skip, timeout: 180_000 }, ()
     prosody = await startProsody({ hosts: [HOME, FOREIGN], componentJid: PUSH });
     const users: Array<[string, string]> = [
       ['sender', HOME], ['v1user', HOME], ['fcmuser', HOME], ['apnsuser', HOME], ['twin1', HOME], ['twin2', HOME],
-      ['fpush', HOME], ['fpushbad', HOME], ['victim', HOME], ['httpuser', HOME], ['xmppmade', HOME], ['mallory', FOREIGN],
+      ['fpush', HOME], ['fpushbad', HOME], ['victim', HOME], ['knockvictim', HOME], ['httpuser', HOME], ['xmppmade', HOME], ['mallory', FOREIGN],
     ];
     for (const [user, host] of users) await prosody.register(user, host, password);
     app = await startAppServer(CONFIG, { prosody });
@@ -233,12 +233,14 @@ describe('registration dialects through Prosody', { skip, timeout: 180_000 }, ()
     assert.equal(app.countLog(deliveries('monal-sandbox', node)), 0);
   });
 
-  test('HTTP unregister of a bound registration requires its secret, with a clear error', async () => {
+  test('HTTP unregister of a bound registration requires its secret, and without it answers as for an unknown node', async () => {
     const registered = await app.post('/push_appserver/v1/register', { type: 'monal-sandbox', node: 'http-unregister-device', token: 'tok', jid: `someone@${HOME}` });
     const [, node, secret] = registered.body.split('\n');
     const refused = await app.post('/push_appserver/v1/unregister', { type: 'monal-sandbox', node });
-    assert.equal(refused.status, 403);
-    assert.match(refused.body, /^ERROR\n.*bound to localhost.*requires its "secret"/);
+    const unknown = await app.post('/push_appserver/v1/unregister', { type: 'monal-sandbox', node: 'never-registered-anywhere' });
+    assert.deepEqual([refused.status, refused.body], [unknown.status, unknown.body]);
+    assert.equal(refused.status, 404);
+    assert.doesNotMatch(refused.body, /localhost/);
     const removed = await app.post('/push_appserver/v1/unregister', { type: 'monal-sandbox', node, secret });
     assert.equal(removed.status, 200, removed.body);
     assert.equal(removed.body.split('\n')[0], 'OK');
@@ -247,9 +249,42 @@ describe('registration dialects through Prosody', { skip, timeout: 180_000 }, ()
   test('HTTP unregister of a registration made over XMPP requires its secret', async () => {
     const registered = await run('xmppmade', 'v1-register-push', { type: 'monal-sandbox', node: 'xmpp-made-device', token: 'tok' });
     const refused = await app.post('/push_appserver/v1/unregister', { type: 'monal-sandbox', node: registered.node });
-    assert.equal(refused.status, 403);
-    assert.match(refused.body, /requires its "secret"/);
+    assert.equal(refused.status, 404);
+    assert.match(refused.body, /"secret"/);
     assert.ok(await app.server.store.getByNode(registered.node));
+  });
+
+  test('HTTP knock-out attempts on a registration made over XMPP fail and its pushes keep arriving', async () => {
+    const registered = await run('knockvictim', 'v1-register-push', { type: 'monal-sandbox', node: 'knock-phone', token: 'victim-token' });
+    await enable('knockvictim', registered.node, registered.secret);
+    // Naming the victim's JID and device id with another token: a node of its own, nothing replaced.
+    const attack = await app.post('/push_appserver/v1/register', { type: 'monal-sandbox', node: 'knock-phone', token: 'attacker-token', jid: `knockvictim@${HOME}` });
+    assert.equal(attack.status, 200, attack.body);
+    const [, attackNode, attackSecret] = attack.body.split('\n');
+    assert.notEqual(attackNode, registered.node);
+    assert.notEqual(attackSecret, registered.secret);
+    // Removal by device id and by node, with and without the JID: all fail alike.
+    const attempts: Array<Record<string, string>> = [{ node: registered.node }, { node: registered.node, jid: `knockvictim@${HOME}` }, { node: registered.node, secret: attackSecret }];
+    for (const fields of attempts) {
+      const removal = await app.post('/push_appserver/v1/unregister', { type: 'monal-sandbox', ...fields });
+      assert.equal(removal.status, 404, JSON.stringify(fields));
+    }
+    // The same registration again anonymously: a node of its own too.
+    const anonymous = await app.post('/push_appserver/v1/register', { type: 'monal-sandbox', node: registered.node, token: 'attacker-token' });
+    assert.notEqual(anonymous.body.split('\n')[1], registered.node);
+    const kept = await app.server.store.getByNode(registered.node);
+    assert.equal(kept?.token, 'victim-token');
+    await sender.sendMessage(`knockvictim@${HOME}`, 'still there?');
+    await app.waitForCount(deliveries('monal-sandbox', registered.node), 1);
+    assert.equal(app.countLog(new RegExp(`dry-run push node=${escapeRegExp(attackNode)}`)), 0);
+  });
+
+  test('v1-unregister-push removes an anonymous HTTP registration by its node', async () => {
+    const registered = await app.post('/push_appserver/v1/register', { type: 'monal-sandbox', node: 'http-then-adhoc', token: 'tok-h' });
+    const [, node] = registered.body.split('\n');
+    const removed = await run('xmppmade', 'v1-unregister-push', { type: 'monal-sandbox', node });
+    assert.equal(removed.node, node);
+    assert.equal(await app.server.store.getByNode(node), undefined);
   });
 
   test('HTTP unregister in the original form still works for an anonymous registration', async () => {

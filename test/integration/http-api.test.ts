@@ -5,8 +5,11 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { startAppServer, type TestAppServer } from '../support/app-server.ts';
+import { startMockPushEndpoint, type MockPushEndpoint } from '../support/mock-push-endpoint.ts';
+import { closedPort, type ClosedPort } from '../support/ports.ts';
 
 const V1 = '/push_appserver/v1';
+const ADMIN_TOKEN = 'admin-secret-of-at-least-32-characters';
 
 describe('HTTP API v1', () => {
   let app: TestAppServer;
@@ -14,7 +17,7 @@ describe('HTTP API v1', () => {
 
   before(async () => {
     app = await startAppServer();
-    debugApp = await startAppServer({ http: { debug: true, admin_token: 'admin-secret' } });
+    debugApp = await startAppServer({ http: { debug: true, admin_token: ADMIN_TOKEN } });
   });
 
   after(async () => {
@@ -132,7 +135,7 @@ describe('HTTP API v1', () => {
     const evil = '<script>alert(1)</script>';
     await debugApp.post(`${V1}/register`, { type: 'fcm', node: 'evil-node', token: evil });
     assert.equal((await fetch(`${debugApp.httpUrl}${V1}/settings`)).status, 403);
-    const auth = { authorization: 'Bearer admin-secret' };
+    const auth = { authorization: `Bearer ${ADMIN_TOKEN}` };
     const list = await fetch(`${debugApp.httpUrl}${V1}/settings`, { headers: auth });
     assert.equal(list.status, 200);
     assert.match(await list.text(), /href="\/push_appserver\/v1\/settings\/evil-node"/);
@@ -144,8 +147,70 @@ describe('HTTP API v1', () => {
     assert.match(html, /last_successful_push/);
   });
 
+  test('the debug pages never show a secret, shorten tokens and refuse the admin token in the query string', async () => {
+    const token = `tok-${'z'.repeat(60)}-end`;
+    const [, node, secret] = (await debugApp.post(`${V1}/register`, { type: 'fcm', node: 'page-node', token })).body.split('\n');
+    const html = await (await fetch(`${debugApp.httpUrl}${V1}/settings/${node}`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })).text();
+    assert.ok(!html.includes(secret));
+    assert.ok(!html.includes(token));
+    assert.match(html, /tok-zzzz…-end/);
+    assert.equal((await fetch(`${debugApp.httpUrl}${V1}/settings?token=${ADMIN_TOKEN}`)).status, 403);
+    assert.equal((await fetch(`${debugApp.httpUrl}${V1}/settings`, { headers: { authorization: 'Bearer wrong' } })).status, 403);
+  });
+
   test('an unknown path is 404 and the server keeps serving', async () => {
     assert.equal((await fetch(`${app.httpUrl}/nope`)).status, 404);
     assert.equal((await fetch(`${app.httpUrl}${V1}/health`)).status, 200);
+  });
+});
+
+describe('HTTP API v1 push on transient trouble', () => {
+  let app: TestAppServer;
+  let service: MockPushEndpoint;
+  let unreachable: ClosedPort;
+
+  before(async () => {
+    service = await startMockPushEndpoint({ tls: false });
+    unreachable = await closedPort();
+    app = await startAppServer(`
+      [apps.up]
+      provider = "unifiedpush"
+      allow_http = true
+      allow_private = true
+    `);
+  });
+
+  after(async () => {
+    await app?.stop();
+    await service?.close();
+    await unreachable?.release();
+  });
+
+  async function registered(node: string, endpoint: string): Promise<{ node: string; secret: string }> {
+    const reply = await app.post(`${V1}/register`, { type: 'up', node, token: endpoint });
+    assert.equal(reply.status, 200, reply.body);
+    const [, pubsubNode, secret] = reply.body.split('\n');
+    return { node: pubsubNode, secret };
+  }
+
+  for (const status of [429, 503]) {
+    test(`a push service answering ${status} with Retry-After 7 makes push answer 503 with Retry-After 7`, async () => {
+      const endpoint = service.endpoint([{ status, retryAfter: 7 }]);
+      const device = await registered(`busy-${status}`, endpoint);
+      const reply = await app.post(`${V1}/push`, device);
+      assert.equal(reply.status, 503);
+      assert.equal(reply.headers.get('retry-after'), '7');
+      assert.match(reply.body, new RegExp(`^ERROR\\n.*${status}`));
+      assert.equal(service.requestsTo(endpoint).length, 1, 'the push service was asked');
+    });
+  }
+
+  test('an unreachable push service makes push answer 503 with a Retry-After of at least a second', async () => {
+    const device = await registered('unreachable', `http://127.0.0.1:${unreachable.port}/up`);
+    const reply = await app.post(`${V1}/push`, device);
+    assert.equal(reply.status, 503);
+    assert.match(reply.headers.get('retry-after') ?? '', /^[1-9]\d*$/);
+    assert.match(reply.body, /^ERROR\n/);
+    assert.ok(await app.server.store.getByNode(device.node), 'transient trouble keeps the registration');
   });
 });

@@ -74,14 +74,15 @@ test('migrate brings a new PostgreSQL database up to date, and a second run find
   const file = configFile(server.url(database));
   const first = await cli(['migrate', '--config', file]);
   assert.equal(first.status, 0, first.stderr);
-  assert.match(first.stdout, /postgres schema is up to date \(applied migrations 1, 2\)/);
+  const all = Array.from({ length: PostgresStore.migrationCount }, (_, i) => i + 1).join(', ');
+  assert.ok(first.stdout.includes(`postgres schema is up to date (applied migrations ${all})`), first.stdout);
   const second = await cli(['migrate', '--config', file]);
   assert.equal(second.status, 0, second.stderr);
   assert.match(second.stdout, /postgres schema is up to date \(nothing to apply\)/);
   const sql = postgres(server.url(database), { max: 1 });
   const tables = await sql`SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename`;
   await sql.end();
-  assert.deepEqual(tables.map((t) => t.tablename), ['blocked_tokens', 'pending_retries', 'registrations', 'schema_migrations']);
+  assert.deepEqual(tables.map((t) => t.tablename), ['blocked_tokens', 'blocked_tokens_count', 'pending_retries', 'registrations', 'schema_migrations']);
 });
 
 test('migrate on a SQLite file creates its schema and exits', async () => {

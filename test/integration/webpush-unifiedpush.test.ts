@@ -91,9 +91,14 @@ describe('WebPush and UnifiedPush through real Prosody', { skip, timeout: 120_00
       const { token, endpoint } = kind.newToken();
       const { user, node } = await offlineUserWithPush(kind.app, token);
       await bob.sendMessage(`${user}@localhost`, 'are you there?');
-      await app.waitForLog(new RegExp(`pushed app=${kind.app} node=${node}`));
-      const delivered = kind.mock().requestsTo(endpoint);
-      assert.equal(delivered.length, 1);
+      await app.waitForCount(new RegExp(`pushed app=${kind.app} node=${node}(\\s|$)`), 1);
+      // A later event on the same path: a duplicate of the first push would have reached the mock
+      // before the second message's push did.
+      await bob.sendMessage(`${user}@localhost`, 'still there?');
+      await app.waitForCount(new RegExp(`pushed app=${kind.app} node=${node}(\\s|$)`), 2);
+      const delivered = await kind.mock().waitForRequests(endpoint, 2);
+      assert.equal(delivered.length, 2, 'one request per message, no duplicate');
+      assert.equal(app.countLog(new RegExp(`push will be retried(?=.* node=${node}(\\s|$))`)), 0);
       const [request] = delivered;
       assert.equal(request.decryptError, undefined);
       // Prosody announces a dummy body for a chat message; without include_body it stays here.
@@ -120,18 +125,35 @@ describe('WebPush and UnifiedPush through real Prosody', { skip, timeout: 120_00
     });
 
     for (const status of [429, 503]) {
-      test(`${name}: a ${status} with Retry-After 1 is retried a second later and then delivered`, async () => {
-        const { token, endpoint } = kind.newToken([{ status, retryAfter: 1 }, { status: 201 }]);
+      test(`${name}: a ${status} with Retry-After 3 is retried after those 3 seconds and then delivered`, async () => {
+        // 3 s: a delay the retry backoff (1 s, 2 s, 4 s, …) never produces, so only the header explains it.
+        const { token, endpoint } = kind.newToken([{ status, retryAfter: 3 }, { status: 201 }]);
         const { user, node } = await offlineUserWithPush(kind.app, token);
         await bob.sendMessage(`${user}@localhost`, 'hello?');
-        await app.waitForLog(new RegExp(`push will be retried node=${node} in_ms=1000`));
+        await app.waitForLog(new RegExp(`push will be retried(?=.* node=${node}(\\s|$))(?=.* in_ms=3000(\\s|$))`));
         const [first, retried] = await kind.mock().waitForRequests(endpoint, 2);
         assert.equal(first.status, status);
         assert.equal(retried.status, 201);
         assert.equal(retried.decryptError, undefined);
         assert.equal(retried.content?.node, node);
-        await app.waitForLog(new RegExp(`retried push node=${node} attempt=1 result=delivered`));
+        await app.waitForLog(new RegExp(`retried push(?=.* node=${node}(\\s|$))(?=.* attempt=1(\\s|$))(?=.* result=delivered(\\s|$))`));
         assert.ok(await app.server.store.getByNode(node), 'the registration stays');
+      });
+    }
+  }
+
+  for (const [name, kind] of Object.entries(kinds)) {
+    for (const status of [301, 302, 307, 308]) {
+      test(`${name}: a ${status} redirect is never followed, and the publish gets wait/not-acceptable`, async () => {
+        // The redirect points at another endpoint of the same mock: following it would show there.
+        const elsewhere = kind.newToken();
+        const { token, endpoint } = kind.newToken([{ status, headers: { location: elsewhere.endpoint } }]);
+        const { node, secret } = await offlineUserWithPush(kind.app, token);
+        const error = await rejectionOf(bob.iq(publishIq(node, secret)));
+        assert.deepEqual([error.type, error.condition], ['wait', 'not-acceptable']);
+        assert.equal(kind.mock().requestsTo(endpoint).length, 1);
+        assert.equal(kind.mock().requestsTo(elsewhere.endpoint).length, 0, 'nothing went to the redirect target');
+        assert.ok(await app.server.store.getByNode(node), 'a redirect does not remove the registration');
       });
     }
   }

@@ -63,10 +63,14 @@ describe('component attached to Prosody', { skip, timeout: 120_000 }, () => {
   });
 
   test('messages and presences to the component are ignored and it keeps serving', async () => {
+    const from = bob.received.length;
     await bob.sendMessage('push.localhost', 'hello component');
     await bob.raw.send(xml('presence', { to: 'push.localhost', type: 'subscribe' }));
+    // The ping travels the same stream after them: its answer comes after any reply to them would.
     const reply = await bob.iq(xml('iq', { type: 'get', to: 'push.localhost' }, xml('ping', { xmlns: 'urn:xmpp:ping' })));
     assert.equal(reply.attrs.type, 'result');
+    const answers = bob.received.slice(from).filter((stanza) => stanza.name !== 'iq' && String(stanza.attrs.from ?? '').startsWith('push.localhost'));
+    assert.deepEqual(answers.map((stanza) => stanza.toString()), [], 'no reply, error or otherwise, to a message or presence');
   });
 
   test('a message to an offline account with push enabled makes exactly one provider call for its registration', async () => {
@@ -127,13 +131,26 @@ describe('component attached to Prosody', { skip, timeout: 120_000 }, () => {
     assert.equal(reply.attrs.type, 'result');
   });
 
-  test('a wrong component secret is logged as such and the server keeps running', async () => {
-    const wrong = await startAppServer({ xmpp: { component_secret: 'definitely-wrong' }, http: { port: 0 } }, { prosody });
+  test('a wrong component secret is logged as such, retried only every auth_failure_retry_ms, and the server keeps running', async () => {
+    const retryMs = 1500;
+    const wrong = await startAppServer({ xmpp: { component_secret: 'definitely-wrong', reconnect_initial_ms: 20, reconnect_max_ms: 40, auth_failure_retry_ms: retryMs }, http: { port: 0 } }, { prosody });
     try {
-      await wrong.waitForLog(/refused the component secret/);
-      assert.equal(wrong.server.xmpp.component.state === 'online', false);
+      const refused = /ERROR .*the XMPP server refused the component secret: check xmpp\.component_secret against the server's component_secret/;
+      await wrong.waitForCount(refused, 2);
+      const deadline = Date.now() + 15_000;
+      // The refusal is logged when Prosody's stream error arrives; the state follows when the stream closes.
+      while (wrong.server.xmpp.component.state !== 'auth-failed' && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
+      assert.equal(wrong.server.xmpp.component.state, 'auth-failed');
       const health = await fetch(`${wrong.httpUrl}/push_appserver/v1/health`);
       assert.equal(health.status, 200);
+      // The log lines' own timestamps: the second try came no sooner than auth_failure_retry_ms,
+      // although the ordinary backoff (20–40 ms) would have tried dozens of times meanwhile.
+      const lines = wrong.logLines;
+      const [first, second] = lines.map((line, index) => [line, index] as const).filter(([line]) => refused.test(line));
+      const at = (line: string) => Date.parse(line.split(' ')[0]);
+      assert.ok(at(second[0]) - at(first[0]) >= retryMs - 5, `retried after ${at(second[0]) - at(first[0])} ms`);
+      const attemptsBetween = lines.slice(first[1] + 1, second[1]).filter((line) => /connected, opening stream/.test(line)).length;
+      assert.equal(attemptsBetween, 1, 'exactly one connection attempt between the two refusals');
     } finally {
       await wrong.stop();
     }

@@ -12,6 +12,7 @@ import { parseDocument } from '../../src/config/load.ts';
 import { isTable, type Table } from '../../src/config/reader.ts';
 import { readConfig } from '../../src/config/schema.ts';
 import { createLogger } from '../../src/log.ts';
+import { closedPort } from './ports.ts';
 import type { ProsodyInstance } from './prosody.ts';
 
 export interface TestAppServer {
@@ -43,17 +44,21 @@ export type ComponentHost = Pick<ProsodyInstance, 'componentJid' | 'componentPor
 export async function startAppServer(config: string | Table = {}, options: { prosody?: ComponentHost } = {}): Promise<TestAppServer> {
   const dir = mkdtempSync(join(tmpdir(), 'push-appserver-test-'));
   const document = typeof config === 'string' ? parseDocument(config, 'test.toml') : structuredClone(config);
+  // Without a Prosody the component has no server: a port held closed, never one someone may own.
+  const noServer = options.prosody ? undefined : await closedPort();
   const defaults: Table = {
     xmpp: {
       component_jid: options.prosody?.componentJid ?? 'push.localhost',
       server_host: '127.0.0.1',
-      server_port: options.prosody?.componentPort ?? 1,
+      server_port: options.prosody?.componentPort ?? noServer!.port,
       component_secret: options.prosody?.componentSecret ?? 'unused',
       reconnect_initial_ms: 100,
       reconnect_max_ms: 1000,
     },
     http: { host: '127.0.0.1', port: 0 },
     storage: { url: `sqlite:${join(dir, 'push.db')}` },
+    // Tests register far faster than any client; the tests of these limits set them themselves.
+    registration: { http_per_ip_per_minute: 100_000, adhoc_per_jid_per_minute: 100_000, adhoc_per_domain_per_minute: 100_000 },
   };
   if (!document.apps) document.apps = { apns: { provider: 'log' }, fcm: { provider: 'log' } };
   const merged = merge(defaults, document);
@@ -69,7 +74,13 @@ export async function startAppServer(config: string | Table = {}, options: { pro
       },
     },
   });
-  const server = await PushAppServer.start(readConfig(merged, 'test.toml'), logger);
+  let server: PushAppServer;
+  try {
+    server = await PushAppServer.start(readConfig(merged, 'test.toml'), logger);
+  } catch (error) {
+    await noServer?.release();
+    throw error;
+  }
   const httpUrl = `http://127.0.0.1:${server.httpAddress?.port}`;
 
   const waitForLog = (pattern: RegExp, timeoutMs = 15_000, from = 0) =>
@@ -122,6 +133,7 @@ export async function startAppServer(config: string | Table = {}, options: { pro
     },
     async stop() {
       await server.stop();
+      await noServer?.release();
       rmSync(dir, { recursive: true, force: true });
     },
   };

@@ -19,6 +19,8 @@ export interface MockAnswer {
   /** Sent as the Retry-After header. */
   retryAfter?: number | string;
   body?: string;
+  /** More response headers (e.g. `location` for a redirect). */
+  headers?: Record<string, string>;
 }
 
 export interface VapidClaims {
@@ -198,6 +200,7 @@ export async function startMockPushEndpoint(options: { tls?: boolean; vapidPubli
       const headers: Record<string, string> = {};
       if (answer.retryAfter !== undefined) headers['retry-after'] = String(answer.retryAfter);
       if (answer.status === 201) headers.location = `/message/${randomUUID()}`;
+      Object.assign(headers, answer.headers);
       response.writeHead(answer.status, headers);
       response.end(answer.body ?? '');
       for (const wake of waiters) wake();

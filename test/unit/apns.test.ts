@@ -16,7 +16,7 @@ import { buildApnsRequest } from '../../src/providers/apns/request.ts';
 import { outcomeFromApnsResponse } from '../../src/providers/apns/responses.ts';
 import type { Notification } from '../../src/providers/types.ts';
 import { createTestApnsKey, startMockApns, testDeviceToken, type MockApns, type MockApnsOptions } from '../support/mock-apns.ts';
-import { freePort } from '../support/ports.ts';
+import { closedPort } from '../support/ports.ts';
 import { testPki } from '../support/tls.ts';
 import { testTempDir } from '../support/temp-dir.ts';
 
@@ -161,7 +161,10 @@ describe('APNS device tokens', () => {
 
   test('a malformed token is rejected by send without a request', async () => {
     const { mock, apns } = await tokenSetup();
-    assert.equal(apns.validateToken('not-a-token'), validateApnsToken('not-a-token'));
+    // The provider the registration path asks refuses what the README promises it refuses.
+    assert.equal(apns.validateToken('not-a-token'), 'an APNS device token has 64 to 200 hex digits, got 11 characters');
+    assert.equal(apns.validateToken('zz'.repeat(32)), 'an APNS device token has only hex digits (0-9, a-f)');
+    assert.equal(apns.validateToken(testDeviceToken(1)), null);
     const outcome = await apns.send({ app: 'ios', node: 'n', token: 'zz'.repeat(32) }, withBody);
     assert.equal(outcome.kind, 'rejected');
     assert.equal(mock.requests.length, 0);
@@ -239,6 +242,13 @@ describe('APNS requests', () => {
     assert.equal(first.headers['apns-collapse-id'], 'chat');
   });
 
+  test('a retried push keeps the expiration of its first attempt', () => {
+    const firstAttemptAt = Date.now() - 600_000;
+    const built = buildApnsRequest(parse(tokenTable(undefined, { ttl: 3600 })), { ...withBody, firstAttemptAt }, Date.now());
+    assert.ok(built.ok);
+    assert.equal(built.request.headers['apns-expiration'], String(Math.floor(firstAttemptAt / 1000) + 3600));
+  });
+
   test('ttl = 0 asks APNS to try once and not store the push', () => {
     const built = buildApnsRequest(parse(tokenTable(undefined, { ttl: 0 })), withBody, Date.now());
     assert.ok(built.ok);
@@ -250,42 +260,48 @@ describe('APNS answers', () => {
   test('410 Unregistered is a dead token carrying the answer timestamp', async () => {
     const { mock, apns } = await tokenSetup();
     mock.setBehaviour(testDeviceToken(10), { kind: 'unregistered', timestamp: 1_700_000_000_000 });
-    assert.deepEqual(await apns.send(target(10), withBody), { kind: 'token-dead', reason: 'APNS 410 Unregistered', since: 1_700_000_000_000 });
+    assert.deepEqual(await apns.send(target(10), withBody), { kind: 'token-dead', reason: 'APNS 410 Unregistered', since: 1_700_000_000_000, status: 410 });
   });
 
-  for (const reason of ['BadDeviceToken', 'DeviceTokenNotForTopic', 'TopicDisallowed']) {
+  test('400 TopicDisallowed is our configuration, never the token', async () => {
+    const { mock, apns } = await tokenSetup();
+    mock.setBehaviour(testDeviceToken(12), { kind: 'bad-request', reason: 'TopicDisallowed' });
+    assert.deepEqual(await apns.send(target(12), withBody), { kind: 'credentials-rejected', reason: 'APNS 400 TopicDisallowed', status: 400 });
+  });
+
+  for (const reason of ['BadDeviceToken', 'DeviceTokenNotForTopic']) {
     test(`400 ${reason} is a dead token`, async () => {
       const { mock, apns } = await tokenSetup();
       mock.setBehaviour(testDeviceToken(11), { kind: 'bad-request', reason });
-      assert.deepEqual(await apns.send(target(11), withBody), { kind: 'token-dead', reason: `APNS 400 ${reason}` });
+      assert.deepEqual(await apns.send(target(11), withBody), { kind: 'token-dead', reason: `APNS 400 ${reason}`, status: 400 });
     });
   }
 
   test('400 with another reason rejects this notification but keeps the token', async () => {
     const { mock, apns } = await tokenSetup();
     mock.setBehaviour(testDeviceToken(12), { kind: 'bad-request', reason: 'BadCollapseId' });
-    assert.deepEqual(await apns.send(target(12), withBody), { kind: 'rejected', reason: 'APNS 400 BadCollapseId' });
+    assert.deepEqual(await apns.send(target(12), withBody), { kind: 'rejected', reason: 'APNS 400 BadCollapseId', status: 400 });
   });
 
   test('429 with retry-after is retried after that many seconds', async () => {
     const { mock, apns } = await tokenSetup();
     mock.setBehaviour(testDeviceToken(13), { kind: 'too-many-requests', retryAfterS: 30 });
-    assert.deepEqual(await apns.send(target(13), withBody), { kind: 'retry-after', ms: 30_000, reason: 'APNS 429 TooManyRequests' });
+    assert.deepEqual(await apns.send(target(13), withBody), { kind: 'retry-after', ms: 30_000, reason: 'APNS 429 TooManyRequests', status: 429 });
   });
 
   test('500 and 503 are retried later, honouring retry-after', async () => {
     const { mock, apns } = await tokenSetup();
     mock.setBehaviour(testDeviceToken(14), { kind: 'server-error', status: 500 });
     mock.setBehaviour(testDeviceToken(15), { kind: 'server-error', status: 503, retryAfterS: 5 });
-    assert.deepEqual(await apns.send(target(14), withBody), { kind: 'retry-after', ms: 0, reason: 'APNS 500 InternalServerError' });
-    assert.deepEqual(await apns.send(target(15), withBody), { kind: 'retry-after', ms: 5_000, reason: 'APNS 503 ServiceUnavailable' });
+    assert.deepEqual(await apns.send(target(14), withBody), { kind: 'retry-after', ms: 0, reason: 'APNS 500 InternalServerError', status: 500 });
+    assert.deepEqual(await apns.send(target(15), withBody), { kind: 'retry-after', ms: 5_000, reason: 'APNS 503 ServiceUnavailable', status: 503 });
   });
 
   test('403 InvalidProviderToken rejects our credentials and degrades the app until a push succeeds', async () => {
     const { mock, apns } = await tokenSetup();
     assert.deepEqual(apns.status(), { state: 'ok' });
     mock.setBehaviour(testDeviceToken(16), [{ kind: 'forbidden', reason: 'InvalidProviderToken' }, { kind: 'ok' }]);
-    assert.deepEqual(await apns.send(target(16), withBody), { kind: 'credentials-rejected', reason: 'APNS 403 InvalidProviderToken' });
+    assert.deepEqual(await apns.send(target(16), withBody), { kind: 'credentials-rejected', reason: 'APNS 403 InvalidProviderToken', status: 403 });
     const degraded = apns.status();
     assert.equal(degraded.state, 'degraded');
     assert.match(degraded.detail ?? '', /rejected our credentials \(key TESTKEY001 of team TESTTEAM01\): APNS 403 InvalidProviderToken/);
@@ -297,7 +313,7 @@ describe('APNS answers', () => {
     const clock = movableClock();
     const mock = await mockApns({ now: clock.now, keys: [{ keyId: key.keyId, teamId: key.teamId, key: createTestApnsKey().privateKey }] });
     const apns = provider(parse(tokenTable(mock)), { now: clock.now });
-    assert.deepEqual(await apns.send(target(17), withBody), { kind: 'credentials-rejected', reason: 'APNS 403 InvalidProviderToken' });
+    assert.deepEqual(await apns.send(target(17), withBody), { kind: 'credentials-rejected', reason: 'APNS 403 InvalidProviderToken', status: 403 });
     assert.equal(apns.status().state, 'degraded');
   });
 
@@ -357,7 +373,7 @@ describe('APNS provider token', () => {
     await apns.send(target(23), withBody);
     clock.advance(25 * 60_000);
     mock.setBehaviour(testDeviceToken(23), { kind: 'expired-provider-token' });
-    assert.deepEqual(await apns.send(target(23), withBody), { kind: 'credentials-rejected', reason: 'APNS 403 ExpiredProviderToken' });
+    assert.deepEqual(await apns.send(target(23), withBody), { kind: 'credentials-rejected', reason: 'APNS 403 ExpiredProviderToken', status: 403 });
     assert.equal(mock.jwts().length, 2);
     clock.advance(5 * 60_000);
     assert.equal((await apns.send(target(23), withBody)).kind, 'credentials-rejected');
@@ -415,9 +431,10 @@ describe('APNS connection', () => {
     assert.equal((await apns.send(target(43), withBody)).kind, 'delivered');
   });
 
-  test('an unreachable APNS is retried later, not blamed on our credentials', async () => {
-    const port = await freePort();
-    const apns = provider(parse(tokenTable({ origin: `https://127.0.0.1:${port}`, caFile: testPki().caFile })));
+  test('an unreachable APNS is retried later, not blamed on our credentials', async (t) => {
+    const refusing = await closedPort();
+    t.after(() => refusing.release());
+    const apns = provider(parse(tokenTable({ origin: `https://127.0.0.1:${refusing.port}`, caFile: testPki().caFile })));
     const outcome = await apns.send(target(44), withBody);
     assert.equal(outcome.kind, 'retry-after');
     assert.match((outcome as { reason: string }).reason, /APNS unreachable/);

@@ -69,11 +69,47 @@ test('environment variables override single keys, with string values coerced', (
     PUSH_APPSERVER_XMPP__COMPONENT_SECRET: 'from-env',
     PUSH_APPSERVER_HTTP__PORT: '8080',
     PUSH_APPSERVER_HTTP__DEBUG: 'true',
+    PUSH_APPSERVER_HTTP__ADMIN_TOKEN: 'a'.repeat(32),
     UNRELATED: 'x',
   }, 'ops.toml');
   const config = readConfig(document, 'ops.toml');
-  assert.deepEqual(keys.sort(), ['http.debug', 'http.port', 'xmpp.component_secret']);
+  assert.deepEqual(keys.sort(), ['http.admin_token', 'http.debug', 'http.port', 'xmpp.component_secret']);
   assert.equal(config.xmpp.componentSecret, 'from-env');
   assert.equal(config.http.port, 8080);
   assert.equal(config.http.debug, true);
+});
+
+test('metrics are on and open by default, logs are text', () => {
+  const config = readConfig(defaultDocument(), 'built-in defaults');
+  assert.deepEqual(config.metrics, { enabled: true, token: undefined });
+  assert.equal(config.log.format, 'text');
+});
+
+test('metrics.enabled, metrics.token and log.format are read, and a wrong log format names the key', () => {
+  const config = readConfig(parseDocument('[metrics]\nenabled = false\ntoken = "scrape-token"\n[log]\nformat = "json"\n[apps.a]\nprovider = "log"\n', 'ops.toml'), 'ops.toml');
+  assert.deepEqual(config.metrics, { enabled: false, token: 'scrape-token' });
+  assert.equal(config.log.format, 'json');
+  assert.equal(configError('[log]\nformat = "xml"\n[apps.a]\nprovider = "log"\n').key, 'log.format');
+  assert.equal(configError('[metrics]\ntoken = " "\n[apps.a]\nprovider = "log"\n').key, 'metrics.token');
+});
+
+test('http.debug without an admin token, a short one or an empty one is a configuration error', () => {
+  assert.equal(configError('[http]\ndebug = true\n[apps.a]\nprovider = "log"\n').key, 'http.debug');
+  assert.equal(configError('[http]\ndebug = true\nadmin_token = "short"\n[apps.a]\nprovider = "log"\n').key, 'http.admin_token');
+  assert.equal(configError('[http]\nadmin_token = ""\n[apps.a]\nprovider = "log"\n').key, 'http.admin_token');
+});
+
+test('the limits and expiry have documented defaults', () => {
+  const config = readConfig(defaultDocument(), 'built-in defaults');
+  assert.deepEqual(config.registration, { expireDays: 180, httpPerIpPerMinute: 30, adhocPerJidPerMinute: 10, adhocPerDomainPerMinute: 600, maxPerJid: 50 });
+  assert.equal(config.xmpp.connectTimeoutMs, 10_000);
+  assert.equal(config.http.trustProxy, false);
+});
+
+test('apps.NAME.allowed_domains is a list of domains, folded to lower case; an empty list is refused', () => {
+  const config = readConfig(parseDocument('[apps.a]\nprovider = "log"\nallowed_domains = ["Example.ORG", "b.example."]\nallowed_ports = [443, 8443]\n', 'ops.toml'), 'ops.toml');
+  assert.deepEqual(config.apps.get('a')?.allowedDomains, ['example.org', 'b.example']);
+  assert.deepEqual(config.apps.get('a')?.allowedPorts, [443, 8443]);
+  assert.equal(configError('[apps.a]\nprovider = "log"\nallowed_domains = []\n').key, 'apps.a.allowed_domains');
+  assert.equal(configError('[apps.a]\nprovider = "log"\nallowed_domains = "x,  "\nallowed_ports = [0]\n').key, 'apps.a.allowed_ports');
 });

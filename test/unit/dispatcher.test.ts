@@ -64,12 +64,15 @@ describe('dispatcher', () => {
     assert.ok(await store.getByNode(node));
   });
 
-  test('retry-after is temporary and schedules one retry that is sent when due', async () => {
+  test('retry-after is temporary and schedules one retry that is sent when the provider said, not sooner', async () => {
+    // 5 s: the backoff's first step is 1 s, so only the provider's Retry-After explains 5 s.
     provider.outcomes = [{ kind: 'retry-after', ms: 5000, reason: '429 TooManyRequests' }, { kind: 'delivered' }];
     const result = await dispatcher.dispatch(request());
     assert.equal(result.kind, 'temporary');
-    assert.equal(await dispatcher.runDueRetries(), 0);
-    now += 5000;
+    now += 4999;
+    assert.equal(await dispatcher.runDueRetries(), 0, 'not before the Retry-After');
+    assert.equal(provider.calls.length, 1);
+    now += 1;
     assert.equal(await dispatcher.runDueRetries(), 1);
     assert.equal(provider.calls.length, 2);
     assert.equal((await store.getByNode(node))?.pushCount, 1);

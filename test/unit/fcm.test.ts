@@ -8,6 +8,7 @@ import { buildFcmMessage, FCM_MAX_TTL_S, fcmProvider, outcomeFromFcmResponse, va
 import { providerFactories } from '../../src/providers/registry.ts';
 import type { Notification, Outcome, Provider, PushTarget } from '../../src/providers/types.ts';
 import { startMockFcm, type FcmFailure, type MockFcm } from '../support/mock-fcm.ts';
+import { closedPort } from '../support/ports.ts';
 import { testTempDir } from '../support/temp-dir.ts';
 
 const TOKEN = 'dGVzdC1pbnN0YW5jZQ:APA91bH-test_token_for_fcm_unit_tests_0123456789abcdefABCDEF';
@@ -96,8 +97,8 @@ describe('FCM answers as outcomes', () => {
     assert.equal(outcomeOf(404, fcmError(404, 'NOT_FOUND', 'UNREGISTERED')).kind, 'token-dead');
   });
 
-  test('SENDER_ID_MISMATCH means the token is dead', () => {
-    assert.equal(outcomeOf(403, fcmError(403, 'PERMISSION_DENIED', 'SENDER_ID_MISMATCH')).kind, 'token-dead');
+  test('SENDER_ID_MISMATCH is our configuration (the wrong Firebase project), never the token', () => {
+    assert.equal(outcomeOf(403, fcmError(403, 'PERMISSION_DENIED', 'SENDER_ID_MISMATCH')).kind, 'credentials-rejected');
   });
 
   test('INVALID_ARGUMENT about the registration token means the token is dead', () => {
@@ -291,7 +292,7 @@ describe('FCM provider against the mock', () => {
 
   const cases: Array<[FcmFailure, Outcome['kind']]> = [
     ['UNREGISTERED', 'token-dead'],
-    ['SENDER_ID_MISMATCH', 'token-dead'],
+    ['SENDER_ID_MISMATCH', 'credentials-rejected'],
     ['INVALID_TOKEN', 'token-dead'],
     ['INVALID_PAYLOAD', 'rejected'],
     ['QUOTA_EXCEEDED', 'retry-after'],
@@ -368,8 +369,10 @@ describe('FCM provider against the mock', () => {
     assert.equal(fcm.status().state, 'ok');
   });
 
-  test('an unreachable FCM is a retry, not an exception', async () => {
-    const { provider: fcm } = provider({ endpoint: 'https://127.0.0.1:1' });
+  test('an unreachable FCM is a retry, not an exception', async (t) => {
+    const refusing = await closedPort();
+    t.after(() => refusing.release());
+    const { provider: fcm } = provider({ endpoint: `https://127.0.0.1:${refusing.port}` });
     const outcome = await fcm.send(target(tokenFor('unreachable')), wakeUp);
     assert.equal(outcome.kind, 'retry-after');
     assert.match(outcome.kind === 'retry-after' ? outcome.reason : '', /FCM unreachable/);

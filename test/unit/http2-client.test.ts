@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { createServer as createNetServer, connect as netConnect, type Socket } from 'node:net';
 import { Http2Client, Http2TransportError, type Http2ClientOptions } from '../../src/providers/http2-client.ts';
 import { silentLogger } from '../../src/log.ts';
-import { freePort } from '../support/ports.ts';
+import { closedPort } from '../support/ports.ts';
 import { testPki } from '../support/tls.ts';
 import { testTempDir } from '../support/temp-dir.ts';
 
@@ -263,13 +263,17 @@ describe('Http2Client', () => {
   });
 
   test('a refused connection fails with ECONNREFUSED', async () => {
-    const port = await freePort();
-    await assert.rejects(client(`https://127.0.0.1:${port}`).request({ path: '/', body: 'x' }), (error: unknown) => {
-      assert.ok(error instanceof Http2TransportError);
-      assert.equal(error.code, 'ECONNREFUSED');
-      assert.equal(error.tlsAuthFailure, false);
-      return true;
-    });
+    const refusing = await closedPort();
+    try {
+      await assert.rejects(client(`https://127.0.0.1:${refusing.port}`).request({ path: '/', body: 'x' }), (error: unknown) => {
+        assert.ok(error instanceof Http2TransportError);
+        assert.equal(error.code, 'ECONNREFUSED');
+        assert.equal(error.tlsAuthFailure, false);
+        return true;
+      });
+    } finally {
+      await refusing.release();
+    }
   });
 
   test('a server certificate from an untrusted CA fails, and is not reported as our credentials', async () => {

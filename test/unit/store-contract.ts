@@ -27,6 +27,7 @@ export function registration(overrides: Partial<Registration> & { node: string }
     lastErrorAt: null,
     lastError: null,
     pushCount: 0,
+    push2Key: null,
     ...overrides,
   };
 }
@@ -401,6 +402,100 @@ export function storeContract(name: string, open: () => Promise<Store>, options:
     const [leased] = await store.leaseDueRetries(1000, 10, 50_000);
     assert.deepEqual({ key: leased.key, app: leased.app, request: leased.request, urgency: leased.notification.urgency, attempt: leased.attempt },
       { key: 'n1', app: 'ios', request: { dialect: 'xep0357', node: 'n1', secret: 's'.repeat(64), from: 'example.org', options: {} }, urgency: 'high', attempt: 2 });
+  });
+
+  it('a retry carrying a Push 2.0 ciphertext gets the same bytes back when leased', async (store) => {
+    const ciphertext = Buffer.from([0, 1, 2, 250, 255, 128, 64]);
+    const push2 = { ciphertext, priority: 'high' as const, voip: false, jwt: 'a.b.c', jwtKey: 'key', audience: 'https://push.example' };
+    await store.saveRetry(stored('n1', 1000, { notification: { summary: {}, urgency: 'high', push2 } }));
+    const [leased] = await store.leaseDueRetries(1000, 10, 50_000);
+    assert.ok(Buffer.isBuffer(leased.notification.push2?.ciphertext));
+    assert.deepEqual(leased.notification.push2, push2);
+  });
+
+  // Limits, expiry and operator queries (issues #10, #12) and Push 2.0 key pinning (#14)
+
+  it('countByScope counts exactly the registrations one JID made, every app together', async (store) => {
+    await store.insert(registration({ node: 'n1', deviceKey: 'romeo@m.example|d1' }));
+    await store.insert(registration({ node: 'n2', deviceKey: 'romeo@m.example|d2|muc=room@c.example', app: 'other' }));
+    await store.insert(registration({ node: 'n3', deviceKey: 'romeo@m.example.org|d1' }));
+    await store.insert(registration({ node: 'n4', deviceKey: '|jid=romeo@m.example|d1' }));
+    await store.insert(registration({ node: 'n5', deviceKey: 'romeo@m.exampl|d1' }));
+    await store.insert(registration({ node: 'n6', deviceKey: 'Romeo@m.example|d3' }));
+    assert.equal(await store.countByScope('romeo@m.example'), 2);
+    assert.equal(await store.countByScope('juliet@c.example'), 0);
+  });
+
+  it('removeExpired removes at most the batch, least recently active first, with their retries; a recent push keeps one', async (store) => {
+    for (let i = 0; i < 5; i += 1) await store.insert(registration({ node: `old-${i}`, renewedAt: 100 + i }));
+    await store.insert(registration({ node: 'fresh', renewedAt: 10_000 }));
+    await store.insert(registration({ node: 'pushed', renewedAt: 100 }));
+    store.recordDelivery('pushed', 9_000);
+    await store.saveRetry(stored('old-0', 1));
+    assert.deepEqual(await store.removeExpired(1000, 3), ['old-0', 'old-1', 'old-2']);
+    assert.deepEqual(await store.removeExpired(1000, 3), ['old-3', 'old-4']);
+    assert.deepEqual(await store.removeExpired(1000, 3), []);
+    assert.equal(await store.countRetries(), 0);
+    assert.deepEqual((await store.list({ limit: 10 })).map((r) => r.node), ['fresh', 'pushed']);
+  });
+
+  it('a Push 2.0 key is stored with the registration, pinned once, and the first key wins a race', async (store) => {
+    await store.insert(registration({ node: 'given', push2Key: 'key-a' }));
+    assert.equal((await store.getByNode('given'))?.push2Key, 'key-a');
+    assert.equal(await store.setPush2Key('given', 'key-a'), true);
+    assert.equal(await store.setPush2Key('given', 'key-b'), false);
+    await store.insert(registration({ node: 'open' }));
+    const answers = await Promise.all(['k1', 'k2', 'k3'].map((key) => store.setPush2Key('open', key)));
+    assert.equal(answers.filter(Boolean).length, 1);
+    const pinned = (await store.getByNode('open'))?.push2Key;
+    assert.equal(answers[['k1', 'k2', 'k3'].indexOf(pinned!)], true);
+    assert.equal(await store.setPush2Key('gone', 'k1'), false);
+  });
+
+  it('countByApp counts the registrations of every app', async (store) => {
+    await store.insert(registration({ node: 'a1', app: 'ios' }));
+    await store.insert(registration({ node: 'a2', app: 'ios' }));
+    await store.insert(registration({ node: 'b1', app: 'android' }));
+    assert.deepEqual(await store.countByApp(), new Map([['android', 1], ['ios', 2]]));
+  });
+
+  it('search filters by node prefix, token prefix, JID (case-insensitive, wildcards literal) and app, and pages with a total', async (store) => {
+    await store.insert(registration({ node: 'n-alice', deviceKey: 'alice@example.org|phone', token: 'aaaa1111', app: 'ios' }));
+    await store.insert(registration({ node: 'n-bob', deviceKey: 'bob@example.org|phone', token: 'bbbb2222', app: 'android' }));
+    await store.insert(registration({ node: 'n-carol', deviceKey: 'carol_x@example.org|tab', token: 'aaaa3333', app: 'ios' }));
+    await store.insert(registration({ node: 'm-dave', deviceKey: '|dave-device', token: 'dddd4444', app: 'android' }));
+    await store.insert(registration({ node: 'h-erin', deviceKey: '|jid=erin@example.org|laptop', token: 'eeee', app: 'ios' }));
+    const nodes = async (query: Omit<Parameters<Store['search']>[0], 'offset' | 'limit'>) => (await store.search({ ...query, offset: 0, limit: 10 })).registrations.map((r) => r.node);
+    assert.deepEqual(await nodes({ node: 'n-' }), ['n-alice', 'n-bob', 'n-carol']);
+    assert.deepEqual(await nodes({ tokenPrefix: 'aaaa' }), ['n-alice', 'n-carol']);
+    assert.deepEqual(await nodes({ jid: 'Bob@Example.org' }), ['n-bob']);
+    assert.deepEqual(await nodes({ jid: 'carol%' }), []);
+    assert.deepEqual(await nodes({ jid: 'carol_x@example.org' }), ['n-carol']);
+    assert.deepEqual(await nodes({ jid: 'carolx@example.org' }), []);
+    assert.deepEqual(await nodes({ jid: 'erin@example.org' }), ['h-erin']);
+    assert.deepEqual(await nodes({ app: 'android' }), ['m-dave', 'n-bob']);
+    assert.deepEqual(await nodes({ app: 'ios', tokenPrefix: 'aaaa3' }), ['n-carol']);
+    const first = await store.search({ offset: 0, limit: 3 });
+    const second = await store.search({ offset: 3, limit: 3 });
+    assert.equal(first.total, 5);
+    assert.deepEqual([...first.registrations, ...second.registrations].map((r) => r.node), ['h-erin', 'm-dave', 'n-alice', 'n-bob', 'n-carol']);
+  });
+
+  it('search for failed registrations lists the most recent failure first, unwritten bookkeeping included', async (store) => {
+    await store.insert(registration({ node: 'n-alice' }));
+    await store.insert(registration({ node: 'n-bob' }));
+    await store.insert(registration({ node: 'n-carol' }));
+    store.recordFailure('n-bob', 2000, 'FCM 503');
+    store.recordFailure('n-alice', 3000, 'APNS 410 Unregistered');
+    const page = await store.search({ failedOnly: true, offset: 0, limit: 10 });
+    assert.deepEqual(page.registrations.map((r) => [r.node, r.lastError]), [['n-alice', 'APNS 410 Unregistered'], ['n-bob', 'FCM 503']]);
+    assert.equal(page.total, 2);
+  });
+
+  it('probeWrite writes and leaves nothing behind', async (store) => {
+    await store.probeWrite();
+    assert.equal(await store.countRetries(), 0);
+    assert.deepEqual(await store.leaseDueRetries(Number.MAX_SAFE_INTEGER, 10, Number.MAX_SAFE_INTEGER), []);
   });
 
   // Block list (stateless dialect)

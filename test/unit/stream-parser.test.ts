@@ -1,17 +1,18 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { Element } from 'ltx';
-import { StreamParser } from '../../src/xmpp/stream-parser.ts';
+import { MAX_DEPTH, StreamParser, type OversizedStanza } from '../../src/xmpp/stream-parser.ts';
 import { handshakeDigest } from '../../src/xmpp/component.ts';
 
-function collect(maxChars = 10_000) {
-  const events = { starts: [] as Record<string, string>[], stanzas: [] as Element[], ends: 0, errors: [] as Error[] };
+function collect(maxBytes = 10_000) {
+  const events = { starts: [] as Record<string, string>[], stanzas: [] as Element[], oversized: [] as OversizedStanza[], ends: 0, errors: [] as Error[] };
   const parser = new StreamParser({
     streamStart: (attrs) => events.starts.push(attrs),
     stanza: (element) => events.stanzas.push(element),
+    oversized: (stanza) => events.oversized.push(stanza),
     streamEnd: () => { events.ends += 1; },
     error: (error) => events.errors.push(error),
-  }, maxChars);
+  }, maxBytes);
   return { parser, events };
 }
 
@@ -26,10 +27,76 @@ test('stanzas split across chunks are reassembled', () => {
   assert.equal(events.errors.length, 0);
 });
 
-test('a stanza larger than the limit is an error, not unbounded memory', () => {
+const HEADER = `<stream:stream xmlns:stream='http://etherx.jabber.org/streams' id='x'>`;
+
+test('a stanza larger than the limit is skipped without buffering it, and the stream goes on', () => {
   const { parser, events } = collect(1000);
-  parser.write(`<stream:stream xmlns:stream='http://etherx.jabber.org/streams' id='x'><message><body>`);
-  parser.write('x'.repeat(2000));
+  parser.write(`${HEADER}<iq type='set' id='big' from='a.example' to='push.localhost'><query><body>`);
+  for (let i = 0; i < 100; i += 1) parser.write('x'.repeat(2000));
+  parser.write(`</body></query></iq><iq type='get' id='next'/>`);
+  assert.equal(events.errors.length, 0);
+  assert.equal(events.oversized.length, 1);
+  assert.equal(events.oversized[0].name, 'iq');
+  assert.deepEqual(events.oversized[0].attrs, { type: 'set', id: 'big', from: 'a.example', to: 'push.localhost' });
+  assert.ok(events.oversized[0].bytes > 200_000);
+  assert.deepEqual(events.stanzas.map((s) => s.attrs.id), ['next']);
+});
+
+test('the limit counts the whole stanza even when it arrives in one chunk', () => {
+  const { parser, events } = collect(4096);
+  parser.write(`${HEADER}<message id='m'><body>${'y'.repeat(20_000)}</body></message><iq id='ok'/>`);
+  assert.equal(events.oversized.length, 1);
+  assert.equal(events.oversized[0].attrs.id, 'm');
+  assert.deepEqual(events.stanzas.map((s) => s.attrs.id), ['ok']);
+});
+
+test('the limit counts the opening tag: a huge attribute is skipped and its stanza reported without attributes', () => {
+  const { parser, events } = collect(4096);
+  parser.write(`${HEADER}<iq id='i' x='`);
+  for (let i = 0; i < 64; i += 1) parser.write('a'.repeat(65_536));
+  parser.write(`'><ping xmlns='urn:xmpp:ping'/></iq><iq id='after'/>`);
+  assert.equal(events.errors.length, 0);
+  assert.equal(events.oversized.length, 1);
+  assert.equal(events.oversized[0].name, null);
+  assert.deepEqual(events.stanzas.map((s) => s.attrs.id), ['after']);
+});
+
+test('a quoted > or < inside an attribute value does not end the tag', () => {
+  const { parser, events } = collect();
+  parser.write(`${HEADER}<iq id='a>b' x="'/>"><q/></iq>`);
+  assert.equal(events.errors.length, 0);
+  assert.equal(events.stanzas[0].attrs.id, 'a>b');
+  assert.equal(events.stanzas[0].getChildElements().length, 1);
+});
+
+test('nesting deeper than the limit is skipped like an oversized stanza', () => {
+  const { parser, events } = collect(1_000_000);
+  parser.write(`${HEADER}<iq id='deep'>${'<a>'.repeat(MAX_DEPTH + 10)}${'</a>'.repeat(MAX_DEPTH + 10)}</iq><iq id='fine'/>`);
+  assert.equal(events.errors.length, 0);
+  assert.equal(events.oversized[0]?.reason, 'depth');
+  assert.equal(events.oversized[0]?.attrs.id, 'deep');
+  assert.deepEqual(events.stanzas.map((s) => s.attrs.id), ['fine']);
+});
+
+test('multi-byte characters are counted in bytes and survive any chunking', () => {
+  const text = `${HEADER}<message id='ü'><body>日本語 ✓</body></message>`;
+  const bytes = Buffer.from(text);
+  const { parser, events } = collect();
+  for (let i = 0; i < bytes.length; i += 1) parser.write(bytes.subarray(i, i + 1));
+  assert.equal(events.stanzas[0].getChildText('body'), '日本語 ✓');
+  assert.equal(events.stanzas[0].attrs.id, 'ü');
+});
+
+test('comments and whitespace between stanzas are not part of any stanza', () => {
+  const { parser, events } = collect(100);
+  parser.write(`${HEADER}  <!-- ${'c'.repeat(500)} -->\n<iq id='1'/>`);
+  assert.equal(events.errors.length, 0);
+  assert.deepEqual(events.stanzas.map((s) => s.attrs.id), ['1']);
+});
+
+test('a document type declaration ends the stream', () => {
+  const { parser, events } = collect();
+  parser.write(`<!DOCTYPE x [<!ENTITY a 'b'>]>${HEADER}`);
   assert.equal(events.errors.length, 1);
 });
 
@@ -48,4 +115,14 @@ test('mismatched end tags are a stream error', () => {
 test('the XEP-0114 handshake is the hex SHA-1 of stream id followed by secret', () => {
   // FIPS 180 test vector: SHA-1("abc").
   assert.equal(handshakeDigest('a', 'bc'), 'a9993e364706816aba3e25717850c26c9cd0d89d');
+});
+
+// Regression (fuzz seed 20240610): with a limit smaller than the stream header, the header itself
+// was refused and the stream ended. The header has its own bound.
+test('a stanza limit smaller than the stream header still lets the stream open', () => {
+  const { parser, events } = collect(64);
+  parser.write(`<stream:stream xmlns='jabber:component:accept' xmlns:stream='http://etherx.jabber.org/streams' id='fz'><i a='${'x'.repeat(100)}'/><p/>`);
+  assert.equal(events.errors.length, 0);
+  assert.equal(events.oversized.length, 1);
+  assert.deepEqual(events.stanzas.map((s) => s.name), ['p']);
 });

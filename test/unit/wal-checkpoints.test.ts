@@ -69,13 +69,22 @@ test('writes to a file store are copied back from the WAL by the worker thread',
 });
 
 test('an idle store starts no checkpoint thread', async (t) => {
+  // Mocked timers instead of a sleep: running every pending timer fires whatever a read might have
+  // scheduled, and the write afterwards shows that the same step does start the thread.
+  t.mock.timers.enable({ apis: ['setTimeout'] });
   const store = new SqliteStore(tempDb(t));
   try {
     await store.getByNode('nobody');
-    await new Promise((resolve) => setTimeout(resolve, 300));
-    assert.equal(store.checkpointer?.threadStarted, false);
+    await store.list({ limit: 10 });
+    await store.count();
+    t.mock.timers.runAll();
+    assert.equal(store.checkpointer?.threadStarted, false, 'reads scheduled no checkpoint');
     assert.equal(store.checkpointer?.checkpoints, 0);
+    await store.insert(registration(1));
+    t.mock.timers.runAll();
+    assert.equal(store.checkpointer?.threadStarted, true, 'a write does schedule one');
   } finally {
+    t.mock.timers.reset();
     await store.close();
   }
 });

@@ -66,6 +66,19 @@ test('a summary form beside the notification element is still read', async () =>
   assert.equal(seen[0].secret, null);
 });
 
+test('a summary form without FORM_TYPE inside the notification is still read and answered', async () => {
+  const seen: PushRequest[] = [];
+  const stanza = `<iq type='set' from='a.example' id='x'><pubsub xmlns='${NS.pubsub}'><publish node='N'><item>
+    <notification xmlns='urn:xmpp:push:0'><x xmlns='jabber:x:data' type='form'>
+      <field var='message-count'><value>2</value></field>
+      <field var='last-message-body'><value>hi</value></field></x></notification></item></publish></pubsub></iq>`;
+  const reply = await routerAnswering({ kind: 'delivered' }, seen).handle(parse(stanza));
+  assert.equal(reply?.attrs.type, 'result');
+  assert.equal(seen.length, 1);
+  assert.deepEqual(seen[0].summary, { messageCount: 2, lastMessageBody: 'hi' });
+  assert.equal(seen[0].node, 'N');
+});
+
 test('an encrypted Tigase payload is an ordinary wake-up', async () => {
   const seen: PushRequest[] = [];
   const stanza = `<iq type='set' from='a.example' id='x'><pubsub xmlns='${NS.pubsub}'><publish node='N'><item>

@@ -9,8 +9,14 @@ import type { Http2Response } from '../http2-client.ts';
 import { retryAfterMs } from '../retry-after.ts';
 import type { Outcome } from '../types.ts';
 
-/** The token will never work for this app again (Sygnal's TOKEN_ERRORS, and the issue's list). */
-const DEAD_TOKEN_REASONS = new Set(['BadDeviceToken', 'DeviceTokenNotForTopic', 'TopicDisallowed', 'Unregistered']);
+/**
+ * The token will never work for this app again (Sygnal's TOKEN_ERRORS). DeviceTokenNotForTopic and
+ * BadDeviceToken are also what a wrong topic or environment produces for every token: the
+ * dispatcher's token guard keeps registrations when a whole app answers like that (issue #11).
+ */
+const DEAD_TOKEN_REASONS = new Set(['BadDeviceToken', 'DeviceTokenNotForTopic', 'Unregistered']);
+/** Our configuration's fault, whatever the token: the topic is not allowed for our key or certificate. */
+const CONFIG_REASONS = new Set(['TopicDisallowed']);
 
 export interface ApnsAnswer {
   reason: string | undefined;
@@ -40,6 +46,7 @@ export function outcomeFromApnsResponse(response: Pick<Http2Response, 'status' |
   const reason = `APNS ${status}${apnsReason ? ` ${apnsReason}` : ''}`;
   const retryAfter = retryAfterMs(response.headers['retry-after'], nowMs);
 
+  if (apnsReason !== undefined && CONFIG_REASONS.has(apnsReason)) return { kind: 'credentials-rejected', reason };
   if (status === 410 || (apnsReason !== undefined && DEAD_TOKEN_REASONS.has(apnsReason) && status === 400)) {
     return timestamp !== undefined ? { kind: 'token-dead', reason, since: timestamp } : { kind: 'token-dead', reason };
   }

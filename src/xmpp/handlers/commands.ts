@@ -8,7 +8,8 @@
  *
  * Every registration made here is scoped by the requester's bare JID and bound to its domain
  * (DESIGN §5): the `from` of a c2s-routed iq is stamped by the user's server, so it is proof of who
- * asks. Replies follow XEP-0050 §3: `status='completed'` with a `sessionid`, a blank form
+ * asks. Registering is limited per requesting JID and per domain (`wait`/`resource-constraint`);
+ * unregistering may also remove an anonymous HTTP registration by its node. Replies follow XEP-0050 §3: `status='completed'` with a `sessionid`, a blank form
  * (`status='executing'`) when executed without one, `action='cancel'` → `status='canceled'`.
  * Sessions are not stored: each submitted form is complete in itself, so a submission is accepted
  * whatever its sessionid (and any instance of a cluster can answer it).
@@ -18,6 +19,8 @@ import { Element } from 'ltx';
 import type { P2DialectConfig } from '../../config/schema.ts';
 import { parseJid, isBareJid, type BareJid } from '../../core/jid.ts';
 import type { RegisterResult, Registrations, RegistrationFailure, UnregisterResult } from '../../core/registrations.ts';
+import { KeyedRateLimiter } from '../../core/rate-limit.ts';
+import { ThrottledWarning } from '../../core/throttled-warning.ts';
 import type { Logger } from '../../log.ts';
 import { buildForm, findForm, readForm } from '../forms.ts';
 import type { IqHandler, IqHandlerResult } from '../iq-router.ts';
@@ -58,6 +61,8 @@ interface Command {
   fieldNames: Record<string, string>;
   /** Listed in disco#items and executable; false for a p2 command no app is configured for. */
   offered: boolean;
+  /** Makes registrations (and counts against the per-JID and per-domain limits). */
+  registers: boolean;
   run(request: CommandRequest): Promise<CommandOutcome>;
 }
 
@@ -68,9 +73,28 @@ export interface CommandsOptions {
   registrations: CommandRegistrations;
   p2: P2DialectConfig;
   logger: Logger;
+  /** Registration commands per requesting bare JID and minute; 0 or absent = no limit. */
+  perJidPerMinute?: number;
+  /** Registration commands per requesting domain and minute; 0 or absent = no limit. */
+  perDomainPerMinute?: number;
+  now?: () => number;
 }
 
 const BAD_PAYLOAD = (): Element => new Element('bad-payload', { xmlns: NS.commands });
+
+/** Push 2.0 (README "Push 2.0"): the client's optional JWT public key … */
+const PUSH2_KEY_FIELD = 'push2-key';
+const PUSH2_KEY_SPEC: FieldSpec = { var: PUSH2_KEY_FIELD, label: 'Push 2.0 JWT public key (base64 of the P-256 point), optional', required: false };
+
+function push2KeyOf(fields: Map<string, string>): { push2Key?: string } {
+  const key = fields.get(PUSH2_KEY_FIELD);
+  return key === undefined ? {} : { push2Key: key };
+}
+
+/** … and what it puts in its Push 2.0 <enable/>: <service> and <client>. */
+function push2Fields(service: string, node: string): Array<{ var: string; value: string }> {
+  return [{ var: 'service', value: service }, { var: 'client', value: node }];
+}
 
 function failureError(failure: RegistrationFailure, fieldNames: Record<string, string>): IqError {
   switch (failure.code) {
@@ -82,8 +106,9 @@ function failureError(failure: RegistrationFailure, fieldNames: Record<string, s
     case 'not-found':
       return iqError('cancel', 'item-not-found', failure.message);
     case 'forbidden':
-    case 'secret-required':
       return iqError('auth', 'forbidden', failure.message);
+    case 'limited':
+      return iqError('wait', 'resource-constraint', failure.message);
   }
 }
 
@@ -91,10 +116,18 @@ export class AdHocCommands {
   private readonly commands = new Map<string, Command>();
   private readonly registrations: CommandRegistrations;
   private readonly logger: Logger;
+  private readonly perJid: KeyedRateLimiter;
+  private readonly perDomain: KeyedRateLimiter;
+  private readonly limitedWarning: ThrottledWarning;
 
   constructor(options: CommandsOptions) {
     this.registrations = options.registrations;
     this.logger = options.logger;
+    const jidRate = options.perJidPerMinute ?? 0;
+    const domainRate = options.perDomainPerMinute ?? 0;
+    this.perJid = new KeyedRateLimiter({ perSecond: jidRate / 60, burst: jidRate, now: options.now });
+    this.perDomain = new KeyedRateLimiter({ perSecond: domainRate / 60, burst: domainRate, now: options.now });
+    this.limitedWarning = new ThrottledWarning(options.logger, 'ad-hoc registrations refused: over registration.adhoc_per_jid_per_minute or adhoc_per_domain_per_minute');
     for (const command of [
       this.v1Register(),
       this.v1Unregister(),
@@ -147,10 +180,24 @@ export class AdHocCommands {
       else if (spec.required) return iqError('modify', 'bad-request', `missing field "${spec.var}"`, BAD_PAYLOAD());
     }
 
+    if (command.registers) {
+      const limited = this.overLimit(requester);
+      if (limited) return limited;
+    }
     const outcome = await command.run({ requester, service: iq.attrs.to ?? '', fields });
     if (!Array.isArray(outcome)) return outcome;
     return this.reply(command, sessionid, 'completed', buildForm('result', outcome));
   };
+
+  /** Both buckets are charged only when both have room, so one JID's flood does not drain its domain's. */
+  private overLimit(requester: BareJid): IqError | undefined {
+    const byJid = this.perJid.take(requester.bare);
+    const decision = byJid.allowed ? this.perDomain.take(requester.domain) : byJid;
+    if (decision.allowed) return undefined;
+    this.limitedWarning.note({ jid: requester.bare, by: byJid.allowed ? 'domain' : 'jid' });
+    const seconds = Math.max(1, Math.ceil(decision.retryAfterMs / 1000));
+    return iqError('wait', 'resource-constraint', `too many registrations from ${byJid.allowed ? requester.domain : requester.bare}: try again in ${seconds} s`);
+  }
 
   private reply(command: Command, sessionid: string, status: 'completed' | 'canceled' | 'executing', payload?: Element): IqHandlerResult {
     const reply = new Element('command', { xmlns: NS.commands, node: command.node, sessionid, status });
@@ -182,16 +229,18 @@ export class AdHocCommands {
   }
 
   private v1Register(): Command {
-    const fieldNames = { type: 'type', node: 'node', token: 'token' };
+    const fieldNames = { type: 'type', node: 'node', token: 'token', push2_key: PUSH2_KEY_FIELD };
     return {
       node: COMMAND_NODES.v1Register,
       name: 'Register a device for push notifications',
       offered: true,
+      registers: true,
       fieldNames,
       fields: [
         { var: 'type', label: 'App (push type)', required: true },
         { var: 'node', label: 'Device id', required: true },
         { var: 'token', label: 'Push token', required: true },
+        PUSH2_KEY_SPEC,
       ],
       run: async ({ requester, service, fields }) => {
         const result = await this.registrations.register({
@@ -200,7 +249,9 @@ export class AdHocCommands {
           token: fields.get('token') ?? '',
           scope: requester.bare,
           boundDomain: requester.domain,
+          dialect: 'xmpp',
           deviceIdAsNode: true,
+          ...push2KeyOf(fields),
         });
         this.logged(COMMAND_NODES.v1Register, requester, result);
         if (!result.ok) return failureError(result.failure, fieldNames);
@@ -208,6 +259,7 @@ export class AdHocCommands {
           { var: 'jid', value: service },
           { var: 'node', value: result.registration.node },
           { var: 'secret', value: result.registration.secret },
+          ...push2Fields(service, result.registration.node),
         ];
       },
     };
@@ -219,13 +271,14 @@ export class AdHocCommands {
       node: COMMAND_NODES.v1Unregister,
       name: 'Unregister a device from push notifications',
       offered: true,
+      registers: false,
       fieldNames,
       fields: [
         { var: 'type', label: 'App (push type)', required: true },
         { var: 'node', label: 'Device id or node', required: true },
       ],
       run: async ({ requester, service, fields }) => {
-        const result = await this.registrations.unregister({ app: fields.get('type') ?? '', deviceId: fields.get('node') ?? '', scope: requester.bare });
+        const result = await this.registrations.unregister({ app: fields.get('type') ?? '', deviceId: fields.get('node') ?? '', scope: requester.bare, dialect: 'xmpp' });
         this.logged(COMMAND_NODES.v1Unregister, requester, result);
         if (!result.ok) return failureError(result.failure, fieldNames);
         return [
@@ -253,13 +306,14 @@ export class AdHocCommands {
   }
 
   private p2Register(node: string, service: string, app: string | undefined): Command {
-    const fieldNames = { node: 'device-id', token: 'token', muc: 'muc', type: node };
+    const fieldNames = { node: 'device-id', token: 'token', muc: 'muc', type: node, push2_key: PUSH2_KEY_FIELD };
     return {
       node,
       name: `Register a device for ${service} push notifications (p2)`,
       offered: app !== undefined,
+      registers: true,
       fieldNames,
-      fields: this.p2Fields(true),
+      fields: [...this.p2Fields(true), PUSH2_KEY_SPEC],
       run: async ({ requester, service: jid, fields }) => {
         const group = AdHocCommands.groupOf(fields);
         if (typeof group === 'object') return group;
@@ -269,7 +323,9 @@ export class AdHocCommands {
           token: fields.get('token') ?? '',
           scope: requester.bare,
           boundDomain: requester.domain,
+          dialect: 'xmpp',
           group,
+          ...push2KeyOf(fields),
         });
         this.logged(node, requester, result);
         if (!result.ok) return failureError(result.failure, fieldNames);
@@ -277,6 +333,7 @@ export class AdHocCommands {
           { var: 'jid', value: jid },
           { var: 'node', value: result.registration.node },
           { var: 'secret', value: result.registration.secret },
+          ...push2Fields(jid, result.registration.node),
         ];
       },
     };
@@ -288,12 +345,13 @@ export class AdHocCommands {
       node,
       name: `Unregister a device from ${service} push notifications (p2)`,
       offered: app !== undefined,
+      registers: false,
       fieldNames,
       fields: this.p2Fields(false),
       run: async ({ requester, service: jid, fields }) => {
         const group = AdHocCommands.groupOf(fields);
         if (typeof group === 'object') return group;
-        const result = await this.registrations.unregister({ app: app ?? '', deviceId: fields.get('device-id') ?? '', scope: requester.bare, group });
+        const result = await this.registrations.unregister({ app: app ?? '', deviceId: fields.get('device-id') ?? '', scope: requester.bare, group, dialect: 'xmpp' });
         this.logged(node, requester, result);
         if (!result.ok) return failureError(result.failure, fieldNames);
         return [
