@@ -51,6 +51,8 @@ export interface MockApnsOptions {
   keys?: MockApnsKey[];
   /** Accepted apns-topic values (`<topic>.voip` counts for VoIP); default any. */
   topics?: string[];
+  /** What a topic outside `topics` gets: Apple answers TopicDisallowed, or DeviceTokenNotForTopic for a token of another app. */
+  wrongTopicReason?: 'TopicDisallowed' | 'DeviceTokenNotForTopic';
   maxConcurrentStreams?: number;
   /** The mock's clock for JWT ages (share the provider's in tests). */
   now?: () => number;
@@ -324,7 +326,7 @@ export async function startMockApns(options: MockApnsOptions = {}): Promise<Mock
         if (typeof topic !== 'string' || topic === '') return refuse(400, 'MissingTopic');
         if (!PUSH_TYPES.has(pushType)) return refuse(400, 'InvalidPushType');
         if (pushType === 'voip' && !topic.endsWith('.voip')) return refuse(400, 'DeviceTokenNotForTopic');
-        if (options.topics && !options.topics.includes(topic.replace(/\.voip$/, ''))) return refuse(400, 'TopicDisallowed');
+        if (options.topics && !options.topics.includes(topic.replace(/\.voip$/, ''))) return refuse(400, options.wrongTopicReason ?? 'TopicDisallowed');
         if (priority !== undefined && !['10', '5', '1'].includes(String(priority))) return refuse(400, 'BadPriority');
         if (pushType === 'background' && priority !== '5') return refuse(400, 'BadPriority');
         const expiration = headers['apns-expiration'];
