@@ -8,16 +8,19 @@ import { DEFAULT_COMPONENT_SECRET } from './config/schema.ts';
 import { AppDirectory, type App } from './core/apps.ts';
 import { Dispatcher } from './core/dispatcher.ts';
 import { ExpirySweeper } from './core/expiry.ts';
+import { Push2Resolver, PUSH2_NS } from './core/push2.ts';
 import { Registrations } from './core/registrations.ts';
 import { RegisteredNodes } from './core/resolvers/registered.ts';
 import { StatelessDialect } from './core/stateless.ts';
 import { addV1Routes, type HealthReport } from './http/v1.ts';
 import { HttpServer } from './http/server.ts';
 import type { Logger } from './log.ts';
+import type { ApnsConfig } from './providers/apns.ts';
 import { providerFactories } from './providers/registry.ts';
 import { openStore } from './store/open.ts';
 import type { Store } from './store/types.ts';
 import { AdHocCommands } from './xmpp/handlers/commands.ts';
+import { push2Handler } from './xmpp/handlers/push2.ts';
 import { XmppService } from './xmpp/service.ts';
 
 /** Validates every app's provider settings (what check-config runs) and returns them parsed. */
@@ -30,6 +33,7 @@ export function parseAppSettings(config: Config): Map<string, unknown> {
     }
     app.settings.skip('provider');
     app.settings.skip('stateless');
+    app.settings.skip('push2_stateless');
     app.settings.skip('allowed_domains');
     app.settings.skip('allowed_ports');
     parsed.set(app.name, factory.parseConfig(app.settings));
@@ -43,6 +47,7 @@ export function createApps(config: Config, logger: Logger): AppDirectory {
   for (const app of config.apps.values()) {
     const parsed = settings.get(app.name);
     const provider = providerFactories[app.provider].create(parsed, { app: app.name, logger: logger.child(`app:${app.name}`) });
+    const apnsTopic = app.provider === 'apns' ? (parsed as ApnsConfig).topic : undefined;
     // What retries need to know of the provider's settings: whether the body is sent, and its ttl.
     const { includeBody, ttlSeconds } = (parsed ?? {}) as { includeBody?: unknown; ttlSeconds?: unknown };
     apps.push({
@@ -50,6 +55,8 @@ export function createApps(config: Config, logger: Logger): AppDirectory {
       providerKind: app.provider,
       provider,
       stateless: app.stateless,
+      push2Stateless: app.push2Stateless,
+      apnsTopic,
       allowedDomains: app.allowedDomains,
       includeBody: includeBody === true,
       ttlSeconds: typeof ttlSeconds === 'number' ? ttlSeconds : undefined,
@@ -101,6 +108,7 @@ export class PushAppServer {
     // Asked in this order: a stored node wins over the stateless reading of the same publish.
     this.dispatcher.addResolver(new RegisteredNodes(store, apps, logger.child('dispatch')));
     this.dispatcher.addResolver(new StatelessDialect(store, apps, logger.child('stateless')));
+    this.dispatcher.addResolver(new Push2Resolver(store, apps, logger.child('push2'), { audiences: config.push2.audiences, clockSkewS: config.push2.clockSkewS }));
     this.xmpp = new XmppService({
       jid: config.xmpp.componentJid,
       host: config.xmpp.serverHost,
@@ -121,6 +129,7 @@ export class PushAppServer {
       perJidPerMinute: config.registration.adhocPerJidPerMinute,
       perDomainPerMinute: config.registration.adhocPerDomainPerMinute,
     }));
+    this.xmpp.useMessages(PUSH2_NS, push2Handler(this.dispatcher, logger.child('push2')));
     if (config.http.enabled) {
       this.http = new HttpServer(logger.child('http'), config.http.maxBodyBytes);
       addV1Routes(this.http, {

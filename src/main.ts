@@ -40,7 +40,7 @@ function mask(value: unknown, key: string): unknown {
 /** The effective configuration as TOML keys, defaults included. */
 export function effectiveDocument(config: Config): Record<string, unknown> {
   const apps: Record<string, unknown> = {};
-  for (const app of config.apps.values()) apps[app.name] = { ...app.settings.table, provider: app.provider, stateless: app.stateless };
+  for (const app of config.apps.values()) apps[app.name] = { ...app.settings.table, provider: app.provider, stateless: app.stateless, ...(app.push2Stateless ? { push2_stateless: true } : {}) };
   const document: Record<string, unknown> = {
     xmpp: {
       component_jid: config.xmpp.componentJid,
@@ -62,6 +62,7 @@ export function effectiveDocument(config: Config): Record<string, unknown> {
     },
     storage: { url: config.storage.url.replace(/\/\/([^:@/]*):[^@]*@/, '//$1:********@') },
     push: pushDocument(config.push),
+    push2: { audiences: config.push2.audiences, clock_skew_s: config.push2.clockSkewS },
     log: { level: config.log.level },
     apps,
   };

@@ -109,6 +109,8 @@ export interface AppConfig {
   provider: string;
   /** fpush dialect: publishes for unknown nodes carrying pushModule=<name> go to this app. */
   stateless: boolean;
+  /** Push 2.0, snikket-apns compatible: a `<client>` URL `…/<APNS token>#<this app's topic>` is delivered without registration. */
+  push2Stateless: boolean;
   /**
    * `allowed_domains`: the only domains that may register for this app (and publish to it); absent:
    * every domain. Lower-cased; a JID's domain must equal one of them.
@@ -128,6 +130,14 @@ export interface P2DialectConfig {
   apnsApp: string | undefined;
 }
 
+/** Push 2.0 (`[push2]`, README "Push 2.0"). */
+export interface Push2Config {
+  /** Accepted JWT `aud` values; default `https://<component_jid>` and `xmpp:<component_jid>`. */
+  audiences: string[];
+  /** Tolerated clock difference for the JWT's `exp`/`iat`. */
+  clockSkewS: number;
+}
+
 export interface Config {
   /** Where the configuration came from, for messages ("built-in defaults" or a path). */
   source: string;
@@ -135,6 +145,7 @@ export interface Config {
   http: HttpConfig;
   storage: StorageConfig;
   push: PushConfig;
+  push2: Push2Config;
   registration: RegistrationConfig;
   log: { level: LogLevel };
   apps: Map<string, AppConfig>;
@@ -228,6 +239,8 @@ export function readConfig(document: Table, source: string): Config {
   push.statelessBurstPerDomain = p.integer('stateless_burst_per_domain', Math.max(1, push.maxStatelessPerDomainPerS * 2), { min: 1 });
   p.rejectUnknownKeys();
 
+  const push2 = readPush2(root.section('push2'), xmpp.componentJid);
+
   const r = root.section('registration');
   const registration: RegistrationConfig = {
     expireDays: r.integer('expire_days', 180, { min: 0, max: 36_500 }),
@@ -249,10 +262,12 @@ export function readConfig(document: Table, source: string): Config {
     const a = appsTable.section(name);
     const provider = a.nonEmptyString('provider');
     const stateless = a.boolean('stateless', false);
+    const push2Stateless = a.boolean('push2_stateless', false);
+    if (push2Stateless && provider !== 'apns') a.fail('push2_stateless', `is for apns apps (snikket-apns compatible <client> URLs carry an APNS token), not "${provider}"`);
     const allowedDomains = a.optionalStringList('allowed_domains')?.map((domain) => domain.trim().toLowerCase().replace(/\.$/, ''));
     if (allowedDomains?.length === 0) a.fail('allowed_domains', 'an empty list would refuse everyone: remove the key to allow every domain');
     const allowedPorts = a.optionalIntegerList('allowed_ports', { min: 1, max: 65535 });
-    apps.set(name, { name, provider, stateless, allowedDomains, allowedPorts, settings: a });
+    apps.set(name, { name, provider, stateless, push2Stateless, allowedDomains, allowedPorts, settings: a });
   }
   if (apps.size === 0) root.fail('apps', 'no app is configured: add at least one [apps.NAME] table with a provider');
 
@@ -261,7 +276,16 @@ export function readConfig(document: Table, source: string): Config {
   dialects.rejectUnknownKeys();
   root.rejectUnknownKeys();
 
-  return { source, xmpp, http, storage, push, registration, log, apps, dialects, p2 };
+  return { source, xmpp, http, storage, push, push2, registration, log, apps, dialects, p2 };
+}
+
+function readPush2(table: TableReader, componentJid: string): Push2Config {
+  // A list, or one comma-separated string (so an environment override can set it).
+  const audiences = table.optionalStringList('audiences')?.map((audience) => audience.trim()) ?? [`https://${componentJid}`, `xmpp:${componentJid}`];
+  if (audiences.length === 0) table.fail('audiences', `an empty list would refuse every notification: remove the key for the default ["https://${componentJid}", "xmpp:${componentJid}"]`);
+  const push2 = { audiences, clockSkewS: table.integer('clock_skew_s', 60, { min: 0, max: 3600 }) };
+  table.rejectUnknownKeys();
+  return push2;
 }
 
 function readP2Dialect(table: TableReader, apps: Map<string, AppConfig>): P2DialectConfig {

@@ -9,6 +9,10 @@ export interface App {
   providerKind: string;
   provider: Provider;
   stateless: boolean;
+  /** Push 2.0 stateless delivery (snikket-apns compatible), opted in with `push2_stateless = true`. */
+  push2Stateless?: boolean;
+  /** The APNS topic (bundle id), which a stateless Push 2.0 `<client>` names in its fragment. */
+  apnsTopic?: string;
   /** `allowed_domains`: the only publishing domains accepted for this app; undefined = any. */
   allowedDomains?: readonly string[];
   /** The app sends the message body (`include_body = true`): only then may a retry persist it. */

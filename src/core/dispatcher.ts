@@ -17,6 +17,7 @@ import { KeyedRateLimiter } from './rate-limit.ts';
 import { RetryQueue } from './retry-queue.ts';
 import { noTelemetry, type Dialect, type ProviderRequestOutcome, type PublishResult, type RetryResult, type Telemetry } from './telemetry.ts';
 import { TokenGuard } from './token-guard.ts';
+import type { Push2Notification } from './push2.ts';
 
 export interface PushRequest {
   /**
@@ -32,6 +33,8 @@ export interface PushRequest {
   summary: Summary;
   /** Other publish-options fields (e.g. fpush's `pushModule`). */
   options: ReadonlyMap<string, string>;
+  /** A Push 2.0 notification (dialect `push2`): resolved by core/push2.ts, never by node and secret. */
+  push2?: Push2Notification;
 }
 
 export type DispatchResult =
@@ -246,12 +249,14 @@ export class Dispatcher {
 
   private async pipeline(dialect: Dialect, request: PushRequest, target: ResolvedTarget, resolver: Resolver): Promise<DispatchResult> {
     const { app, publisherDomain } = target;
+    // Every target with nothing stored (fpush, Push 2.0's snikket-apns mode) is under the stateless limits.
+    const stateless = dialect === 'stateless' || target.registration === undefined;
     if (publisherDomain !== null) {
       if (app.allowedDomains !== undefined && !app.allowedDomains.includes(publisherDomain)) {
         this.warnLimited(`allow:${app.name}:${publisherDomain}`, 'publish from a domain not in the app\'s allowed_domains', { app: app.name, domain: publisherDomain });
         return { kind: 'forbidden', reason: `${publisherDomain} may not publish for this app` };
       }
-      const limited = this.overDomainLimit(dialect, publisherDomain);
+      const limited = this.overDomainLimit(stateless ? 'stateless' : dialect, publisherDomain);
       if (limited) return limited;
     }
 
@@ -273,7 +278,6 @@ export class Dispatcher {
       await later('the app server was overloaded', now + 1000);
       return { kind: 'temporary', reason: 'the app server is overloaded', retryAfterMs: 1000 };
     }
-    const stateless = dialect === 'stateless';
     if (stateless && this.statelessInFlight >= this.options.maxStatelessInFlight) {
       this.warnLimited('stateless-in-flight', 'too many stateless pushes on their way', { in_flight: this.statelessInFlight });
       return { kind: 'limited', reason: 'too many stateless pushes on their way', retryAfterMs: 1000 };

@@ -19,6 +19,7 @@
 import { createHash } from 'node:crypto';
 import type { Registration, Store } from '../store/types.ts';
 import type { AppDirectory } from './apps.ts';
+import { canonicalP256Key } from './jwt-verify.ts';
 import { newNode, newSecret, secretsEqual } from './secrets.ts';
 
 export const LIMITS = { app: 64, deviceId: 256, token: 4096, scope: 3071 } as const;
@@ -51,6 +52,12 @@ export interface RegisterInput {
   deviceIdAsNode?: boolean;
   /** A group chat (bare JID) the device registers for separately (p2's `muc`). */
   group?: string;
+  /**
+   * Push 2.0: the client's JWT public key (base64 or base64url of the 65-byte P-256 point), so only
+   * notifications signed with it are accepted; absent: the first valid one is pinned. `field` names
+   * it in errors (`push2_key` over HTTP, `push2-key` in ad-hoc forms).
+   */
+  push2Key?: string;
 }
 
 export interface UnregisterInput {
@@ -134,6 +141,10 @@ export class Registrations {
       (input.namedJid !== undefined ? missingOrTooLong('jid', input.namedJid, LIMITS.scope) : null) ??
       (input.group !== undefined ? missingOrTooLong('muc', input.group, LIMITS.scope) : null);
     if (invalid) return { ok: false, failure: invalid };
+    const push2Key = input.push2Key === undefined ? null : canonicalP256Key(input.push2Key);
+    if (input.push2Key !== undefined && push2Key === null) {
+      return { ok: false, failure: { code: 'bad-request', field: 'push2_key', message: 'field "push2_key" must be the base64 or base64url of a 65-byte P-256 public key' } };
+    }
 
     const app = this.apps.get(input.app);
     if (!app) return { ok: false, failure: { code: 'unknown-app', field: 'type', message: `unknown type "${input.app}"` } };
@@ -148,10 +159,12 @@ export class Registrations {
     const boundDomain = input.boundDomain ?? null;
     const primaryKey = proven ? deviceKeyOf(input.scope, input.deviceId, input.group) : httpDeviceKeyOf(input.namedJid, input.deviceId);
     const now = this.now();
-    const sameAs = (registration: Registration | undefined) => registration !== undefined && registration.token === input.token && registration.boundDomain === boundDomain;
+    // A different Push 2.0 key is a different registration, as a different token is (DESIGN §5).
+    const sameAs = (registration: Registration | undefined) => registration !== undefined && registration.token === input.token && registration.boundDomain === boundDomain
+      && (push2Key === null || (registration.push2Key ?? null) === null || registration.push2Key === push2Key);
 
     const existing = await this.store.getByDevice(input.app, primaryKey);
-    if (sameAs(existing)) return this.renewed(existing!, now);
+    if (sameAs(existing)) return this.renewed(existing!, now, push2Key);
 
     let deviceKey = primaryKey;
     let replaces: string | undefined;
@@ -161,7 +174,7 @@ export class Registrations {
       // Unproven, and not the owner's secret: a registration of its own beside the existing one.
       deviceKey = besideKeyOf(primaryKey, input.token);
       const beside = await this.store.getByDevice(input.app, deviceKey);
-      if (sameAs(beside)) return this.renewed(beside!, now);
+      if (sameAs(beside)) return this.renewed(beside!, now, push2Key);
       replaces = beside?.node;
     } else if (proven && (this.options.maxPerJid ?? 0) > 0 && (await this.store.countByScope(input.scope!)) >= this.options.maxPerJid!) {
       return { ok: false, failure: { code: 'limited', message: `${input.scope} holds the most registrations allowed (registration.max_per_jid = ${this.options.maxPerJid})`, retryAfterMs: 3_600_000 } };
@@ -180,6 +193,7 @@ export class Registrations {
       lastErrorAt: null,
       lastError: null,
       pushCount: 0,
+      push2Key,
     };
     const wantsDeviceNode = input.deviceIdAsNode === true && !existing && NODE_SAFE.test(input.deviceId);
     registration.node = wantsDeviceNode && !(await this.store.getByNode(input.deviceId)) ? input.deviceId : newNode();
@@ -197,9 +211,12 @@ export class Registrations {
     return { ok: true, registration, created: true };
   }
 
-  private async renewed(existing: Registration, now: number): Promise<RegisterResult> {
+  private async renewed(existing: Registration, now: number, push2Key: string | null = null): Promise<RegisterResult> {
     await this.store.renew(existing.node, now);
-    return { ok: true, registration: { ...existing, renewedAt: now }, created: false };
+    // Push 2.0: a key given now for a registration that holds none is pinned (first wins).
+    const pinned = existing.push2Key ?? null;
+    if (push2Key !== null && pinned === null) await this.store.setPush2Key(existing.node, push2Key);
+    return { ok: true, registration: { ...existing, renewedAt: now, push2Key: pinned ?? push2Key }, created: false };
   }
 
   /**

@@ -104,9 +104,12 @@ export function addV1Routes(http: HttpServer, deps: V1Dependencies): void {
       boundDomain: jid?.domain,
       secret: secret === '' ? undefined : secret,
       deviceIdAsNode: true,
+      ...(field(request, 'push2_key') !== '' ? { push2Key: field(request, 'push2_key') } : {}),
     });
     if (!result.ok) return failureReply(result.failure);
-    return text(200, `OK\n${result.registration.node}\n${result.registration.secret}`);
+    // Push 2.0 clients ask for the <client> string with push2=1; the three-line answer is unchanged without it.
+    const client = field(request, 'push2') === '1' ? `\n${result.registration.node}` : '';
+    return text(200, `OK\n${result.registration.node}\n${result.registration.secret}${client}`);
   });
 
   http.add('POST', `${BASE}/unregister`, async (request) => {

@@ -9,7 +9,12 @@
  * RFC 5737 / RFC 3849 (documentation), RFC 2544 (198.18/15), multicast and reserved, RFC 4291
  * (::1, ::, fe80::/10, IPv4-mapped), RFC 4193 (fc00::/7 ULA), and the IPv6 forms that embed an IPv4
  * address (IPv4-mapped/-compatible, NAT64 64:ff9b::/96 of RFC 6052, 6to4 2002::/16 of RFC 3056),
- * which are judged by the IPv4 address they carry.
+ * which are judged by the IPv4 address they carry. Refused outright, because the IPv4 address they
+ * lead to cannot be judged from here: SIIT ::ffff:0:0:0/96 (RFC 6145), the local-use NAT64 prefix
+ * 64:ff9b:1::/48 (RFC 8215), Teredo 2001::/32 (RFC 4380) and the 6to4 relay anycast 192.88.99.0/24.
+ *
+ * Ports: an endpoint may use 443 only, unless the app lists more in `allowed_ports`, so a public
+ * name cannot be used to reach a mail or database port (`forbiddenPortReason`).
  */
 import { lookup as dnsLookup, type LookupAddress, type LookupOptions } from 'node:dns';
 import { isIP, isIPv4 } from 'node:net';
@@ -30,6 +35,7 @@ const IPV4_RANGES: Range[] = [
   v4('172.16.0.0/12', 'private (RFC 1918)'),
   v4('192.0.0.0/24', 'IETF protocol assignment'),
   v4('192.0.2.0/24', 'documentation'),
+  v4('192.88.99.0/24', '6to4 relay anycast (RFC 7526)'),
   v4('192.168.0.0/16', 'private (RFC 1918)'),
   v4('198.18.0.0/15', 'benchmarking'),
   v4('198.51.100.0/24', 'documentation'),
@@ -51,6 +57,9 @@ const IPV6_RANGES: Range[] = [
   v6([0xff00], 8, 'multicast'),
   v6([0x2001, 0x0db8], 32, 'documentation'),
   v6([0x0100, 0, 0, 0], 64, 'discard-only (RFC 6666)'),
+  v6([0x0000, 0, 0, 0, 0xffff, 0], 96, 'SIIT IPv4-translated (RFC 6145)'),
+  v6([0x0064, 0xff9b, 0x0001], 48, 'local-use NAT64 (RFC 8215)'),
+  v6([0x2001, 0x0000], 32, 'Teredo (RFC 4380)'),
 ];
 
 function matches(bytes: number[], range: Range): boolean {
@@ -117,6 +126,15 @@ export function forbiddenAddressReason(address: string): string | null {
     if (reason) return reason;
   }
   return IPV6_RANGES.find((range) => matches(bytes, range))?.reason ?? null;
+}
+
+export const DEFAULT_ALLOWED_PORTS: readonly number[] = [443];
+
+/** A reason when the URL's port (explicit or the scheme's default) is neither 443 nor listed. */
+export function forbiddenPortReason(url: URL, allowedPorts: readonly number[] = DEFAULT_ALLOWED_PORTS): string | null {
+  const port = url.port !== '' ? Number(url.port) : url.protocol === 'http:' ? 80 : 443;
+  if (port === 443 || allowedPorts.includes(port)) return null;
+  return `port ${port} is not allowed (443${allowedPorts.filter((p) => p !== 443).map((p) => `, ${p}`).join('')}; add it to the app's allowed_ports)`;
 }
 
 /** The host of a URL without IPv6 brackets (`new URL('http://[::1]/').hostname` is `[::1]`). */

@@ -94,6 +94,32 @@ function truncate(text: string, maxChars: number): string {
   return chars.length > maxChars ? `${chars.slice(0, maxChars - 1).join('')}…` : text;
 }
 
+/** FCM refuses a message whose data exceeds 4096 bytes (keys and values). */
+export const FCM_MAX_DATA_BYTES = 4096;
+
+/** The data key holding a Push 2.0 ciphertext (base64), read by the app's FirebaseMessagingService. */
+export const PUSH2_DATA_KEY = 'push2';
+
+function dataBytes(data: Record<string, string>): number {
+  return Object.entries(data).reduce((sum, [key, value]) => sum + Buffer.byteLength(key) + Buffer.byteLength(value), 0);
+}
+
+/**
+ * Push 2.0: a data message with the ciphertext unchanged; `<priority>high` wakes at once (HIGH),
+ * anything else is NORMAL. A string says why it cannot be sent (over FCM's data limit).
+ */
+export function buildFcmPush2Message(config: Pick<FcmConfig, 'ttlSeconds'>, target: PushTarget, push2: NonNullable<Notification['push2']>): { message: Record<string, unknown> } | string {
+  const data: Record<string, string> = { node: target.node, [PUSH2_DATA_KEY]: push2.ciphertext.toString('base64'), priority: push2.priority };
+  if (push2.voip) data.voip = '1';
+  const bytes = dataBytes(data);
+  if (bytes > FCM_MAX_DATA_BYTES) return `Push 2.0 payload of ${bytes} data bytes is over the FCM limit of ${FCM_MAX_DATA_BYTES}`;
+  const android = {
+    priority: push2.priority === 'high' ? 'HIGH' : 'NORMAL',
+    ttl: `${Math.min(Math.max(0, Math.floor(config.ttlSeconds)), FCM_MAX_TTL_S)}s`,
+  };
+  return { message: { token: target.token, data, android } };
+}
+
 function ageSeconds(notification: Notification): number {
   return notification.firstAttemptAt === undefined ? 0 : Math.max(0, Math.floor((Date.now() - notification.firstAttemptAt) / 1000));
 }
@@ -212,7 +238,9 @@ export class FcmProvider implements Provider {
   }
 
   async send(target: PushTarget, notification: Notification): Promise<Outcome> {
-    const body = JSON.stringify(buildFcmMessage(this.config, target, notification));
+    const message = notification.push2 ? buildFcmPush2Message(this.config, target, notification.push2) : buildFcmMessage(this.config, target, notification);
+    if (typeof message === 'string') return { kind: 'rejected', reason: message };
+    const body = JSON.stringify(message);
     // A cached access token Google no longer accepts (revoked, clock skew) earns one retry with a fresh one.
     for (let attempt = 0; ; attempt += 1) {
       const auth = await this.tokens.get();

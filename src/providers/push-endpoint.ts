@@ -12,15 +12,17 @@
  */
 import { Agent as HttpAgent, request as httpRequest, type IncomingHttpHeaders } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
-import { ForbiddenAddressError, forbiddenLiteralHost, guardedLookup, type ResolveAll } from './address-guard.ts';
+import { ForbiddenAddressError, forbiddenLiteralHost, forbiddenPortReason, guardedLookup, type ResolveAll } from './address-guard.ts';
 import type { TableReader } from '../config/reader.ts';
-import type { Outcome, Summary, Urgency } from './types.ts';
+import type { Outcome, Push2Payload, Summary, Urgency } from './types.ts';
 import { retryAfterMs } from './retry-after.ts';
 
 export interface EndpointClientOptions {
   /** Extra trust (tests); undefined → the system's roots. */
   ca?: string;
   allowPrivate: boolean;
+  /** Ports besides 443 an endpoint may use (apps.NAME.allowed_ports); ignored with allowPrivate. */
+  allowedPorts?: readonly number[];
   /** What a 401/403 means: with VAPID our key was refused; without, the endpoint refuses us. */
   authFailure: 'credentials-rejected' | 'rejected';
   timeoutMs?: number;
@@ -41,6 +43,12 @@ export const DEFAULT_TTL_S = 28 * 24 * 3600;
 export const MAX_TOKEN_LENGTH = 4096;
 
 /** Reads an app's `ca_file` (extra trust for test endpoints), failing with the key's name. */
+/** `allowed_ports`: more ports than 443 an endpoint may use; undefined when absent. */
+export function readAllowedPorts(settings: TableReader): { allowedPorts?: number[] } {
+  const ports = settings.optionalIntegerList('allowed_ports', { min: 1, max: 65535 });
+  return ports === undefined ? {} : { allowedPorts: ports };
+}
+
 export function readCaFile(settings: TableReader): string | undefined {
   const file = settings.optionalString('ca_file');
   if (file === undefined) return undefined;
@@ -94,7 +102,7 @@ export class PushEndpointClient {
   /** Never throws: every failure is an Outcome. */
   post(url: URL, message: EndpointMessage): Promise<Outcome> {
     if (!this.options.allowPrivate) {
-      const literal = forbiddenLiteralHost(url);
+      const literal = forbiddenLiteralHost(url) ?? forbiddenPortReason(url, this.options.allowedPorts);
       if (literal) return Promise.resolve({ kind: 'rejected', reason: `endpoint address refused: ${literal}` });
     }
     const timeoutMs = this.options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
@@ -151,6 +159,31 @@ export class PushEndpointClient {
 /** Headers both RFC 8030 senders add: how long the push service may hold the message, and its urgency (§5.2, §5.3). */
 export function deliveryHeaders(ttlSeconds: number, urgency: Urgency): Record<string, string> {
   return { ttl: String(ttlSeconds), urgency: urgency === 'high' ? 'high' : 'normal' };
+}
+
+/** RFC 8030 §7.2: a push service must accept 4096 bytes of body; RFC 8291 bodies are sized for it. */
+export const MAX_PUSH2_BODY_BYTES = 4096;
+
+/**
+ * A Push 2.0 notification as an RFC 8030 push message: the ciphertext already IS an RFC 8291
+ * aes128gcm body (encrypted by the user's server for this subscription), so it is POSTed unchanged.
+ * `Authorization`: the publisher's own JWT when its `aud` is this endpoint's origin (it is then a
+ * VAPID token for this push service), else `ownAuthorization` (our VAPID; none for UnifiedPush).
+ * A string says why it cannot be sent.
+ */
+export function push2EndpointMessage(push2: Push2Payload, ttlSeconds: number, endpoint: URL, ownAuthorization: (() => string) | undefined): EndpointMessage | string {
+  if (push2.ciphertext.length > MAX_PUSH2_BODY_BYTES) {
+    return `Push 2.0 payload of ${push2.ciphertext.length} bytes is over the push message limit of ${MAX_PUSH2_BODY_BYTES}`;
+  }
+  const headers: Record<string, string> = {
+    ttl: String(ttlSeconds),
+    urgency: push2.priority,
+    'content-type': 'application/octet-stream',
+    'content-encoding': 'aes128gcm',
+  };
+  if (push2.audience === endpoint.origin) headers.authorization = `vapid t=${push2.jwt}, k=${push2.jwtKey}`;
+  else if (ownAuthorization) headers.authorization = ownAuthorization();
+  return { headers, body: push2.ciphertext };
 }
 
 /**

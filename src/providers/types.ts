@@ -23,11 +23,29 @@ export type Urgency = 'high' | 'normal';
 export interface Notification {
   summary: Summary;
   urgency: Urgency;
+  /** Push 2.0 (urn:xmpp:push2:0): the user's server's ciphertext, relayed unchanged (README "Push 2.0"). */
+  push2?: Push2Payload;
   /**
    * When the first attempt of this push was made (ms since the epoch), for a retried push: an
    * expiration (APNS apns-expiration, FCM ttl) counts from it, not from the retry. Absent: now.
    */
   firstAttemptAt?: number;
+}
+
+/** `<priority>` of a Push 2.0 notification: `low` is a silent one (APNS priority 5, Urgency low). */
+export type Push2Priority = 'high' | 'normal' | 'low';
+
+export interface Push2Payload {
+  /** The RFC 8291 aes128gcm body (salt, record size, key id, one record), exactly as the user's server made it. */
+  ciphertext: Buffer;
+  priority: Push2Priority;
+  /** `<voip/>`: a call (Jingle Message Initiation); APNS sends a PushKit VoIP push. */
+  voip: boolean;
+  /** The publisher's verified JWT and its key (base64url of the P-256 point): a VAPID token when its `aud` is the endpoint's origin. */
+  jwt: string;
+  jwtKey: string;
+  /** The JWT's `aud`, as verified. */
+  audience: string;
 }
 
 export interface PushTarget {

@@ -9,8 +9,8 @@
  * `allow_private = true` (checked at registration for literal IPs and at every connect).
  * Config: allow_http, allow_private, ttl, include_body, ca_file (tests).
  */
-import { forbiddenLiteralHost, type ResolveAll } from './address-guard.ts';
-import { DEFAULT_TTL_S, deliveryHeaders, MAX_TOKEN_LENGTH, pushContent, PushEndpointClient, readCaFile } from './push-endpoint.ts';
+import { forbiddenLiteralHost, forbiddenPortReason, type ResolveAll } from './address-guard.ts';
+import { DEFAULT_TTL_S, deliveryHeaders, MAX_TOKEN_LENGTH, push2EndpointMessage, pushContent, PushEndpointClient, readAllowedPorts, readCaFile } from './push-endpoint.ts';
 import type { Provider, ProviderContext, ProviderFactory } from './types.ts';
 
 export interface UnifiedPushConfig {
@@ -18,13 +18,20 @@ export interface UnifiedPushConfig {
   includeBody: boolean;
   allowHttp: boolean;
   allowPrivate: boolean;
+  /** Ports besides 443 (allowed_ports); checked unless allow_private. */
+  allowedPorts?: number[];
   ca: string | undefined;
 }
 
 /** The UnifiedPush server spec caps a message at 4096 bytes. */
 export const MAX_MESSAGE_BYTES = 4096;
 
-export function parseEndpoint(token: string, config: Pick<UnifiedPushConfig, 'allowHttp' | 'allowPrivate'>): URL | string {
+/** allow_http implies port 80; allowed_ports adds more. */
+function portsOf(config: Pick<UnifiedPushConfig, 'allowHttp' | 'allowedPorts'>): number[] {
+  return [...(config.allowHttp ? [80] : []), ...(config.allowedPorts ?? [])];
+}
+
+export function parseEndpoint(token: string, config: Pick<UnifiedPushConfig, 'allowHttp' | 'allowPrivate' | 'allowedPorts'>): URL | string {
   if (token.length > MAX_TOKEN_LENGTH) return `token longer than ${MAX_TOKEN_LENGTH} characters`;
   if (/[\x00-\x20\x7f]/.test(token)) return 'token must be a URL without spaces or control characters';
   let url: URL;
@@ -38,7 +45,7 @@ export function parseEndpoint(token: string, config: Pick<UnifiedPushConfig, 'al
   }
   if (url.username !== '' || url.password !== '') return 'endpoint must not carry credentials';
   if (!config.allowPrivate) {
-    const literal = forbiddenLiteralHost(url);
+    const literal = forbiddenLiteralHost(url) ?? forbiddenPortReason(url, portsOf(config));
     if (literal) return `endpoint refused: ${literal}`;
   }
   return url;
@@ -54,6 +61,7 @@ export function createUnifiedPushProvider(config: UnifiedPushConfig, _context: P
   const client = new PushEndpointClient({
     ca: config.ca,
     allowPrivate: config.allowPrivate,
+    allowedPorts: portsOf(config),
     // We send no credentials: a 401/403 is this endpoint refusing, not our key being wrong.
     authFailure: 'rejected',
     resolveAll: dependencies.resolveAll,
@@ -69,6 +77,11 @@ export function createUnifiedPushProvider(config: UnifiedPushConfig, _context: P
     async send(target, notification) {
       const endpoint = parseEndpoint(target.token, config);
       if (typeof endpoint === 'string') return { kind: 'rejected', reason: `stored endpoint is unusable: ${endpoint}` };
+      if (notification.push2) {
+        // The distributor passes the RFC 8291 body to the app, which decrypts it with its own keys.
+        const message = push2EndpointMessage(notification.push2, config.ttlSeconds, endpoint, undefined);
+        return typeof message === 'string' ? { kind: 'rejected', reason: message } : client.post(endpoint, message);
+      }
       return client.post(endpoint, {
         headers: { ...deliveryHeaders(config.ttlSeconds, notification.urgency), 'content-type': 'application/json' },
         body: pushContent(target.node, notification.summary, config.includeBody, MAX_MESSAGE_BYTES),
@@ -92,6 +105,7 @@ export const unifiedPushProvider: ProviderFactory<UnifiedPushConfig> = {
       allowHttp: settings.boolean('allow_http', false),
       allowPrivate: settings.boolean('allow_private', false),
       ca: readCaFile(settings),
+      ...readAllowedPorts(settings),
     };
     settings.rejectUnknownKeys();
     return config;

@@ -7,9 +7,9 @@
  * Config: vapid_public_key, vapid_private_key, subject (mailto: or https: contact), ttl, include_body;
  * allow_private (endpoints are user input, see address-guard.ts) and ca_file (tests).
  */
-import { forbiddenLiteralHost, type ResolveAll } from './address-guard.ts';
-import { DEFAULT_TTL_S, deliveryHeaders, MAX_TOKEN_LENGTH, pushContent, PushEndpointClient, readCaFile } from './push-endpoint.ts';
-import type { Provider, ProviderContext, ProviderFactory, ProviderStatus } from './types.ts';
+import { forbiddenLiteralHost, forbiddenPortReason, type ResolveAll } from './address-guard.ts';
+import { DEFAULT_TTL_S, deliveryHeaders, MAX_TOKEN_LENGTH, push2EndpointMessage, pushContent, PushEndpointClient, readAllowedPorts, readCaFile } from './push-endpoint.ts';
+import type { Outcome, Provider, ProviderContext, ProviderFactory, ProviderStatus } from './types.ts';
 import { AUTH_SECRET_BYTES, decodeBase64url, encryptPushMessage, isP256PublicKey, MAX_PLAINTEXT_BYTES, parseVapidKeys, VapidSigner, type SubscriptionKeys, type VapidKeys } from './web-push-crypto.ts';
 
 export interface WebPushConfig {
@@ -19,6 +19,8 @@ export interface WebPushConfig {
   includeBody: boolean;
   allowPrivate: boolean;
   ca: string | undefined;
+  /** Ports besides 443 (allowed_ports); checked unless allow_private. */
+  allowedPorts?: number[];
 }
 
 export interface WebPushSubscription {
@@ -27,7 +29,7 @@ export interface WebPushSubscription {
 }
 
 /** Parses a PushSubscription JSON token; a string says what is wrong with it. */
-export function parseSubscription(token: string, allowPrivate: boolean): WebPushSubscription | string {
+export function parseSubscription(token: string, allowPrivate: boolean, allowedPorts?: readonly number[]): WebPushSubscription | string {
   if (token.length > MAX_TOKEN_LENGTH) return `token longer than ${MAX_TOKEN_LENGTH} characters`;
   let json: unknown;
   try {
@@ -47,7 +49,7 @@ export function parseSubscription(token: string, allowPrivate: boolean): WebPush
   if (url.protocol !== 'https:') return 'subscription endpoint must be an https URL';
   if (url.username !== '' || url.password !== '') return 'subscription endpoint must not carry credentials';
   if (!allowPrivate) {
-    const literal = forbiddenLiteralHost(url);
+    const literal = forbiddenLiteralHost(url) ?? forbiddenPortReason(url, allowedPorts);
     if (literal) return `subscription endpoint refused: ${literal}`;
   }
   if (typeof keys !== 'object' || keys === null) return 'subscription has no "keys" object';
@@ -70,6 +72,7 @@ export function createWebPushProvider(config: WebPushConfig, context: ProviderCo
   const client = new PushEndpointClient({
     ca: config.ca,
     allowPrivate: config.allowPrivate,
+    allowedPorts: config.allowedPorts,
     authFailure: 'credentials-rejected',
     resolveAll: dependencies.resolveAll,
     timeoutMs: dependencies.timeoutMs,
@@ -77,16 +80,31 @@ export function createWebPushProvider(config: WebPushConfig, context: ProviderCo
   });
   // A refused VAPID key breaks every push until an operator acts: health shows it until one succeeds.
   let credentialsProblem: string | undefined;
+  const noted = (outcome: Outcome, endpoint: URL): Outcome => {
+    if (outcome.kind === 'credentials-rejected') {
+      credentialsProblem = `${endpoint.origin} refused our VAPID key: ${outcome.reason}`;
+      context.logger.error('push service refused the VAPID key', { origin: endpoint.origin, reason: outcome.reason });
+    } else if (outcome.kind === 'delivered') {
+      credentialsProblem = undefined;
+    }
+    return outcome;
+  };
 
   return {
     validateToken(token) {
-      const parsed = parseSubscription(token, config.allowPrivate);
+      const parsed = parseSubscription(token, config.allowPrivate, config.allowedPorts);
       return typeof parsed === 'string' ? parsed : null;
     },
 
     async send(target, notification) {
-      const subscription = parseSubscription(target.token, config.allowPrivate);
+      const subscription = parseSubscription(target.token, config.allowPrivate, config.allowedPorts);
       if (typeof subscription === 'string') return { kind: 'rejected', reason: `stored subscription is unusable: ${subscription}` };
+      if (notification.push2) {
+        // Encrypted by the user's server with the keys the client gave it (this subscription's).
+        const message = push2EndpointMessage(notification.push2, config.ttlSeconds, subscription.endpoint, () => signer.authorization(subscription.endpoint));
+        if (typeof message === 'string') return { kind: 'rejected', reason: message };
+        return noted(await client.post(subscription.endpoint, message), subscription.endpoint);
+      }
       const plaintext = pushContent(target.node, notification.summary, config.includeBody, MAX_PLAINTEXT_BYTES);
       let body: Buffer;
       try {
@@ -103,13 +121,7 @@ export function createWebPushProvider(config: WebPushConfig, context: ProviderCo
         },
         body,
       });
-      if (outcome.kind === 'credentials-rejected') {
-        credentialsProblem = `${subscription.endpoint.origin} refused our VAPID key: ${outcome.reason}`;
-        context.logger.error('push service refused the VAPID key', { origin: subscription.endpoint.origin, reason: outcome.reason });
-      } else if (outcome.kind === 'delivered') {
-        credentialsProblem = undefined;
-      }
-      return outcome;
+      return noted(outcome, subscription.endpoint);
     },
 
     status(): ProviderStatus {
@@ -139,6 +151,7 @@ export const webPushProvider: ProviderFactory<WebPushConfig> = {
       includeBody: settings.boolean('include_body', false),
       allowPrivate: settings.boolean('allow_private', false),
       ca: readCaFile(settings),
+      ...readAllowedPorts(settings),
     };
     settings.rejectUnknownKeys();
     return config;

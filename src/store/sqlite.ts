@@ -56,6 +56,8 @@ const MIGRATIONS: string[] = [
    CREATE INDEX registrations_by_activity ON registrations (max(renewed_at, coalesce(last_push_at, 0)));
    CREATE TABLE blocked_tokens_count (id INTEGER PRIMARY KEY CHECK (id = 1), n INTEGER NOT NULL);
    INSERT INTO blocked_tokens_count (id, n) SELECT 1, count(*) FROM blocked_tokens;`,
+  // Push 2.0 (issue #14): the client's pinned JWT public key.
+  `ALTER TABLE registrations ADD COLUMN push2_key TEXT;`,
 ];
 
 /**
@@ -91,6 +93,7 @@ function toStoredRetry(row: RetryRow): StoredRetry {
     : { dialect: 'xep0357', node: row.node, secret: row.reg_secret, from: row.reg_domain, options: {} };
   const notification = row.notification !== null ? JSON.parse(row.notification) as Notification : { summary: {} , urgency: row.urgency };
   notification.urgency = row.urgency;
+  if (notification.push2) notification.push2.ciphertext = Buffer.from(notification.push2.ciphertext as unknown as string, 'base64');
   return {
     key: row.node,
     dialect: row.dialect,
@@ -137,6 +140,7 @@ interface Row {
   last_error_at: number | null;
   last_error: string | null;
   push_count: number;
+  push2_key: string | null;
 }
 
 function toRegistration(row: Row): Registration {
@@ -153,6 +157,7 @@ function toRegistration(row: Row): Registration {
     lastErrorAt: row.last_error_at,
     lastError: row.last_error,
     pushCount: row.push_count,
+    push2Key: row.push2_key ?? null,
   };
 }
 
@@ -198,8 +203,10 @@ export class SqliteStore implements Store {
       byNode: p('SELECT * FROM registrations WHERE node = ?'),
       byDevice: p('SELECT * FROM registrations WHERE app = ? AND device_key = ?'),
       insert: p(`INSERT INTO registrations (node, secret, app, token, device_key, bound_domain, registered_at, renewed_at,
-                   last_push_at, last_error_at, last_error, push_count)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+                   last_push_at, last_error_at, last_error, push_count, push2_key)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+      pinPush2Key: p('UPDATE registrations SET push2_key = ? WHERE node = ? AND push2_key IS NULL'),
+      push2KeyOf: p('SELECT push2_key FROM registrations WHERE node = ?'),
       renew: p('UPDATE registrations SET renewed_at = ? WHERE node = ?'),
       remove: p('DELETE FROM registrations WHERE node = ?'),
       removeIfOld: p('DELETE FROM registrations WHERE node = ? AND renewed_at <= ?'),
@@ -291,7 +298,7 @@ export class SqliteStore implements Store {
         this.pending.delete(replaces);
       }
       this.statements.insert.run(r.node, r.secret, r.app, r.token, r.deviceKey, r.boundDomain, r.registeredAt, r.renewedAt,
-        r.lastPushAt, r.lastErrorAt, r.lastError, r.pushCount);
+        r.lastPushAt, r.lastErrorAt, r.lastError, r.pushCount, r.push2Key ?? null);
     });
     this.checkpointer?.noteWrite();
   }
@@ -466,7 +473,10 @@ export class SqliteStore implements Store {
   }
 
   async saveRetry(retry: Omit<StoredRetry, 'revision'>): Promise<void> {
-    const notification = { summary: retry.notification.summary, urgency: retry.notification.urgency, firstAttemptAt: retry.notification.firstAttemptAt };
+    const { push2 } = retry.notification;
+    // A Push 2.0 ciphertext is end-to-end encrypted for the device: persisting it reveals nothing.
+    const notification = { summary: retry.notification.summary, urgency: retry.notification.urgency, firstAttemptAt: retry.notification.firstAttemptAt,
+      ...(push2 ? { push2: { ...push2, ciphertext: push2.ciphertext.toString('base64') } } : {}) };
     this.statements.retrySave.run(retry.key, retry.dueAt, retry.attempt, retry.notification.urgency, retry.reason, retry.dialect, retry.app,
       JSON.stringify(retry.request), JSON.stringify(notification), retry.firstAttemptAt);
     this.checkpointer?.noteWrite();
@@ -497,6 +507,15 @@ export class SqliteStore implements Store {
 
   async cancelRetry(node: string): Promise<void> {
     if (Number(this.statements.retryDelete.run(node).changes) > 0) this.checkpointer?.noteWrite();
+  }
+
+  async setPush2Key(node: string, key: string): Promise<boolean> {
+    if (Number(this.statements.pinPush2Key.run(key, node).changes) > 0) {
+      this.checkpointer?.noteWrite();
+      return true;
+    }
+    const row = this.statements.push2KeyOf.get(node) as { push2_key: string | null } | undefined;
+    return row?.push2_key === key;
   }
 
   /** The size is kept in blocked_tokens_count: O(log n) per insert, not a count(*). */

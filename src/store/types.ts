@@ -24,6 +24,11 @@ export interface Registration {
   lastErrorAt: number | null;
   lastError: string | null;
   pushCount: number;
+  /**
+   * Push 2.0: the client's JWT public key (base64url of the 65-byte P-256 point), given at
+   * registration or pinned from the first notification that verified; null/absent: none yet.
+   */
+  push2Key?: string | null;
 }
 
 export interface PendingRetry {
@@ -124,6 +129,13 @@ export interface Store {
   finishRetry(key: string, revision: number): Promise<void>;
   rescheduleRetry(key: string, dueAt: number, attempt: number, reason: string): Promise<void>;
   countRetries(): Promise<number>;
+
+  /**
+   * Push 2.0 key pinning: stores `key` as the registration's push2Key only when it holds none.
+   * Returns true when the registration now holds exactly `key` (pinned now or before), false when
+   * it holds another key or the node is gone: the first valid key wins, even against a race.
+   */
+  setPush2Key(node: string, key: string): Promise<boolean>;
 
   /** Token block list for the stateless dialect: dead tokens are not sent to again until expiry. */
   blockToken(app: string, token: string, until: number): Promise<void>;

@@ -107,6 +107,11 @@ export class Component extends EventEmitter<ComponentEvents> {
     return true;
   }
 
+  /** Connection attempts since the last stream that stayed up (what the backoff grows with). */
+  get consecutiveFailures(): number {
+    return this.failures;
+  }
+
   /** Bytes waiting to be written (congestion), for health and tests. */
   get pendingBytes(): number {
     return this.outboxBytes;

@@ -1,6 +1,6 @@
 /**
  * The XMPP side of the app server: the component connection and the handlers wired to it.
- * Messages and presences carry nothing for an app server and are dropped without a reply.
+ * Presences, and messages no message handler takes (Push 2.0 is one), are dropped without a reply.
  */
 import { Element } from 'ltx';
 import { ThrottledWarning } from '../core/throttled-warning.ts';
@@ -10,6 +10,7 @@ import type { AdHocCommands } from './handlers/commands.ts';
 import { Disco } from './handlers/disco.ts';
 import { pingHandler } from './handlers/ping.ts';
 import { publishHandler, type PushDispatcher } from './handlers/publish.ts';
+import type { MessageHandler } from './handlers/push2.ts';
 import { IqRouter } from './iq-router.ts';
 import { errorFor, iqError, NS } from './stanzas.ts';
 import type { OversizedStanza } from './stream-parser.ts';
@@ -20,7 +21,10 @@ export class XmppService {
   readonly disco: Disco;
   private readonly logger: Logger;
   private readonly pending = new Set<Promise<void>>();
+  private readonly messageHandlers: MessageHandler[] = [];
   private readonly maxStanzaBytes: number;
+  /** Stanzas skipped for their size or depth since start (for health and tests). */
+  skippedStanzas = 0;
   private readonly oversizedWarning: ThrottledWarning;
   private readonly lostReplyWarning: ThrottledWarning;
 
@@ -52,6 +56,13 @@ export class XmppService {
     return this;
   }
 
+  /** A handler for messages (e.g. Push 2.0 notifications), advertised with its disco feature. */
+  useMessages(feature: string, handler: MessageHandler): this {
+    this.disco.addFeature(feature);
+    this.messageHandlers.push(handler);
+    return this;
+  }
+
   start(): void {
     this.component.start();
   }
@@ -63,12 +74,27 @@ export class XmppService {
   }
 
   private onStanza(stanza: Element): void {
+    if (stanza.name === 'message' && this.messageHandlers.length > 0) return this.onMessage(stanza);
     if (stanza.name !== 'iq') return;
     const work = this.router.handle(stanza).then((reply) => {
       if (reply && !this.component.send(reply)) {
         this.lostReplyWarning.note({ to: stanza.attrs.from, id: stanza.attrs.id, state: this.component.state });
       }
     }, (error) => this.logger.error('iq handling failed', { error }));
+    this.pending.add(work);
+    void work.finally(() => this.pending.delete(work));
+  }
+
+  private onMessage(message: Element): void {
+    const work = (async () => {
+      for (const handler of this.messageHandlers) {
+        const reply = await handler(message);
+        if (reply && !this.component.send(reply)) {
+          this.logger.warn('reply lost: component went offline', { to: message.attrs.from, id: message.attrs.id });
+        }
+        if (reply) return;
+      }
+    })().catch((error) => this.logger.error('message handling failed', { error }));
     this.pending.add(work);
     void work.finally(() => this.pending.delete(work));
   }
@@ -80,6 +106,7 @@ export class XmppService {
    */
   private onOversized(stanza: OversizedStanza): void {
     const { name, attrs } = stanza;
+    this.skippedStanzas += 1;
     this.oversizedWarning.note({ name: name ?? '(opening tag too large)', from: attrs.from, bytes: stanza.bytes, reason: stanza.reason });
     if (name !== 'iq' || (attrs.type !== 'get' && attrs.type !== 'set') || !attrs.id) return;
     const why = stanza.reason === 'depth' ? 'the stanza is nested too deeply' : `the stanza is larger than ${this.maxStanzaBytes} bytes`;

@@ -26,6 +26,7 @@ export type ErrorCondition =
   | 'item-not-found'
   | 'not-acceptable'
   | 'not-allowed'
+  | 'not-authorized'
   | 'policy-violation'
   | 'resource-constraint'
   | 'service-unavailable'

@@ -34,6 +34,9 @@ export interface StreamEvents {
 /** Deeper nesting than this is no stanza anyone needs, and recursive tree code should never see it. */
 export const MAX_DEPTH = 64;
 
+/** The stream header is no stanza, but it is bounded too. */
+const MAX_HEADER_BYTES = 8192;
+
 const LT = 0x3c;
 const GT = 0x3e;
 const SLASH = 0x2f;
@@ -220,10 +223,11 @@ export class StreamParser {
     }
     this.buffered.push(chunk.subarray(from, to));
     this.bufferedBytes += to - from;
-    if (this.bufferedBytes > this.maxStanzaBytes) {
-      if (this.depth === 0) return this.fail(`stream header larger than ${this.maxStanzaBytes} bytes`);
-      this.startSkipping('size');
+    if (this.depth === 0) {
+      if (this.bufferedBytes > Math.max(this.maxStanzaBytes, MAX_HEADER_BYTES)) this.fail(`stream header larger than ${Math.max(this.maxStanzaBytes, MAX_HEADER_BYTES)} bytes`);
+      return;
     }
+    if (this.bufferedBytes > this.maxStanzaBytes) this.startSkipping('size');
   }
 
   private startSkipping(reason: OversizedStanza['reason']): void {

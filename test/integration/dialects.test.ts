@@ -264,7 +264,8 @@ describe('registration dialects through Prosody', { skip, timeout: 180_000 }, ()
     assert.notEqual(attackNode, registered.node);
     assert.notEqual(attackSecret, registered.secret);
     // Removal by device id and by node, with and without the JID: all fail alike.
-    for (const fields of [{ node: registered.node }, { node: registered.node, jid: `knockvictim@${HOME}` }, { node: registered.node, secret: attackSecret }] as Array<Record<string, string>>) {
+    const attempts: Array<Record<string, string>> = [{ node: registered.node }, { node: registered.node, jid: `knockvictim@${HOME}` }, { node: registered.node, secret: attackSecret }];
+    for (const fields of attempts) {
       const removal = await app.post('/push_appserver/v1/unregister', { type: 'monal-sandbox', ...fields });
       assert.equal(removal.status, 404, JSON.stringify(fields));
     }

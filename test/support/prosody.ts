@@ -23,6 +23,10 @@ export interface ProsodyOptions {
   extraHostConfig?: string;
   /** Lua lines added to the global section. */
   extraGlobalConfig?: string;
+  /** Modules enabled on every VirtualHost besides cloud_notify (e.g. "push2"). */
+  extraHostModules?: string[];
+  /** Extra environment of the Prosody process (e.g. LUA_PATH_5_4 for the mod_push2 shims). */
+  env?: Record<string, string>;
 }
 
 export interface ProsodyInstance {
@@ -127,7 +131,7 @@ authentication = "internal_plain"
 storage = "internal"
 ${options.extraGlobalConfig ?? ''}
 ${hosts.map((host) => `VirtualHost ${lua(host)}
-  modules_enabled = { "cloud_notify" }
+  modules_enabled = { ${['cloud_notify', ...(options.extraHostModules ?? [])].map(lua).join(', ')} }
 ${options.extraHostConfig ?? ''}
 `).join('\n')}
 Component ${lua(componentJid)}
@@ -137,7 +141,7 @@ Component ${lua(componentJid)}
   let child: ChildProcess | undefined;
   /** One start of Prosody on the configured ports; stops it again when it did not come up. */
   const launch = async (ports: number[]): Promise<Launch> => {
-    const started = spawn('prosody', ['-F', '--config', configFile], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const started = spawn('prosody', ['-F', '--config', configFile], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...options.env } });
     let stderr = '';
     started.stderr?.on('data', (chunk) => { stderr += String(chunk); });
     started.on('error', (error) => { stderr += `${error.message}\n`; });
@@ -189,7 +193,7 @@ Component ${lua(componentJid)}
     c2sPort,
     componentPort,
     async register(user, host, password) {
-      await run('prosodyctl', ['--config', configFile, 'register', user, host, password]);
+      await run('prosodyctl', ['--config', configFile, 'register', user, host, password], { env: { ...process.env, ...options.env } });
     },
     async restart() {
       await halt();

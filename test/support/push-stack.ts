@@ -7,7 +7,7 @@ import { xml } from '@xmpp/client';
 import type { Element } from 'ltx';
 import type { Table } from '../../src/config/reader.ts';
 import { startAppServer, type TestAppServer } from './app-server.ts';
-import { startProsody, type ProsodyInstance } from './prosody.ts';
+import { startProsody, type ProsodyInstance, type ProsodyOptions } from './prosody.ts';
 import { connectClient, type TestClient } from './xmpp-client.ts';
 
 export interface PushStack {
@@ -22,8 +22,8 @@ export interface PushStack {
   stop(): Promise<void>;
 }
 
-export async function startPushStack(config: string | Table = {}): Promise<PushStack> {
-  const prosody = await startProsody();
+export async function startPushStack(config: string | Table = {}, prosodyOptions: ProsodyOptions = {}): Promise<PushStack> {
+  const prosody = await startProsody(prosodyOptions);
   const login = (user: string) => connectClient({ port: prosody.c2sPort, domain: 'localhost', username: user, password: `${user}-pw` });
   let app: TestAppServer | undefined;
   try {

@@ -38,7 +38,7 @@ export function integrationSkipped(parts: string): string | false {
   }
   shout(`SKIPPED (${SKIP_INTEGRATION_ENV}=1): the integration tests in ${file} did NOT run.\n` +
     `Nothing that needs ${parts} was tested. Unset ${SKIP_INTEGRATION_ENV} for a run that proves anything.`);
-  return `${SKIP_INTEGRATION_ENV}=1: ${parts} integration tests not run`;
+  return `${SKIP_INTEGRATION_ENV}=1: integration tests that need ${parts} not run`;
 }
 
 /** Throws the failure a test sees when a real part is not installed. */

@@ -199,7 +199,7 @@ describe('ad-hoc registration commands', () => {
     assert.ok(command?.getChild('actions')?.getChild('complete'));
     const form = command?.getChild('x', NS.dataForms);
     assert.equal(form?.attrs.type, 'form');
-    assert.deepEqual(form?.getChildren('field').map((field) => field.attrs.var), ['token', 'device-id', 'muc']);
+    assert.deepEqual(form?.getChildren('field').map((field) => field.attrs.var), ['token', 'device-id', 'muc', 'push2-key']);
   });
 
   test('an invalid token is a bad-request naming the token field', async () => {
@@ -218,5 +218,59 @@ describe('ad-hoc commands without a p2 mapping', () => {
     const reply = await new IqRouter(silentLogger).on('set', 'command', NS.commands, commands.execute)
       .handle(execute('register-push-fcm', { token: 't', 'device-id': 'd' }));
     assert.deepEqual([errorOf(reply).type, errorOf(reply).condition], ['cancel', 'item-not-found']);
+  });
+});
+
+describe('ad-hoc registration limits', () => {
+  const lines: string[] = [];
+  const logger = { ...silentLogger, warn: (message: string) => { lines.push(message); }, child: () => logger };
+
+  function routerWith(options: { perJidPerMinute?: number; perDomainPerMinute?: number; maxPerJid?: number }) {
+    const store = new SqliteStore(':memory:');
+    const apps = directoryOf({ 'monal-prod': scriptedProvider() });
+    const commands = new AdHocCommands({
+      registrations: new Registrations(store, apps, Date.now, { maxPerJid: options.maxPerJid }),
+      p2: { fcmApp: undefined, apnsApp: undefined },
+      logger,
+      perJidPerMinute: options.perJidPerMinute,
+      perDomainPerMinute: options.perDomainPerMinute,
+    });
+    return new IqRouter(silentLogger).on('set', 'command', NS.commands, commands.execute);
+  }
+  const registerAs = (router: IqRouter, from: string, device: string) =>
+    router.handle(execute('v1-register-push', { type: 'monal-prod', node: device, token: `tok-${device}` }, { from }));
+
+  test('registrations per JID over the limit get wait/resource-constraint and one warning', async () => {
+    lines.length = 0;
+    const router = routerWith({ perJidPerMinute: 2 });
+    assert.equal((await registerAs(router, 'romeo@montague.example/a', 'd1'))?.attrs.type, 'result');
+    assert.equal((await registerAs(router, 'romeo@montague.example/b', 'd2'))?.attrs.type, 'result');
+    for (let i = 0; i < 5; i += 1) {
+      const refused = errorOf(await registerAs(router, 'romeo@montague.example/c', `d${3 + i}`));
+      assert.deepEqual([refused.type, refused.condition], ['wait', 'resource-constraint']);
+    }
+    assert.equal(lines.filter((line) => /ad-hoc registrations refused/.test(line)).length, 1);
+    // Another JID of the same domain is not affected.
+    assert.equal((await registerAs(router, 'juliet@montague.example/a', 'j1'))?.attrs.type, 'result');
+  });
+
+  test('registrations per domain over the limit get wait/resource-constraint, other domains are served', async () => {
+    const router = routerWith({ perDomainPerMinute: 3 });
+    for (let i = 0; i < 3; i += 1) assert.equal((await registerAs(router, `user${i}@flood.example`, 'd'))?.attrs.type, 'result');
+    assert.deepEqual(Object.values(errorOf(await registerAs(router, 'user9@flood.example', 'd'))).slice(0, 2), ['wait', 'resource-constraint']);
+    assert.equal((await registerAs(router, 'romeo@montague.example', 'd'))?.attrs.type, 'result');
+  });
+
+  test('a JID at registration.max_per_jid gets wait/resource-constraint for a new device', async () => {
+    const router = routerWith({ maxPerJid: 1 });
+    assert.equal((await registerAs(router, 'romeo@montague.example', 'd1'))?.attrs.type, 'result');
+    assert.deepEqual(Object.values(errorOf(await registerAs(router, 'romeo@montague.example', 'd2'))).slice(0, 2), ['wait', 'resource-constraint']);
+  });
+
+  test('unregistering is not limited', async () => {
+    const router = routerWith({ perJidPerMinute: 1 });
+    assert.equal((await registerAs(router, 'romeo@montague.example', 'd1'))?.attrs.type, 'result');
+    const reply = await router.handle(execute('v1-unregister-push', { type: 'monal-prod', node: 'd1' }, { from: 'romeo@montague.example' }));
+    assert.equal(reply?.attrs.type, 'result');
   });
 });

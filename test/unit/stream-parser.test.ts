@@ -116,3 +116,13 @@ test('the XEP-0114 handshake is the hex SHA-1 of stream id followed by secret', 
   // FIPS 180 test vector: SHA-1("abc").
   assert.equal(handshakeDigest('a', 'bc'), 'a9993e364706816aba3e25717850c26c9cd0d89d');
 });
+
+// Regression (fuzz seed 20240610): with a limit smaller than the stream header, the header itself
+// was refused and the stream ended. The header has its own bound.
+test('a stanza limit smaller than the stream header still lets the stream open', () => {
+  const { parser, events } = collect(64);
+  parser.write(`<stream:stream xmlns='jabber:component:accept' xmlns:stream='http://etherx.jabber.org/streams' id='fz'><i a='${'x'.repeat(100)}'/><p/>`);
+  assert.equal(events.errors.length, 0);
+  assert.equal(events.oversized.length, 1);
+  assert.deepEqual(events.stanzas.map((s) => s.name), ['p']);
+});

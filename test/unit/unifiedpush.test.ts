@@ -126,7 +126,7 @@ test('an https endpoint is reached with the configured ca_file', async () => {
 
 test('a name resolving to loopback is refused at connect time without allow_private, and nothing reaches it', async () => {
   const endpoint = plainMock.endpoint().replace('127.0.0.1', 'localhost');
-  const guarded = provider({ allow_http: true });
+  const guarded = provider({ allow_http: true, allowed_ports: [Number(new URL(endpoint).port)] });
   assert.equal(guarded.validateToken(endpoint), null, 'a name passes registration: only connecting tells');
   const outcome = await guarded.send({ app: 'up', node: 'n', token: endpoint }, wakeUp);
   assert.equal(outcome.kind, 'rejected');
@@ -210,4 +210,19 @@ test('an endpoint that never answers asks for a retry once the timeout passes', 
     for (const socket of sockets) socket.destroy();
     silent.close();
   }
+});
+
+test('the address guard also refuses SIIT, local-use NAT64, Teredo and the 6to4 relay anycast', () => {
+  for (const address of ['::ffff:0:808:808', '64:ff9b:1::808:808', '2001::1', '2001:0:4136:e378:8000:63bf:3fff:fdd2', '192.88.99.1']) {
+    assert.notEqual(forbiddenAddressReason(address), null, address);
+  }
+  for (const address of ['2001:4860:4860::8888', '192.88.100.1', '64:ff9b:2::1']) assert.equal(forbiddenAddressReason(address), null, address);
+});
+
+test('an endpoint on a port other than 443 is refused unless the app lists it in allowed_ports', () => {
+  assert.match(provider({}).validateToken('https://ntfy.example.net:8443/up') ?? '', /port 8443 is not allowed/);
+  assert.equal(provider({ allow_http: true }).validateToken('http://ntfy.example.net/up'), null, 'allow_http implies port 80');
+  assert.match(provider({ allow_http: true }).validateToken('http://ntfy.example.net:8080/up') ?? '', /port 8080/);
+  assert.equal(provider({ allowed_ports: [8443] }).validateToken('https://ntfy.example.net:8443/up'), null);
+  assert.equal(provider({}).validateToken('https://ntfy.example.net:443/up'), null);
 });

@@ -72,7 +72,35 @@ function shorten(text: string, codePoints: number): string {
   return chars.length <= codePoints ? text : `${chars.slice(0, Math.max(0, codePoints - 1)).join('')}…`;
 }
 
+/** The custom payload key holding a Push 2.0 ciphertext (base64): the app's notification service extension reads it. */
+export const PUSH2_PAYLOAD_KEY = 'push2';
+
+/**
+ * Push 2.0: an alert the notification service extension replaces with the decrypted message
+ * (mutable-content, the app's alert text as the fallback), or a PushKit push for a call. The
+ * ciphertext is never shortened: a payload over the limit is refused.
+ */
+function buildPush2Request(config: ApnsRequestConfig, push2: NonNullable<Notification['push2']>, nowMs: number): BuiltRequest {
+  const mode: ApnsMode = push2.voip ? 'voip' : 'alert';
+  const limit = payloadLimitOf(mode);
+  const aps: Record<string, unknown> = mode === 'voip' ? {} : { alert: { body: config.alertText }, 'mutable-content': 1 };
+  if (mode === 'alert' && config.sound !== undefined) aps.sound = config.sound;
+  const payload = JSON.stringify({ aps, [PUSH2_PAYLOAD_KEY]: push2.ciphertext.toString('base64') });
+  const bytes = Buffer.byteLength(payload);
+  if (bytes > limit) return { ok: false, mode, bytes, limit };
+  const headers: Record<string, string> = {
+    'apns-topic': mode === 'voip' ? `${config.topic}.voip` : config.topic,
+    'apns-push-type': mode,
+    'apns-priority': push2.priority === 'low' ? '5' : '10',
+    'content-type': 'application/json',
+  };
+  if (config.ttlSeconds !== undefined) headers['apns-expiration'] = config.ttlSeconds === 0 ? '0' : String(Math.floor(nowMs / 1000) + config.ttlSeconds);
+  // No collapse id: every Push 2.0 notification carries its own message, none replaces another.
+  return { ok: true, request: { mode, headers, payload } };
+}
+
 export function buildApnsRequest(config: ApnsRequestConfig, notification: Notification, nowMs: number): BuiltRequest {
+  if (notification.push2) return buildPush2Request(config, notification.push2, nowMs);
   const mode = modeOf(config, notification);
   const limit = payloadLimitOf(mode);
   // The real message text only when the operator asked for it (privacy: DESIGN §1).

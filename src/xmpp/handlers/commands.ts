@@ -82,6 +82,20 @@ export interface CommandsOptions {
 
 const BAD_PAYLOAD = (): Element => new Element('bad-payload', { xmlns: NS.commands });
 
+/** Push 2.0 (README "Push 2.0"): the client's optional JWT public key … */
+const PUSH2_KEY_FIELD = 'push2-key';
+const PUSH2_KEY_SPEC: FieldSpec = { var: PUSH2_KEY_FIELD, label: 'Push 2.0 JWT public key (base64 of the P-256 point), optional', required: false };
+
+function push2KeyOf(fields: Map<string, string>): { push2Key?: string } {
+  const key = fields.get(PUSH2_KEY_FIELD);
+  return key === undefined ? {} : { push2Key: key };
+}
+
+/** … and what it puts in its Push 2.0 <enable/>: <service> and <client>. */
+function push2Fields(service: string, node: string): Array<{ var: string; value: string }> {
+  return [{ var: 'service', value: service }, { var: 'client', value: node }];
+}
+
 function failureError(failure: RegistrationFailure, fieldNames: Record<string, string>): IqError {
   switch (failure.code) {
     case 'bad-request': {
@@ -215,7 +229,7 @@ export class AdHocCommands {
   }
 
   private v1Register(): Command {
-    const fieldNames = { type: 'type', node: 'node', token: 'token' };
+    const fieldNames = { type: 'type', node: 'node', token: 'token', push2_key: PUSH2_KEY_FIELD };
     return {
       node: COMMAND_NODES.v1Register,
       name: 'Register a device for push notifications',
@@ -226,6 +240,7 @@ export class AdHocCommands {
         { var: 'type', label: 'App (push type)', required: true },
         { var: 'node', label: 'Device id', required: true },
         { var: 'token', label: 'Push token', required: true },
+        PUSH2_KEY_SPEC,
       ],
       run: async ({ requester, service, fields }) => {
         const result = await this.registrations.register({
@@ -235,6 +250,7 @@ export class AdHocCommands {
           scope: requester.bare,
           boundDomain: requester.domain,
           deviceIdAsNode: true,
+          ...push2KeyOf(fields),
         });
         this.logged(COMMAND_NODES.v1Register, requester, result);
         if (!result.ok) return failureError(result.failure, fieldNames);
@@ -242,6 +258,7 @@ export class AdHocCommands {
           { var: 'jid', value: service },
           { var: 'node', value: result.registration.node },
           { var: 'secret', value: result.registration.secret },
+          ...push2Fields(service, result.registration.node),
         ];
       },
     };
@@ -288,14 +305,14 @@ export class AdHocCommands {
   }
 
   private p2Register(node: string, service: string, app: string | undefined): Command {
-    const fieldNames = { node: 'device-id', token: 'token', muc: 'muc', type: node };
+    const fieldNames = { node: 'device-id', token: 'token', muc: 'muc', type: node, push2_key: PUSH2_KEY_FIELD };
     return {
       node,
       name: `Register a device for ${service} push notifications (p2)`,
       offered: app !== undefined,
       registers: true,
       fieldNames,
-      fields: this.p2Fields(true),
+      fields: [...this.p2Fields(true), PUSH2_KEY_SPEC],
       run: async ({ requester, service: jid, fields }) => {
         const group = AdHocCommands.groupOf(fields);
         if (typeof group === 'object') return group;
@@ -306,6 +323,7 @@ export class AdHocCommands {
           scope: requester.bare,
           boundDomain: requester.domain,
           group,
+          ...push2KeyOf(fields),
         });
         this.logged(node, requester, result);
         if (!result.ok) return failureError(result.failure, fieldNames);
@@ -313,6 +331,7 @@ export class AdHocCommands {
           { var: 'jid', value: jid },
           { var: 'node', value: result.registration.node },
           { var: 'secret', value: result.registration.secret },
+          ...push2Fields(jid, result.registration.node),
         ];
       },
     };

@@ -1,0 +1,260 @@
+/**
+ * Fuzzing (fast-check, seeded and bounded so `npm test` stays fast and repeatable): hostile bytes,
+ * stanzas, forms, HTTP requests and TOML documents. Properties: nothing throws out of a handler,
+ * every iq get/set with an id gets exactly one answer, memory stays bounded, the server keeps
+ * serving. A failing seed is kept below as a regression case (REGRESSIONS) when one is found.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import fc from 'fast-check';
+import { Element, parse } from 'ltx';
+import { parseAppSettings } from '../../src/app.ts';
+import { parseDocument } from '../../src/config/load.ts';
+import { ConfigError } from '../../src/config/reader.ts';
+import { readConfig } from '../../src/config/schema.ts';
+import { Dispatcher } from '../../src/core/dispatcher.ts';
+import { Registrations } from '../../src/core/registrations.ts';
+import { HttpServer } from '../../src/http/server.ts';
+import { addV1Routes } from '../../src/http/v1.ts';
+import { silentLogger } from '../../src/log.ts';
+import { SqliteStore } from '../../src/store/sqlite.ts';
+import { AdHocCommands, COMMAND_NODES } from '../../src/xmpp/handlers/commands.ts';
+import { publishHandler } from '../../src/xmpp/handlers/publish.ts';
+import { IqRouter } from '../../src/xmpp/iq-router.ts';
+import { NS } from '../../src/xmpp/stanzas.ts';
+import { StreamParser } from '../../src/xmpp/stream-parser.ts';
+import { directoryOf, scriptedProvider } from '../support/fakes.ts';
+
+const SEED = 20_240_610;
+const runs = (numRuns: number) => ({ seed: SEED, numRuns });
+const HEADER = `<stream:stream xmlns='jabber:component:accept' xmlns:stream='http://etherx.jabber.org/streams' id='fz'>`;
+
+/** Splits bytes at random points. */
+const chunked = (bytes: Buffer) => fc.array(fc.nat({ max: bytes.length }), { maxLength: 12 }).map((cuts) => {
+  const points = [...new Set([0, ...cuts.sort((a, b) => a - b), bytes.length])];
+  const chunks: Buffer[] = [];
+  for (let i = 1; i < points.length; i += 1) chunks.push(bytes.subarray(points[i - 1], points[i]));
+  return chunks;
+});
+
+interface Observed { stanzas: string[]; oversized: number; errors: number; ends: number; maxBuffered: number }
+
+function feed(chunks: Buffer[], limit: number): Observed {
+  const seen: Observed = { stanzas: [], oversized: 0, errors: 0, ends: 0, maxBuffered: 0 };
+  const parser = new StreamParser({
+    streamStart: () => {},
+    stanza: (element) => seen.stanzas.push(element.toString()),
+    oversized: () => { seen.oversized += 1; },
+    streamEnd: () => { seen.ends += 1; },
+    error: () => { seen.errors += 1; },
+  }, limit);
+  for (const chunk of chunks) {
+    parser.write(chunk);
+    seen.maxBuffered = Math.max(seen.maxBuffered, (parser as unknown as { bufferedBytes: number }).bufferedBytes);
+  }
+  return seen;
+}
+
+const name = fc.stringMatching(/^[a-z][a-z0-9:-]{0,12}$/);
+const text = fc.string({ maxLength: 40 });
+/** Well-formed stanzas (ltx serialises them, so escaping is right), some nested, some large. */
+const stanza: fc.Arbitrary<Element> = fc.letrec<{ node: Element }>((tie) => ({
+  node: fc.tuple(name, fc.dictionary(fc.stringMatching(/^[a-z]{1,6}$/), text, { maxKeys: 3 }), fc.array(fc.oneof(text, tie('node')), { maxLength: 3 }))
+    .map(([n, attrs, children]) => {
+      const element = new Element(n, attrs);
+      for (const child of children) {
+        if (typeof child === 'string') element.t(child);
+        else element.cnode(child as Element);
+      }
+      return element;
+    }),
+})).node;
+
+describe('fuzz: stream parser', () => {
+  test('random bytes in random chunks never throw and never buffer more than the limit plus one chunk', () => {
+    fc.assert(fc.property(fc.uint8Array({ maxLength: 2000 }).chain((body) => {
+      const bytes = Buffer.concat([Buffer.from(HEADER), Buffer.from(body)]);
+      return chunked(bytes);
+    }), (chunks) => {
+      const limit = 4096;
+      const seen = feed(chunks, limit);
+      const largest = Math.max(0, ...chunks.map((chunk) => chunk.length));
+      assert.ok(seen.maxBuffered <= limit + largest, `buffered ${seen.maxBuffered}`);
+      assert.ok(seen.errors <= 1);
+    }), runs(3000));
+  });
+
+  test('a stream of well-formed stanzas parses the same whatever the chunking, and oversized ones are skipped', () => {
+    fc.assert(fc.property(fc.array(stanza, { minLength: 1, maxLength: 6 }).chain((stanzas) => {
+      const bytes = Buffer.from(HEADER + stanzas.map((s) => s.toString()).join(' ') + '</stream:stream>');
+      return fc.tuple(fc.constant(stanzas.map((s) => s.toString())), chunked(bytes), fc.integer({ min: 64, max: 600 }));
+    }), ([expected, chunks, limit]) => {
+      const seen = feed(chunks, limit);
+      assert.equal(seen.errors, 0);
+      assert.equal(seen.ends, 1);
+      const small = expected.filter((s) => Buffer.byteLength(s) <= limit);
+      assert.deepEqual(seen.stanzas, small.map((s) => parse(s).toString()));
+      assert.equal(seen.oversized, expected.length - small.length);
+    }), runs(2000));
+  });
+
+  test('deep nesting, huge attributes and huge names are skipped and the stream goes on', () => {
+    fc.assert(fc.property(
+      fc.oneof(
+        fc.integer({ min: 70, max: 3000 }).map((depth) => `<iq id='d'>${'<a>'.repeat(depth)}${'</a>'.repeat(depth)}</iq>`),
+        fc.integer({ min: 5000, max: 200_000 }).map((size) => `<iq id='h' x='${'v'.repeat(size)}'/>`),
+        fc.integer({ min: 5000, max: 200_000 }).map((size) => `<${'n'.repeat(size)}/>`),
+        fc.integer({ min: 5000, max: 200_000 }).map((size) => `<message><body>${'b'.repeat(size)}</body></message>`),
+      ).chain((big) => chunked(Buffer.from(`${HEADER}${big}<iq id='after'/>`))),
+      (chunks) => {
+        const seen = feed(chunks, 4096);
+        assert.equal(seen.errors, 0);
+        assert.equal(seen.oversized, 1);
+        assert.deepEqual(seen.stanzas, ['<iq id="after"/>']);
+      },
+    ), runs(300));
+  });
+});
+
+describe('fuzz: iq handlers', () => {
+  let store: SqliteStore;
+  let router: IqRouter;
+  const service = 'push.example.org';
+
+  before(() => {
+    store = new SqliteStore(':memory:');
+    const apps = directoryOf({ 'monal-prod': scriptedProvider(), conversations: scriptedProvider(), ios: scriptedProvider() }, ['monal-prod']);
+    const registrations = new Registrations(store, apps, Date.now, { maxPerJid: 20 });
+    const dispatcher = new Dispatcher(store, apps, silentLogger, { timeoutMs: 500, retryMaxAttempts: 0, retryMaxDelayMs: 1000 });
+    const commands = new AdHocCommands({ registrations, p2: { fcmApp: 'conversations', apnsApp: 'ios' }, logger: silentLogger, perJidPerMinute: 1000, perDomainPerMinute: 1000 });
+    router = new IqRouter(silentLogger)
+      .on('set', 'pubsub', NS.pubsub, publishHandler(dispatcher))
+      .on('set', 'command', NS.commands, commands.execute);
+  });
+
+  after(async () => {
+    await store.close();
+  });
+
+  const value = fc.oneof(fc.string({ maxLength: 30 }), fc.constantFrom('monal-prod', 'conversations', 'room@conference.example', 'tok', ''), fc.string({ maxLength: 300 }));
+  const field = fc.tuple(fc.constantFrom('type', 'node', 'token', 'device-id', 'android-id', 'muc', 'secret', 'FORM_TYPE', 'pushModule', 'x'), fc.array(value, { maxLength: 2 }));
+  const form = fc.tuple(fc.constantFrom('submit', 'form', 'cancel', 'result', undefined), fc.array(field, { maxLength: 6 })).map(([type, fields]) => {
+    const x = new Element('x', { xmlns: NS.dataForms, type });
+    for (const [name, values] of fields) {
+      const f = x.c('field', { var: name });
+      for (const v of values) f.c('value').t(v);
+    }
+    return x;
+  });
+  const from = fc.oneof(fc.constantFrom('romeo@montague.example/phone', 'example.com', 'juliet@capulet.example', ''), fc.string({ maxLength: 40 }));
+  const command = fc.tuple(fc.constantFrom(...Object.values(COMMAND_NODES), 'nope', undefined), fc.constantFrom('execute', 'complete', 'next', 'prev', 'cancel', 'bogus', undefined), fc.option(form))
+    .map(([node, action, x]) => {
+      const element = new Element('command', { xmlns: NS.commands, node, action });
+      if (x) element.cnode(x);
+      return element;
+    });
+  const publish = fc.tuple(fc.option(fc.string({ maxLength: 40 })), fc.option(form), fc.option(form), fc.boolean())
+    .map(([node, summary, options, withItem]) => {
+      const pubsub = new Element('pubsub', { xmlns: NS.pubsub });
+      const publishElement = pubsub.c('publish', node === null ? {} : { node });
+      if (withItem) {
+        const notification = publishElement.c('item').c('notification', { xmlns: NS.push });
+        if (summary) notification.cnode(summary);
+      }
+      if (options) pubsub.c('publish-options').cnode(options);
+      return pubsub;
+    });
+
+  test('every iq get/set with an id gets exactly one answer, of the right id, and nothing throws', async () => {
+    await fc.assert(fc.asyncProperty(from, fc.oneof(command, publish), fc.constantFrom('set', 'get'), fc.string({ minLength: 1, maxLength: 8 }), async (sender, payload, type, id) => {
+      const iq = new Element('iq', { type, id, from: sender, to: service });
+      iq.cnode(payload);
+      const reply = await router.handle(parse(iq.toString()));
+      assert.ok(reply, 'an answer');
+      assert.equal(reply.attrs.id, id);
+      assert.ok(reply.attrs.type === 'result' || reply.attrs.type === 'error');
+      if (reply.attrs.type === 'error') assert.ok(reply.getChild('error')?.attrs.type);
+    }), runs(2000));
+  });
+});
+
+describe('fuzz: HTTP API', () => {
+  let store: SqliteStore;
+  let http: HttpServer;
+  let port: number;
+
+  before(async () => {
+    store = new SqliteStore(':memory:');
+    const apps = directoryOf({ apns: scriptedProvider(), fcm: scriptedProvider() });
+    http = new HttpServer(silentLogger, 4096);
+    const dispatcher = new Dispatcher(store, apps, silentLogger, { timeoutMs: 500, retryMaxAttempts: 0, retryMaxDelayMs: 1000 });
+    addV1Routes(http, {
+      registrations: new Registrations(store, apps), dispatcher, store,
+      health: async () => ({ status: 'running' }), debug: true, adminToken: 'a'.repeat(40), registrationsPerIpPerMinute: 600, logger: silentLogger,
+    });
+    port = (await http.listen('127.0.0.1', 0)).port;
+  });
+
+  after(async () => {
+    await http.close();
+    await store.close();
+  });
+
+  const path = fc.oneof(
+    fc.constantFrom('/push_appserver/v1/register', '/push_appserver/v1/unregister', '/push_appserver/v1/push', '/push_appserver/v1/health', '/push_appserver/v1/settings', '/push_appserver/v1/settings/%E0%A4%A', '/'),
+    fc.string({ maxLength: 40 }).map((s) => `/push_appserver/v1/${encodeURIComponent(s)}`),
+    fc.webPath(),
+  );
+  const body = fc.oneof(
+    fc.dictionary(fc.constantFrom('type', 'node', 'token', 'secret', 'jid', 'x'), fc.string({ maxLength: 60 })).map((fields) => new URLSearchParams(fields).toString()),
+    fc.string({ maxLength: 500 }),
+    fc.uint8Array({ maxLength: 600 }).map((bytes) => Buffer.from(bytes).toString('latin1')),
+  );
+  const headers = fc.record({
+    'content-type': fc.constantFrom('application/x-www-form-urlencoded', 'text/plain', 'application/json', 'multipart/form-data; boundary=x'),
+    authorization: fc.constantFrom('', 'Bearer x', `Bearer ${'a'.repeat(40)}`, 'Basic Zm9vOmJhcg=='),
+    accept: fc.constantFrom('*/*', 'application/json', 'text/html'),
+    'x-forwarded-for': fc.constantFrom('1.2.3.4', 'not-an-ip', '::1, 10.0.0.1'),
+  }, { requiredKeys: [] });
+
+  test('random methods, paths, headers and bodies are answered without a 5xx, and the server keeps serving', async () => {
+    await fc.assert(fc.asyncProperty(fc.constantFrom('GET', 'POST', 'PUT', 'DELETE', 'HEAD', 'OPTIONS', 'PATCH'), path, headers, body, async (method, target, extra, payload) => {
+      const cleanHeaders = Object.fromEntries(Object.entries(extra).filter(([, v]) => v !== ''));
+      const response = await fetch(`http://127.0.0.1:${port}${target}`, {
+        method,
+        headers: cleanHeaders,
+        body: method === 'GET' || method === 'HEAD' ? undefined : payload,
+      });
+      await response.arrayBuffer();
+      assert.ok(response.status < 500, `${method} ${target} → ${response.status}`);
+    }), runs(400));
+    assert.equal((await fetch(`http://127.0.0.1:${port}/push_appserver/v1/health`)).status, 200);
+  });
+});
+
+describe('fuzz: configuration loader', () => {
+  const key = fc.oneof(fc.constantFrom('xmpp', 'http', 'apps', 'registration', 'push', 'storage', 'log', 'dialects', 'provider', 'debug', 'admin_token', 'allowed_domains', 'allowed_ports', 'port', 'expire_days', 'max_stanza_bytes', 'apns', 'p2'), fc.stringMatching(/^[a-z_]{1,10}$/));
+  const scalar = fc.oneof(fc.integer({ min: -5, max: 70_000 }), fc.boolean(), fc.string({ maxLength: 40 }), fc.array(fc.oneof(fc.string({ maxLength: 10 }), fc.integer()), { maxLength: 3 }));
+  const table = fc.letrec<{ t: Record<string, unknown> }>((tie) => ({
+    t: fc.dictionary(key, fc.oneof({ depthSize: 'small' }, scalar, tie('t')), { maxKeys: 5 }),
+  })).t;
+  const toml = (value: unknown): string => JSON.stringify(value);
+  function render(doc: Record<string, unknown>, prefix = ''): string {
+    const plain = Object.entries(doc).filter(([, v]) => typeof v !== 'object' || Array.isArray(v));
+    const tables = Object.entries(doc).filter(([, v]) => typeof v === 'object' && !Array.isArray(v));
+    let out = plain.map(([k, v]) => `${k} = ${toml(v)}\n`).join('');
+    for (const [k, v] of tables) out += `[${prefix}${k}]\n${render(v as Record<string, unknown>, `${prefix}${k}.`)}`;
+    return out;
+  }
+
+  test('random TOML documents are accepted or refused with a ConfigError naming a key, never anything else', () => {
+    fc.assert(fc.property(fc.oneof(table.map((doc) => render(doc)), fc.string({ maxLength: 200 })), (source) => {
+      try {
+        parseAppSettings(readConfig(parseDocument(source, 'fuzz.toml'), 'fuzz.toml'));
+      } catch (error) {
+        assert.ok(error instanceof ConfigError, `${(error as Error).stack}\n--- document:\n${source}`);
+        assert.ok(error.key !== '');
+      }
+    }), runs(3000));
+  });
+});

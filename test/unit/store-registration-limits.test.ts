@@ -1,0 +1,75 @@
+/** The Store methods behind the limits and expiry of issue #10, on the SQLite backend. */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { join } from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
+import { SqliteStore } from '../../src/store/sqlite.ts';
+import type { Registration } from '../../src/store/types.ts';
+import { testTempDir } from '../support/temp-dir.ts';
+
+function registration(node: string, deviceKey: string, renewedAt: number): Registration {
+  return {
+    node, secret: 's', app: 'a', token: 't', deviceKey, boundDomain: null, registeredAt: renewedAt, renewedAt,
+    lastPushAt: null, lastErrorAt: null, lastError: null, pushCount: 0,
+  };
+}
+
+test('countByScope counts exactly the keys of one JID, every app together', async () => {
+  const store = new SqliteStore(':memory:');
+  await store.insert(registration('n1', 'romeo@m.example|d1', 1));
+  await store.insert({ ...registration('n2', 'romeo@m.example|d2|muc=room@c.example', 1), app: 'b' });
+  await store.insert(registration('n3', 'romeo@m.example.org|d1', 1));
+  await store.insert(registration('n4', '|jid=romeo@m.example|d1', 1));
+  await store.insert(registration('n5', 'romeo@m.exampl|d1', 1));
+  assert.equal(await store.countByScope('romeo@m.example'), 2);
+  assert.equal(await store.countByScope('juliet@c.example'), 0);
+  await store.close();
+});
+
+test('removeExpired removes at most the batch, oldest first, with pending retries, and counts unwritten pushes', async () => {
+  const store = new SqliteStore(':memory:');
+  for (let i = 0; i < 5; i += 1) await store.insert(registration(`old-${i}`, `|d${i}`, 100 + i));
+  await store.insert(registration('fresh', '|fresh', 10_000));
+  await store.insert(registration('pushed', '|pushed', 100));
+  store.recordDelivery('pushed', 9_000);
+  await store.scheduleRetry({ node: 'old-0', dueAt: 1, attempt: 1, urgency: 'high', reason: 'x' });
+  assert.deepEqual(await store.removeExpired(1000, 3), ['old-0', 'old-1', 'old-2']);
+  assert.deepEqual(await store.removeExpired(1000, 3), ['old-3', 'old-4']);
+  assert.deepEqual(await store.removeExpired(1000, 3), []);
+  assert.deepEqual(await store.takeDueRetries(10, 10), []);
+  assert.ok(await store.getByNode('fresh'));
+  assert.ok(await store.getByNode('pushed'));
+  await store.close();
+});
+
+test('the block list keeps its size in a counter that follows inserts, renewals and expiry', async () => {
+  const store = new SqliteStore(':memory:');
+  const future = Date.now() + 60_000;
+  await store.blockToken('a', 't1', future);
+  await store.blockToken('a', 't2', future);
+  await store.blockToken('a', 't1', future + 1);
+  assert.equal(await store.blockedTokenCount(), 2);
+  await store.blockToken('a', 'short', Date.now() - 1);
+  assert.equal(await store.blockedTokenCount(), 3);
+  // The next insert sweeps the expired one.
+  await store.blockToken('a', 't3', future);
+  assert.equal(await store.blockedTokenCount(), 3);
+  assert.equal(await store.isTokenBlocked('a', 't1', Date.now()), true);
+  await store.close();
+});
+
+test('the migration starts the block-list counter at the size of an existing list', async () => {
+  const path = join(testTempDir('store-migration'), 'push.db');
+  const first = new SqliteStore(path);
+  await first.blockToken('a', 't1', Date.now() + 60_000);
+  await first.blockToken('a', 't2', Date.now() + 60_000);
+  await first.close();
+  // Simulate a database of the version before this migration (the last one so far): counter table gone.
+  const db = new DatabaseSync(path);
+  const { user_version: version } = db.prepare('PRAGMA user_version').get() as { user_version: number };
+  db.exec(`DROP TABLE blocked_tokens_count; DROP INDEX registrations_by_key; DROP INDEX registrations_by_activity; PRAGMA user_version = ${version - 1};`);
+  db.close();
+  const reopened = new SqliteStore(path);
+  assert.equal(await reopened.blockedTokenCount(), 2);
+  await reopened.close();
+});
