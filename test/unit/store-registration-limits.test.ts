@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
-import { SqliteStore } from '../../src/store/sqlite.ts';
+import { MIGRATIONS, SqliteStore } from '../../src/store/sqlite.ts';
 import type { Registration } from '../../src/store/types.ts';
 import { testTempDir } from '../support/temp-dir.ts';
 
@@ -60,14 +60,14 @@ test('the block list keeps its size in a counter that follows inserts, renewals 
 
 test('the migration starts the block-list counter at the size of an existing list', async () => {
   const path = join(testTempDir('store-migration'), 'push.db');
-  const first = new SqliteStore(path);
-  await first.blockToken('a', 't1', Date.now() + 60_000);
-  await first.blockToken('a', 't2', Date.now() + 60_000);
-  await first.close();
-  // Simulate a database of the version before this migration (the last one so far): counter table gone.
+  // A database of the version just before the counter's migration, with two blocked tokens.
+  const counterMigration = MIGRATIONS.findIndex((sql) => sql.includes('blocked_tokens_count'));
+  assert.ok(counterMigration > 0);
   const db = new DatabaseSync(path);
-  const { user_version: version } = db.prepare('PRAGMA user_version').get() as { user_version: number };
-  db.exec(`DROP TABLE blocked_tokens_count; DROP INDEX registrations_by_key; DROP INDEX registrations_by_activity; PRAGMA user_version = ${version - 1};`);
+  for (const sql of MIGRATIONS.slice(0, counterMigration)) db.exec(sql);
+  db.exec(`PRAGMA user_version = ${counterMigration}`);
+  const until = Date.now() + 60_000;
+  db.prepare('INSERT INTO blocked_tokens (app, token, until) VALUES (?, ?, ?), (?, ?, ?)').run('a', 't1', until, 'a', 't2', until);
   db.close();
   const reopened = new SqliteStore(path);
   assert.equal(await reopened.blockedTokenCount(), 2);
