@@ -495,7 +495,8 @@ export class Dispatcher {
     const backoff = Math.min(this.options.retryMaxBackoffMs, this.options.retryInitialBackoffMs * 2 ** Math.min(job.attempt, 30));
     const jittered = backoff / 2 + this.options.random() * (backoff / 2);
     const delay = Math.min(this.options.retryMaxDelayMs, Math.max(jittered, retryAfterMs));
-    const dueAt = Math.min(now + delay, deadline);
+    // Whole milliseconds: every store keeps times as integers.
+    const dueAt = Math.ceil(Math.min(now + delay, deadline));
     if (job.retry) {
       await this.queue.reschedule(job.retry, dueAt, attempt, reason);
       this.telemetry.retryFinished(app.name, 'rescheduled');
