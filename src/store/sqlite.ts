@@ -310,9 +310,13 @@ export class SqliteStore implements Store {
   }
 
   async remove(node: string): Promise<boolean> {
+    let removed = false;
+    this.transaction(() => {
+      this.statements.retryDelete.run(node);
+      removed = Number(this.statements.remove.run(node).changes) > 0;
+    });
+    // Only once the row is gone: a refused removal keeps the registration's unwritten bookkeeping.
     this.pending.delete(node);
-    this.statements.retryDelete.run(node);
-    const removed = Number(this.statements.remove.run(node).changes) > 0;
     this.checkpointer?.noteWrite();
     return removed;
   }
