@@ -198,6 +198,7 @@ export class PushAppServer {
           pushTimeoutMs: config.push.timeoutMs,
           telemetry: this.telemetry,
           logger: logger.child('admin'),
+          trustProxy: config.http.trustProxy,
         });
       }
     }
