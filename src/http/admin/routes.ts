@@ -1,7 +1,8 @@
 /**
  * `GET /admin` and its pages (issue #12), served only when `http.admin_token` is set: overview,
  * registrations search, one registration with **Send test push** and **Remove** (confirmed).
- * Reads go to the store; a test push goes to the app's provider directly (ops/test-push.ts).
+ * Reads go to the store; a test push goes to the app's provider directly (ops/test-push.ts), and a
+ * dead token it finds removes the registration as any push would (the page says so).
  */
 import type { AppDirectory } from '../../core/apps.ts';
 import { KeyedRateLimiter } from '../../core/rate-limit.ts';
@@ -14,7 +15,7 @@ import { clientAddress } from '../client-address.ts';
 import { secretMatches } from '../ops.ts';
 import { text, type HttpReply, type HttpRequest, type HttpServer } from '../server.ts';
 import {
-  confirmRemovePage, messagePage, overviewPage, registrationDetailPage, registrationsPage, signInPage, STYLESHEET,
+  confirmRemovePage, messagePage, testPushRemovedPage, overviewPage, registrationDetailPage, registrationsPage, signInPage, STYLESHEET,
 } from './pages.ts';
 import { cookie, cookiesOf, csrfMatches, LOGIN_COOKIE, randomToken, SESSION_COOKIE, Sessions, type Session } from './session.ts';
 
@@ -158,9 +159,13 @@ export function addAdminRoutes(http: HttpServer, deps: AdminDependencies): void 
     if (!registration) return html(404, messagePage('Not found', 'No registration with this node.', session.csrf));
     const app = deps.apps.get(registration.app);
     if (!app) return html(409, messagePage('App not configured', `The registration names app "${registration.app}", which is not configured.`, session.csrf));
-    const result = await sendTestPush(app, registration, { timeoutMs: deps.pushTimeoutMs, telemetry: deps.telemetry });
+    const result = await sendTestPush(app, registration, { timeoutMs: deps.pushTimeoutMs, telemetry: deps.telemetry, store: deps.store });
+    deps.logger.info('admin test push', { app: app.name, node: registration.node, result: result.outcome.kind, status: result.outcome.status, removed: result.removed });
+    if (result.removed) {
+      testPushes.delete(registration.node);
+      return html(200, testPushRemovedPage(registration, result, session.csrf));
+    }
     remember(registration.node, result);
-    deps.logger.info('admin test push', { app: app.name, node: registration.node, result: result.outcome.kind, status: result.outcome.status });
     return html(200, registrationDetailPage(registration, testPushes.get(registration.node) ?? [], session.csrf, result));
   }));
 
