@@ -25,7 +25,9 @@ import type { App, AppDirectory } from './apps.ts';
 import { domainOf, type DispatchResult, type PushRequest } from './dispatcher.ts';
 import { canonicalP256Key, decodeBase64Any, p256KeyOf, verifyEs256Jwt } from './jwt-verify.ts';
 import type { Resolution, ResolvedTarget, Resolver } from './pipeline.ts';
+import { registrationOrigin } from './registrations.ts';
 import { DEFAULT_BLOCK_MS } from './stateless.ts';
+import type { Telemetry } from './telemetry.ts';
 
 export const PUSH2_NS = 'urn:xmpp:push2:0';
 
@@ -50,6 +52,8 @@ export interface Push2Options {
   /** How long a stateless token the provider called dead stays blocked. */
   blockForMs?: number;
   now?: () => number;
+  /** A registration removed for a dead token is reported (the registration gauge follows it). */
+  telemetry?: Telemetry;
 }
 
 type Route =
@@ -197,6 +201,7 @@ export class Push2Resolver implements Resolver {
     const fields = { app: target.app.name, reason: outcome.reason };
     if (target.registration) {
       const removed = await this.store.removeIfNotRenewedSince(target.node, outcome.since ?? this.now());
+      if (removed) this.options.telemetry?.registrationChanged(target.app.name, registrationOrigin(target.registration), 'token_dead');
       this.logger.info(removed ? 'token is dead, registration removed' : 'token reported dead, but the device re-registered since', { ...fields, node: target.node });
       return removed ? { kind: 'not-found' } : { kind: 'temporary', reason: outcome.reason };
     }

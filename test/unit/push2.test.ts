@@ -7,6 +7,7 @@ import { AppDirectory } from '../../src/core/apps.ts';
 import { Push2Resolver, type Push2Notification, type Push2Result } from '../../src/core/push2.ts';
 import type { Resolution } from '../../src/core/pipeline.ts';
 import { Registrations } from '../../src/core/registrations.ts';
+import { noTelemetry } from '../../src/core/telemetry.ts';
 import { silentLogger } from '../../src/log.ts';
 import { SqliteStore } from '../../src/store/sqlite.ts';
 import { scriptedProvider, type ScriptedProvider } from '../support/fakes.ts';
@@ -24,6 +25,7 @@ describe('Push 2.0 resolver', () => {
   let ios: ScriptedProvider;
   let now: number;
   let key: JwtKeyPair;
+  let reported: Array<[string, string, string]>;
 
   const jwtFor = (pair: JwtKeyPair, overrides: Record<string, unknown> = {}) => ({ token: es256Jwt(pair.privateKey, push2Claims(AUD, now, overrides)), key: pair.publicBase64 });
 
@@ -60,7 +62,9 @@ describe('Push 2.0 resolver', () => {
       { name: 'ios-closed', providerKind: 'apns', provider: scriptedProvider(), stateless: false, push2Stateless: false, apnsTopic: 'org.closed' },
     ]);
     registrations = new Registrations(store, apps, () => now);
-    resolver = new Push2Resolver(store, apps, silentLogger, { audiences: [AUD, 'xmpp:push.example.org'], clockSkewS: 30, now: () => now });
+    reported = [];
+    const telemetry = { ...noTelemetry, registrationChanged: (app: string, dialect: string, action: string) => { reported.push([app, dialect, action]); } };
+    resolver = new Push2Resolver(store, apps, silentLogger, { audiences: [AUD, 'xmpp:push.example.org'], clockSkewS: 30, now: () => now, telemetry });
     key = jwtKeyPair();
   });
 
@@ -181,11 +185,12 @@ describe('Push 2.0 resolver', () => {
     assert.deepEqual(answerOf(await resolver.resolve(request({ client: `https://p.example/apns/${APNS_TOKEN}#${TOPIC}` }))), { kind: 'not-found' });
   });
 
-  test('a dead token of a registered client removes the registration', async () => {
-    const registration = await register();
+  test('a dead token of a registered client removes the registration and reports it as token_dead', async () => {
+    const registration = await register({ boundDomain: 'example.org' });
     const target = targetOf(await resolver.resolve(request({ client: registration.node })));
     assert.deepEqual(await resolver.tokenDead(target, { kind: 'token-dead', reason: 'Unregistered', since: now }), { kind: 'not-found' });
     assert.equal(await store.getByNode(registration.node), undefined);
+    assert.deepEqual(reported, [['chat', 'xmpp', 'token_dead']]);
   });
 
   test('registration: a push2 key that is not a P-256 point is refused naming the field; base64url is accepted', async () => {
