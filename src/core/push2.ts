@@ -104,6 +104,17 @@ export function push2TargetKey(target: string): string {
   return `${target}\u0000push2`;
 }
 
+/** The request option that marks a `<voip/>` notification, so a stored retry finds the VoIP token again. */
+const VOIP_OPTION = 'push2-voip';
+
+/**
+ * The options of a Push 2.0 request: the stored retry keeps a request's options but not its
+ * notification, and a stateless client with a VoIP token must be retried on the token it used.
+ */
+export function push2RequestOptions(notification: Push2Notification): ReadonlyMap<string, string> {
+  return notification.voip ? new Map([[VOIP_OPTION, '1']]) : new Map();
+}
+
 /** Notification urgency from `<priority>`: `low` is a silent wake-up, anything else is for a person. */
 export function urgencyOfPriority(priority: Push2Priority): Notification['urgency'] {
   return priority === 'low' ? 'normal' : 'high';
@@ -222,9 +233,9 @@ export class Push2Resolver implements Resolver {
     const publisherDomain = request.from === null ? null : domainOf(request.from);
     const notification: Notification = { summary: {}, urgency: 'high' };
     if (route.kind === 'stateless') {
-      // Which of the two tokens the first attempt used is not stored: such a retry is not guessed at.
-      if (route.voipToken !== undefined) return answer(route.app.name, { kind: 'not-found' });
-      return { kind: 'target', dialect: 'push2', target: { app: route.app, key: push2TargetKey(`${route.app.name}\u0000${route.token}`), node: route.token, token: route.token, notification, publisherDomain } };
+      // The request's options say whether the first attempt went to the VoIP token (push2RequestOptions).
+      const token = request.options.get(VOIP_OPTION) === '1' && route.voipToken !== undefined ? route.voipToken : route.token;
+      return { kind: 'target', dialect: 'push2', target: { app: route.app, key: push2TargetKey(`${route.app.name}\u0000${token}`), node: token, token, notification, publisherDomain } };
     }
     const { registration } = route;
     const app = this.apps.get(registration.app);
