@@ -12,6 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { startAppServer, type TestAppServer } from '../support/app-server.ts';
+import { integrationSkipped, missingPart } from '../support/real-parts.ts';
 import { createTestApnsKey, startMockApns, testDeviceToken, type MockApns } from '../support/mock-apns.ts';
 import { jwtKeyPair } from '../support/push2.ts';
 
@@ -20,8 +21,8 @@ const ADMIN_TOKEN = 'admin-token-for-the-browser-test-0123456789';
 const TOPIC = 'org.example.chat';
 const ARTIFACTS = resolve(dirname(fileURLToPath(import.meta.url)), '../../test-artifacts/admin');
 
-// Under CI a missing browser is a failure, never a skip.
-const skip = !existsSync(CHROMIUM) && process.env.CI !== 'true' ? `${CHROMIUM} is not installed (apt-get install chromium)` : false;
+// A missing browser is a failure (in `before`), never a skip; only the explicit opt-out skips, loudly.
+const skip = integrationSkipped('Chromium');
 
 describe('the admin page in Chromium', { skip, timeout: 180_000 }, () => {
   let apns: MockApns;
@@ -37,6 +38,7 @@ describe('the admin page in Chromium', { skip, timeout: 180_000 }, () => {
   }
 
   before(async () => {
+    if (!existsSync(CHROMIUM)) throw missingPart(`Chromium (${CHROMIUM})`, 'apt-get install chromium');
     mkdirSync(ARTIFACTS, { recursive: true });
     const key = createTestApnsKey();
     apns = await startMockApns({ keys: [{ keyId: key.keyId, teamId: key.teamId, key: key.privateKey }], topics: [TOPIC] });

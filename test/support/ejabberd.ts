@@ -15,6 +15,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createConnection } from 'node:net';
 import { freePort } from './ports.ts';
+import { integrationSkipped } from './real-parts.ts';
 
 const EJABBERDCTL = '/usr/sbin/ejabberdctl';
 const INSTALL = 'ejabberd is not installed: apt-get install ejabberd (the tests start their own server; CI installs it)';
@@ -46,12 +47,8 @@ export function ejabberdAvailable(): boolean {
 /** Like postgresMissing(): a missing ejabberd fails unless integration tests were opted out of. */
 export function ejabberdMissing(): string | false {
   if (ejabberdAvailable()) return false;
-  if (process.env.PUSH_APPSERVER_TEST_SKIP_INTEGRATION === '1') {
-    const reason = `SKIPPED (PUSH_APPSERVER_TEST_SKIP_INTEGRATION=1): ${INSTALL}`;
-    process.stderr.write(`\n*** ${reason}\n`);
-    return reason;
-  }
-  return false;
+  // Missing: the tests run and fail saying how to install it, unless opted out (ignored under CI).
+  return integrationSkipped('ejabberd');
 }
 
 function runAs(): { uid: number; gid: number } | undefined {
