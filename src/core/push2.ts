@@ -14,8 +14,7 @@
  *   `…/<APNS token>#<topic>` (optionally `#<topic>&<VoIP token>`) is delivered with nothing
  *   stored, after the same JWT checks, and a dead token goes on the fpush dialect's block list.
  *
- * - Notify-only (no ciphertext, no JWT): a plain wake-up, only from the bound domain's own server
- *   to a client that pinned no key (resolveNotifyOnly).
+ * - Notify-only (no ciphertext, no JWT) proves nothing about its sender: `not-authorized`, always.
  *
  * Answers (DESIGN §4 as Push 2.0 message errors, see xmpp/handlers/push2.ts): unknown client or
  * dead token → not-found; foreign domain → forbidden; a JWT that fails → forbidden with condition
@@ -118,6 +117,9 @@ export function push2RequestOptions(notification: Push2Notification): ReadonlyMa
   return notification.voip ? new Map([[VOIP_OPTION, '1']]) : new Map();
 }
 
+/** The JWT replaces the XEP-0357 secret: without one, nothing says the notification is the client's. */
+const NOTIFY_ONLY_REFUSED = 'a notification without a JWT (the notify-only profile) is not accepted: the JWT is what authenticates it';
+
 /** PUSH2.md: the notify-only profile sends neither a ciphertext nor a JWT. */
 function isNotifyOnly(notification: Push2Notification): boolean {
   return notification.jwt === null && notification.payload === null;
@@ -165,7 +167,7 @@ export class Push2Resolver implements Resolver {
       if (registration.boundDomain !== null && publisherDomain !== registration.boundDomain) {
         return answer(app.name, { kind: 'forbidden', reason: `this client accepts notifications only from ${registration.boundDomain}` });
       }
-      if (isNotifyOnly(notification)) return this.resolveNotifyOnly(request, registration, app, notification, answer);
+      if (isNotifyOnly(notification)) return answer(app.name, notAuthorized(NOTIFY_ONLY_REFUSED));
       const verified = this.verify(notification);
       if (!verified.ok) return answer(app.name, notAuthorized(verified.reason));
       const pinned = registration.push2Key ?? null;
@@ -193,7 +195,7 @@ export class Push2Resolver implements Resolver {
     }
 
     const { app } = route;
-    if (isNotifyOnly(notification)) return answer(app.name, notAuthorized('the notify-only profile (no JWT) is accepted only for a registered client bound to the sending server\'s domain'));
+    if (isNotifyOnly(notification)) return answer(app.name, notAuthorized(NOTIFY_ONLY_REFUSED));
     const token = notification.voip && route.voipToken !== undefined ? route.voipToken : route.token;
     const invalid = app.provider.validateToken(token);
     if (invalid) {
@@ -229,34 +231,6 @@ export class Push2Resolver implements Resolver {
     await this.store.blockToken(target.app.name, target.token, this.now() + (this.options.blockForMs ?? DEFAULT_BLOCK_MS));
     this.logger.info('stateless Push 2.0 token is dead, blocked', { ...fields, token: shortToken(target.token) });
     return { kind: 'not-found' };
-  }
-
-  /**
-   * The notify-only profile (PUSH2.md: neither `<encrypted>` nor `<jwt>`): nothing proves who sent
-   * it but the XMPP server's own address, so it is taken only where that proof is enough — a
-   * registration bound to a domain, sent by that domain's server itself (`from` the bare domain,
-   * not one of its users), for a client that has not pinned a JWT key (a client that proved it
-   * signs is never downgraded to unsigned wake-ups). It is delivered as a plain wake-up: the
-   * provider's ordinary push with nothing to decrypt.
-   */
-  private resolveNotifyOnly(request: PushRequest, registration: Registration, app: App, notification: Push2Notification, answer: (app: string, result: DispatchResult) => Resolution): Resolution {
-    const refuse = (why: string) => answer(app.name, notAuthorized(`the notify-only profile (no JWT) is not accepted here: ${why}`));
-    if (registration.boundDomain === null) return refuse('this client is bound to no domain');
-    if (request.from === null || request.from.toLowerCase() !== registration.boundDomain) return refuse(`only the server ${registration.boundDomain} itself may send it`);
-    if ((registration.push2Key ?? null) !== null) return refuse('this client signs its notifications (a JWT key is pinned)');
-    return {
-      kind: 'target',
-      dialect: 'push2',
-      target: {
-        app,
-        key: push2TargetKey(registration.node),
-        node: registration.node,
-        token: registration.token,
-        registration,
-        notification: { summary: {}, urgency: urgencyOfPriority(notification.priority) },
-        publisherDomain: registration.boundDomain,
-      },
-    };
   }
 
   /**

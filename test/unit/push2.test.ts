@@ -222,26 +222,20 @@ describe('Push 2.0 resolver', () => {
     assert.equal((await store.getByNode(first.node))?.push2Key, key.publicRaw.toString('base64url'));
   });
 
-  test('notify-only (no ciphertext, no JWT) from the bound domain\'s own server is a plain wake-up for a client without a pinned key', async () => {
-    const registration = await register({ boundDomain: 'example.org' });
-    const target = targetOf(await resolver.resolve(request({ client: registration.node, payload: null, jwt: null, priority: 'high' }, 'example.org')));
-    assert.equal(target.node, registration.node);
-    assert.deepEqual(target.notification, { summary: {}, urgency: 'high' }, 'nothing to decrypt: the provider\'s ordinary push');
-    assert.equal((await store.getByNode(registration.node))?.push2Key ?? null, null, 'no key pinned');
-  });
-
-  test('notify-only is not-authorized from a user of the bound domain, for a client bound to no domain, for a client with a pinned key, and stateless', async () => {
+  test('notify-only (no ciphertext, no JWT) is not-authorized for every client, bound, unbound, signing or stateless, and reaches no provider', async () => {
     const notifyOnly = { payload: null, jwt: null };
     const bound = await register({ boundDomain: 'example.org', deviceId: 'bound' });
+    assert.equal(answerOf(await resolver.resolve(request({ client: bound.node, ...notifyOnly }, 'example.org'))).condition, 'not-authorized');
     assert.equal(answerOf(await resolver.resolve(request({ client: bound.node, ...notifyOnly }, 'mallory@example.org'))).condition, 'not-authorized');
     const unbound = await register({ deviceId: 'unbound' });
     assert.equal(answerOf(await resolver.resolve(request({ client: unbound.node, ...notifyOnly }, 'example.org'))).condition, 'not-authorized');
     const signing = await register({ boundDomain: 'example.org', deviceId: 'signing', push2Key: key.publicBase64 });
     const refused = answerOf(await resolver.resolve(request({ client: signing.node, ...notifyOnly }, 'example.org')));
     assert.equal(refused.condition, 'not-authorized');
-    assert.match((refused as { reason: string }).reason, /JWT key is pinned/);
+    assert.match((refused as { reason: string }).reason, /without a JWT/);
     const stateless = answerOf(await resolver.resolve(request({ client: `https://push.example.org/apns/${APNS_TOKEN}#${TOPIC}`, ...notifyOnly }, 'example.org')));
     assert.equal(stateless.condition, 'not-authorized');
+    assert.equal((await store.getByNode(bound.node))?.push2Key ?? null, null, 'no key pinned');
     assert.equal(chat.calls.length + ios.calls.length, 0);
   });
 
