@@ -41,6 +41,9 @@ const USAGE = `npm run bench -- [options]
   --provider P       apns (the APNS mock over HTTP/2+TLS, default) or log (dry run; no delivery latency)
   --store S          sqlite (a temp file, default), memory, postgres (a PostgreSQL the bench starts in
                      its temp dir, as the tests do), or a storage url (sqlite:PATH, postgres://…)
+  --instances N      N push-appserver processes on one store (postgres, or a storage url), all attached as
+                     the same component JID; the load generator plays ejabberd and spreads the publishes
+                     over their connections in turn (default 1)
   --scale            seed ${SCALE_REGISTRATIONS.toLocaleString('en')} registrations into the SQLite file first
   --metrics on|off   push-appserver's Prometheus metrics (metrics.enabled; default on, as operators run it)
   --json             print one JSON object on the last line of stdout
@@ -74,6 +77,7 @@ interface Options {
   latencyCsv: string | undefined;
   stallDir: string | undefined;
   metrics: boolean;
+  instances: number;
 }
 
 function positiveInt(name: string, value: string | undefined, fallback: number, min = 1): number {
@@ -105,6 +109,7 @@ function parseOptions(argv: string[]): Options {
       'latency-csv': { type: 'string' },
       'stall-report': { type: 'string' },
       metrics: { type: 'string' },
+      instances: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -137,6 +142,7 @@ function parseOptions(argv: string[]): Options {
     latencyCsv: values['latency-csv'],
     stallDir: values['stall-report'] === undefined ? undefined : resolve(values['stall-report']),
     metrics: metrics === 'on',
+    instances: positiveInt('instances', values.instances, 1),
   };
 }
 
@@ -235,7 +241,11 @@ async function main(): Promise<number> {
   let peer: XmppPeer | undefined;
   let watcher: ProcessWatcher | undefined;
   let database: PostgresInstance | undefined;
+  const others: Array<{ server: Child; watcher: ProcessWatcher }> = [];
   try {
+    if (options.instances > 1 && (options.store === 'sqlite' || options.store === 'memory' || options.store.startsWith('sqlite:'))) {
+      throw new Error('--instances above 1 needs a shared store: --store postgres (or a postgres:// url)');
+    }
     if (options.store === 'postgres') progress('starting PostgreSQL (initdb in the temp dir)…');
     const opened = await storageUrl(options.store, dir);
     database = opened.postgres;
@@ -251,7 +261,7 @@ async function main(): Promise<number> {
     if (options.stallDir) prepareStallDir(options.stallDir);
     provider = await startProviderSetup(options.provider, options.stallDir ? stallMonitorForChild(options.stallDir, 'mock') : undefined);
     const secret = randomBytes(12).toString('hex');
-    peer = new XmppPeer({ componentJid: COMPONENT_JID, secret });
+    peer = new XmppPeer({ componentJid: COMPONENT_JID, secret, maxConnections: options.instances });
     const xmppPort = await peer.listen();
     const httpPort = await freePort();
     const configFile = join(dir, 'push-appserver.toml');
@@ -278,11 +288,27 @@ async function main(): Promise<number> {
     watcher = new ProcessWatcher(server.pid, 100);
     const baseUrl = `http://127.0.0.1:${httpPort}`;
     const timeoutMs = options.timeoutS * 1000;
-    await Promise.all([peer.waitOnline(30_000), waitForHealth(baseUrl, server, 30_000)]);
+    await waitForHealth(baseUrl, server, 30_000);
+    // Further instances: the same configuration but their own HTTP port (registrations go to the first).
+    for (let n = 2; n <= options.instances; n++) {
+      const otherPort = await freePort();
+      const otherConfig = join(dir, `push-appserver-${n}.toml`);
+      writeFileSync(otherConfig, configToml({ xmppPort, httpPort: otherPort, secret, storage, appTable: provider.appTable, metrics: options.metrics }));
+      const other = new Child(`push-appserver-${n}`, join(ROOT, 'bin/push-appserver'), ['serve', '--config', otherConfig], { cwd: dir, env, flag: / (WARN|ERROR) / });
+      others.push({ server: other, watcher: new ProcessWatcher(other.pid, 100) });
+      await waitForHealth(`http://127.0.0.1:${otherPort}`, other, 30_000);
+    }
+    await peer.waitOnline(30_000, options.instances);
+    const watchers = [watcher, ...others.map((o) => o.watcher)];
+    /** CPU seconds of every instance together. */
+    const cpuOfAll = (fallback: number) => {
+      const samples = watchers.map((w) => w.sample());
+      return samples.every((sample) => sample !== undefined) ? samples.reduce((sum, sample) => sum + sample!.cpuS, 0) : fallback;
+    };
     await sleep(1000);
     const idle = watcher.sample();
     const rssIdleMb = idle?.rssMb ?? null;
-    const cpuAtStart = idle?.cpuS ?? 0;
+    const cpuAtStart = cpuOfAll(0);
 
     // Phase 1: registrations over HTTP.
     progress(`registering ${options.devices} devices over HTTP, ${options.concurrency} in flight…`);
@@ -297,7 +323,7 @@ async function main(): Promise<number> {
       token: deviceToken,
       deviceId: (i) => `bench-${runId}-${i}`,
     });
-    const cpuAfterRegister = watcher.sample()?.cpuS ?? cpuAtStart;
+    const cpuAfterRegister = cpuOfAll(cpuAtStart);
     const rssAfterRegisterMb = watcher.maxRssMb;
 
     // Phase 2: publishes.
@@ -333,13 +359,14 @@ async function main(): Promise<number> {
       writeFileSync(options.latencyCsv, csv);
     }
     const afterPush = watcher.sample();
-    const cpuAfterPush = afterPush?.cpuS ?? cpuAfterRegister;
-    const rssPeakMb = Math.max(watcher.maxRssMb, afterPush?.peakRssMb ?? 0);
+    const cpuAfterPush = cpuOfAll(cpuAfterRegister);
+    const rssPeakMb = Math.max(...watchers.map((w) => w.maxRssMb), afterPush?.peakRssMb ?? 0);
     const deliveryLatency = delivery ? await delivery.collect(push.sharedNode) : null;
-    watcher.stop();
+    for (const w of watchers) w.stop();
 
     progress('stopping push-appserver…');
-    const exitCode = await server.stop(10_000);
+    const exitCodes = await Promise.all([server, ...others.map((o) => o.server)].map((child) => child.stop(10_000)));
+    const exitCode = exitCodes.every((code) => code === 0) ? 0 : exitCodes.find((code) => code !== 0);
     const providerCpuS = provider.pid ? sampleProcess(provider.pid)?.cpuS ?? null : null;
     await provider.stop();
     await peer.close();
@@ -359,7 +386,7 @@ async function main(): Promise<number> {
     addAll(push.errors.byType, 'push:');
     if (deliveryLatency) addAll(deliveryLatency.errors.byType, 'delivery:');
     if (peer.handshakeFailures > 0) errors.set('xmpp:handshake-failed', peer.handshakeFailures);
-    const serverErrors = server.flaggedLines.filter((line) => / ERROR /.test(line));
+    const serverErrors = [server, ...others.map((o) => o.server)].flatMap((child) => child.flaggedLines.filter((line) => / ERROR /.test(line)));
     if (serverErrors.length > 0) errors.set('server-log:ERROR', serverErrors.length);
     if (exitCode !== 0) errors.set('server-exit-code', 1);
     const errorTotal = [...errors.values()].reduce((a, b) => a + b, 0);
@@ -396,6 +423,7 @@ async function main(): Promise<number> {
         rate: options.rate ?? null,
         provider: options.provider,
         store: options.store,
+        instances: options.instances,
         scale: options.scale,
         registrations_in_store: targets.count,
         seeded_registrations: options.seeded,
@@ -416,14 +444,14 @@ async function main(): Promise<number> {
     };
 
     const table: Array<[string, string]> = [
-      ['provider / store', `${options.provider} / ${options.store}${options.seeded > 0 ? ` + ${options.seeded.toLocaleString('en')} seeded` : ''}`],
+      ['provider / store', `${options.provider} / ${options.store}${options.seeded > 0 ? ` + ${options.seeded.toLocaleString('en')} seeded` : ''}${options.instances > 1 ? ` · ${options.instances} instances` : ''}`],
       ['registrations/s (HTTP)', `${report.registrations_per_s}  (${register.timed} timed, ${options.concurrency} in flight)`],
       ['pushes/s', `${report.pushes_per_s}  (${push.timedCompleted} timed, ${mode})`],
       ['publish → iq result', formatLatency(resultLatency)],
       ['publish → provider receipt', formatLatency(deliveryPercentiles)],
       ['errors', errorTotal === 0 ? '0' : `${errorTotal}  ${JSON.stringify(report.errors_by_type)}`],
-      ['push-appserver RSS', `idle ${report.rss_idle_mb} MB · peak ${report.rss_peak_mb} MB`],
-      ['push-appserver CPU', `${report.cpu_s} s  (register ${report.cpu_s_by_phase.register} s, push ${report.cpu_s_by_phase.push} s = ${report.cpu_ms_per_push} ms per push)`],
+      [options.instances > 1 ? 'push-appserver RSS (1st; peak: any)' : 'push-appserver RSS', `idle ${report.rss_idle_mb} MB · peak ${report.rss_peak_mb} MB`],
+      [options.instances > 1 ? `push-appserver CPU (all ${options.instances})` : 'push-appserver CPU', `${report.cpu_s} s  (register ${report.cpu_s_by_phase.register} s, push ${report.cpu_s_by_phase.push} s = ${report.cpu_ms_per_push} ms per push)`],
       ['load generator / mock CPU', `${report.load_generator_cpu_s} s / ${report.provider_cpu_s ?? '-'} s`],
       ['machine', `${report.machine.nproc} × ${report.machine.cpu}, ${report.machine.memory_gb} GB, Node ${report.machine.node}`],
     ];
@@ -444,6 +472,10 @@ async function main(): Promise<number> {
     return 1;
   } finally {
     watcher?.stop();
+    for (const other of others) {
+      other.watcher.stop();
+      await other.server.stop(2000);
+    }
     await server?.stop(2000);
     await provider?.stop();
     await peer?.close().catch(() => {});
