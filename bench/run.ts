@@ -44,6 +44,9 @@ const USAGE = `npm run bench -- [options]
   --instances N      N push-appserver processes on one store (postgres, or a storage url), all attached as
                      the same component JID; the load generator plays ejabberd and spreads the publishes
                      over their connections in turn (default 1)
+  --baseline         also run the same publishes through the bench's own bare forwarder (parse the publish,
+                     one HTTP/2 request to the APNS mock, answer result; no store, no checks) and print
+                     ratio_to_baseline for throughput and CPU per push (needs --provider apns)
   --scale            seed ${SCALE_REGISTRATIONS.toLocaleString('en')} registrations into the SQLite file first
   --metrics on|off   push-appserver's Prometheus metrics (metrics.enabled; default on, as operators run it)
   --json             print one JSON object on the last line of stdout
@@ -78,6 +81,7 @@ interface Options {
   stallDir: string | undefined;
   metrics: boolean;
   instances: number;
+  baseline: boolean;
 }
 
 function positiveInt(name: string, value: string | undefined, fallback: number, min = 1): number {
@@ -110,6 +114,7 @@ function parseOptions(argv: string[]): Options {
       'stall-report': { type: 'string' },
       metrics: { type: 'string' },
       instances: { type: 'string' },
+      baseline: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -143,6 +148,7 @@ function parseOptions(argv: string[]): Options {
     stallDir: values['stall-report'] === undefined ? undefined : resolve(values['stall-report']),
     metrics: metrics === 'on',
     instances: positiveInt('instances', values.instances, 1),
+    baseline: values.baseline === true,
   };
 }
 
@@ -206,6 +212,49 @@ async function waitForHealth(baseUrl: string, server: Child, timeoutMs: number):
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+interface BaselineResult {
+  pushes_per_s: number;
+  cpu_ms_per_push: number | null;
+  latency_ms: { p50: number | null; p90: number | null; p99: number | null; max: number | null };
+  errors: number;
+}
+
+/** The same publish phase against bench/baseline-forwarder.ts instead of push-appserver. */
+async function runBaseline(options: Options, dir: string, apns: NonNullable<ProviderSetup['apns']>, targets: PushTargets, timeoutMs: number): Promise<BaselineResult> {
+  const secret = randomBytes(12).toString('hex');
+  const peer = new XmppPeer({ componentJid: COMPONENT_JID, secret });
+  const xmppPort = await peer.listen();
+  const tokens: Record<string, string> = {};
+  for (let i = 0; i < targets.count; i++) {
+    const target = targets.get(i);
+    tokens[target.node] = target.token;
+  }
+  const file = join(dir, 'baseline.json');
+  writeFileSync(file, JSON.stringify({ xmppPort, componentJid: COMPONENT_JID, secret, ...apns, tokens }));
+  const forwarder = new Child('baseline-forwarder', process.execPath, ['--disable-warning=ExperimentalWarning', join(ROOT, 'bench/baseline-forwarder.ts'), file], { cwd: dir });
+  const watcher = new ProcessWatcher(forwarder.pid, 100);
+  try {
+    await peer.waitOnline(30_000);
+    await sleep(500);
+    const cpuBefore = watcher.sample()?.cpuS ?? 0;
+    const push = await runPushPhase({
+      peer, targets, pushes: options.pushes, warmup: options.warmup, concurrency: options.concurrency, rate: options.rate, deadline: Date.now() + timeoutMs,
+    });
+    const cpuAfter = watcher.sample()?.cpuS ?? cpuBefore;
+    const p = push.latency.percentiles();
+    return {
+      pushes_per_s: Math.round(push.perSecond),
+      cpu_ms_per_push: push.completed > 0 ? round3(((cpuAfter - cpuBefore) * 1000) / push.completed) : null,
+      latency_ms: { p50: p?.p50 ?? null, p90: p?.p90 ?? null, p99: p?.p99 ?? null, max: p?.max ?? null },
+      errors: [...push.errors.byType.values()].reduce((a, b) => a + b, 0),
+    };
+  } finally {
+    watcher.stop();
+    await forwarder.stop(2000);
+    await peer.close();
+  }
+}
 
 function machine() {
   return {
@@ -368,6 +417,12 @@ async function main(): Promise<number> {
     const exitCodes = await Promise.all([server, ...others.map((o) => o.server)].map((child) => child.stop(10_000)));
     const exitCode = exitCodes.every((code) => code === 0) ? 0 : exitCodes.find((code) => code !== 0);
     const providerCpuS = provider.pid ? sampleProcess(provider.pid)?.cpuS ?? null : null;
+    let baseline: BaselineResult | undefined;
+    if (options.baseline) {
+      if (!provider.apns) throw new Error('--baseline needs --provider apns (the forwarder talks to the APNS mock)');
+      progress('baseline: the same publishes through the bench\'s bare forwarder…');
+      baseline = await runBaseline(options, dir, provider.apns, targets, timeoutMs);
+    }
     await provider.stop();
     await peer.close();
     stopOwnMonitor?.();
@@ -393,6 +448,8 @@ async function main(): Promise<number> {
     const samples = [...register.errorSamples, ...push.errorSamples].map(([type, text]) => `${type}: ${text}`);
 
     const resultLatency = push.latency.percentiles();
+    // The push phase's CPU over every publish it answered (warm-up included, as the CPU is).
+    const cpuMsPerPush = push.completed > 0 ? round3(((cpuAfterPush - cpuAfterRegister) * 1000) / push.completed) : null;
     const deliveryPercentiles = deliveryLatency?.latency.percentiles() ?? null;
     const strip = (p: Percentiles | null) => ({ p50: p?.p50 ?? null, p90: p?.p90 ?? null, p99: p?.p99 ?? null, max: p?.max ?? null });
     const report = {
@@ -411,8 +468,15 @@ async function main(): Promise<number> {
       cpu_s: round3(cpuAfterPush - cpuAtStart),
       cpu_s_including_startup: round3(cpuAfterPush),
       cpu_s_by_phase: { register: round3(cpuAfterRegister - cpuAtStart), push: round3(cpuAfterPush - cpuAfterRegister) },
-      // The push phase's CPU over every publish it answered (warm-up included, as the CPU is).
-      cpu_ms_per_push: push.completed > 0 ? round3(((cpuAfterPush - cpuAfterRegister) * 1000) / push.completed) : null,
+      cpu_ms_per_push: cpuMsPerPush,
+      ...(baseline ? {
+        baseline,
+        // Absolute figures vary by machine; these do not (much): how we state performance.
+        ratio_to_baseline: {
+          throughput: baseline.pushes_per_s > 0 ? round3(push.perSecond / baseline.pushes_per_s) : null,
+          cpu_per_push: cpuMsPerPush !== null && baseline.cpu_ms_per_push ? round3(cpuMsPerPush / baseline.cpu_ms_per_push) : null,
+        },
+      } : {}),
       load_generator_cpu_s: round3((process.cpuUsage().user + process.cpuUsage().system) / 1e6),
       provider_cpu_s: providerCpuS === null ? null : round3(providerCpuS),
       parameters: {
@@ -455,6 +519,11 @@ async function main(): Promise<number> {
       ['load generator / mock CPU', `${report.load_generator_cpu_s} s / ${report.provider_cpu_s ?? '-'} s`],
       ['machine', `${report.machine.nproc} × ${report.machine.cpu}, ${report.machine.memory_gb} GB, Node ${report.machine.node}`],
     ];
+    if (baseline && report.ratio_to_baseline) {
+      table.splice(table.length - 1, 0,
+        ['baseline (bare forwarder)', `${baseline.pushes_per_s} pushes/s · ${baseline.cpu_ms_per_push} ms CPU per push · p50 ${baseline.latency_ms.p50} · p99 ${baseline.latency_ms.p99} ms${baseline.errors > 0 ? ` · ${baseline.errors} errors` : ''}`],
+        ['ratio_to_baseline', `throughput ${report.ratio_to_baseline.throughput} · CPU per push ${report.ratio_to_baseline.cpu_per_push}`]);
+    }
     if (stalls) table.push(['pauses in the push phase', `(--stall-report ${options.stallDir})`], ...formatStallReport(stalls));
     const width = Math.max(...table.map(([key]) => key.length));
     let out = '\n' + table.map(([key, value]) => `${key.padEnd(width)}  ${value}`).join('\n') + '\n';
