@@ -24,6 +24,10 @@ export interface PushPhaseOptions {
   deadline: number;
   /** Called as each publish is written, with a monotonic clock shared with the mock provider. */
   onSent?: (index: number, token: string, monotonicMs: number) => void;
+  /** Called as each answer arrives; `error` is `iq-error:<type>/<condition>` for an error. */
+  onAnswered?: (index: number, ok: boolean, error: string | undefined) => void;
+  /** Fault mode: a `wait` error is an accepted push (to be retried by the server), not an error. */
+  waitIsAccepted?: boolean;
 }
 
 export interface PushPhaseResult {
@@ -40,6 +44,8 @@ export interface PushPhaseResult {
   timeline: { startedAtEpochMs: number; sentAtMs: Float64Array; latencyMs: Float64Array };
   /** Publishes to a node that already had one in flight (the server coalesces those). */
   sharedNode: number;
+  /** Publishes answered with a `wait` error (counted as errors unless waitIsAccepted). */
+  waits: number;
 }
 
 /** A clock shared by every process on the machine (CLOCK_MONOTONIC), in ms, cheap to read. */
@@ -66,6 +72,7 @@ export async function runPushPhase(options: PushPhaseOptions): Promise<PushPhase
   let timedStart = 0;
   let timedEnd = 0;
   let sharedNode = 0;
+  let waits = 0;
 
   const pickTarget = (): number => {
     let index = 0;
@@ -109,9 +116,14 @@ export async function runPushPhase(options: PushPhaseOptions): Promise<PushPhase
     completed += 1;
     if (!reply.ok) {
       const type = reply.error ?? 'iq-error';
-      errors.add(type);
-      if (!errorSamples.has(type)) errorSamples.set(type, reply.text ?? '');
+      const wait = type.startsWith('iq-error:wait/');
+      if (wait) waits += 1;
+      if (!(wait && options.waitIsAccepted)) {
+        errors.add(type);
+        if (!errorSamples.has(type)) errorSamples.set(type, reply.text ?? '');
+      }
     }
+    options.onAnswered?.(index, reply.ok, reply.error);
     if (index >= options.warmup) {
       latency.add(now - sentAt[index]);
       timedCompleted += 1;
@@ -167,5 +179,6 @@ export async function runPushPhase(options: PushPhaseOptions): Promise<PushPhase
     errorSamples,
     timeline: { startedAtEpochMs: performance.timeOrigin + started, sentAtMs: sentAt.map((at) => at - started), latencyMs: latencies },
     sharedNode,
+    waits,
   };
 }

@@ -245,7 +245,7 @@ export function readConfig(document: Table, source: string): Config {
     statelessBurstPerDomain: 0,
     maxStatelessInFlight: p.integer('max_stateless_in_flight', 500, { min: 1 }),
   };
-  push.publishBurstPerDomain = p.integer('publish_burst_per_domain', Math.max(1, push.maxPublishesPerDomainPerS * 2), { min: 1 });
+  push.publishBurstPerDomain = p.integer('publish_burst_per_domain', Math.max(1, push.maxPublishesPerDomainPerS * 10), { min: 1 });
   push.statelessBurstPerDomain = p.integer('stateless_burst_per_domain', Math.max(1, push.maxStatelessPerDomainPerS * 2), { min: 1 });
   p.rejectUnknownKeys();
 
