@@ -32,6 +32,8 @@ export interface ProviderSetup {
   appTable: string;
   delivery: DeliveryTracker | undefined;
   pid: number | undefined;
+  /** For the bench's bare forwarder (--baseline): where and how to reach the APNS mock. */
+  apns?: { origin: string; caFile: string; keyFile: string; keyId: string; teamId: string; topic: string };
   stop(): Promise<void>;
 }
 
@@ -45,6 +47,8 @@ class ReceiptMatcher implements DeliveryTracker {
   private readonly latency = new Samples();
   private readonly errors = new ErrorTally();
   private lastReceiptAt = 0;
+  /** Set by collect(): the report is made; later receipts (a --baseline run) are not ours. */
+  private collected = false;
 
   sent(counted: boolean, token: string, at: number): void {
     const list = this.waiting.get(token);
@@ -53,6 +57,7 @@ class ReceiptMatcher implements DeliveryTracker {
   }
 
   receipt(token: string, at: number): void {
+    if (this.collected) return;
     this.lastReceiptAt = performance.now();
     const list = this.waiting.get(token);
     const first = list?.shift();
@@ -70,6 +75,7 @@ class ReceiptMatcher implements DeliveryTracker {
     while (this.waiting.size > 0 && performance.now() - started < 5000 && performance.now() - this.lastReceiptAt < 1000) {
       await new Promise((r) => setTimeout(r, 50));
     }
+    this.collected = true;
     let unmatched = 0;
     for (const list of this.waiting.values()) unmatched += list.length;
     if (unmatched > allowedUnmatched) this.errors.add('publish-without-receipt', unmatched - allowedUnmatched);
@@ -211,6 +217,7 @@ async function startApnsMock(mockProcess: MockProcessOptions | undefined, faults
     ].join('\n'),
     delivery: matcher,
     pid: mock.pid,
+    apns: { ...info, topic: 'org.example.bench' },
     stop: async () => { await mock.stop(); },
   };
 }

@@ -25,6 +25,7 @@ import { seededNode, seededSecret, seededToken, seedRegistrations } from './seed
 import { round1, round3, type Percentiles } from './stats.ts';
 import { XmppPeer } from './xmpp-peer.ts';
 import { freePort } from '../test/support/ports.ts';
+import { startPostgres, type PostgresInstance } from '../test/support/postgres.ts';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const SCALE_REGISTRATIONS = 1_000_000;
@@ -38,7 +39,14 @@ const USAGE = `npm run bench -- [options]
   --concurrency C    closed loop: publishes (and registrations) in flight (default 100)
   --rate R           open loop instead: offer R publishes per second
   --provider P       apns (the APNS mock over HTTP/2+TLS, default) or log (dry run; no delivery latency)
-  --store S          sqlite (a temp file, default), memory, or a storage url (sqlite:PATH)
+  --store S          sqlite (a temp file, default), memory, postgres (a PostgreSQL the bench starts in
+                     its temp dir, as the tests do), or a storage url (sqlite:PATH, postgres://…)
+  --instances N      N push-appserver processes on one store (postgres, or a storage url), all attached as
+                     the same component JID; the load generator plays ejabberd and spreads the publishes
+                     over their connections in turn (default 1)
+  --baseline         also run the same publishes through the bench's own bare forwarder (parse the publish,
+                     one HTTP/2 request to the APNS mock, answer result; no store, no checks) and print
+                     ratio_to_baseline for throughput and CPU per push (needs --provider apns)
   --scale            seed ${SCALE_REGISTRATIONS.toLocaleString('en')} registrations into the SQLite file first
   --metrics on|off   push-appserver's Prometheus metrics (metrics.enabled; default on, as operators run it)
   --json             print one JSON object on the last line of stdout
@@ -77,6 +85,8 @@ interface Options {
   faultRate: number;
   outageS: number;
   metrics: boolean;
+  instances: number;
+  baseline: boolean;
 }
 
 function positiveInt(name: string, value: string | undefined, fallback: number, min = 1): number {
@@ -110,6 +120,8 @@ function parseOptions(argv: string[]): Options {
       'fault-rate': { type: 'string' },
       'outage-s': { type: 'string' },
       metrics: { type: 'string' },
+      instances: { type: 'string' },
+      baseline: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -146,14 +158,20 @@ function parseOptions(argv: string[]): Options {
     faultRate,
     outageS: positiveInt('outage-s', values['outage-s'], 0, 0),
     metrics: metrics === 'on',
+    instances: positiveInt('instances', values.instances, 1),
+    baseline: values.baseline === true,
   };
 }
 
-function storageUrl(store: string, dir: string): string {
-  if (store === 'sqlite') return `sqlite:${join(dir, 'push.db')}`;
-  if (store === 'memory') return 'sqlite::memory:';
-  if (/^(sqlite:|postgres:\/\/|postgresql:\/\/)/.test(store)) return store;
-  throw new Error(`--store must be sqlite, memory or a storage url, got "${store}"`);
+async function storageUrl(store: string, dir: string): Promise<{ url: string; postgres?: PostgresInstance }> {
+  if (store === 'sqlite') return { url: `sqlite:${join(dir, 'push.db')}` };
+  if (store === 'memory') return { url: 'sqlite::memory:' };
+  if (store === 'postgres') {
+    const postgres = await startPostgres();
+    return { url: postgres.url(await postgres.createDatabase('bench')), postgres };
+  }
+  if (/^(sqlite:|postgres:\/\/|postgresql:\/\/)/.test(store)) return { url: store };
+  throw new Error(`--store must be sqlite, memory, postgres or a storage url, got "${store}"`);
 }
 
 /** With faults, retries are what is measured: a short backoff cap, so the run ends soon after the provider recovers. */
@@ -209,6 +227,49 @@ async function waitForHealth(baseUrl: string, server: Child, timeoutMs: number):
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+interface BaselineResult {
+  pushes_per_s: number;
+  cpu_ms_per_push: number | null;
+  latency_ms: { p50: number | null; p90: number | null; p99: number | null; max: number | null };
+  errors: number;
+}
+
+/** The same publish phase against bench/baseline-forwarder.ts instead of push-appserver. */
+async function runBaseline(options: Options, dir: string, apns: NonNullable<ProviderSetup['apns']>, targets: PushTargets, timeoutMs: number): Promise<BaselineResult> {
+  const secret = randomBytes(12).toString('hex');
+  const peer = new XmppPeer({ componentJid: COMPONENT_JID, secret });
+  const xmppPort = await peer.listen();
+  const tokens: Record<string, string> = {};
+  for (let i = 0; i < targets.count; i++) {
+    const target = targets.get(i);
+    tokens[target.node] = target.token;
+  }
+  const file = join(dir, 'baseline.json');
+  writeFileSync(file, JSON.stringify({ xmppPort, componentJid: COMPONENT_JID, secret, ...apns, tokens }));
+  const forwarder = new Child('baseline-forwarder', process.execPath, ['--disable-warning=ExperimentalWarning', join(ROOT, 'bench/baseline-forwarder.ts'), file], { cwd: dir });
+  const watcher = new ProcessWatcher(forwarder.pid, 100);
+  try {
+    await peer.waitOnline(30_000);
+    await sleep(500);
+    const cpuBefore = watcher.sample()?.cpuS ?? 0;
+    const push = await runPushPhase({
+      peer, targets, pushes: options.pushes, warmup: options.warmup, concurrency: options.concurrency, rate: options.rate, deadline: Date.now() + timeoutMs,
+    });
+    const cpuAfter = watcher.sample()?.cpuS ?? cpuBefore;
+    const p = push.latency.percentiles();
+    return {
+      pushes_per_s: Math.round(push.perSecond),
+      cpu_ms_per_push: push.completed > 0 ? round3(((cpuAfter - cpuBefore) * 1000) / push.completed) : null,
+      latency_ms: { p50: p?.p50 ?? null, p90: p?.p90 ?? null, p99: p?.p99 ?? null, max: p?.max ?? null },
+      errors: [...push.errors.byType.values()].reduce((a, b) => a + b, 0),
+    };
+  } finally {
+    watcher.stop();
+    await forwarder.stop(2000);
+    await peer.close();
+  }
+}
+
 function machine() {
   return {
     nproc: availableParallelism(),
@@ -242,8 +303,16 @@ async function main(): Promise<number> {
   let provider: ProviderSetup | undefined;
   let peer: XmppPeer | undefined;
   let watcher: ProcessWatcher | undefined;
+  let database: PostgresInstance | undefined;
+  const others: Array<{ server: Child; watcher: ProcessWatcher }> = [];
   try {
-    const storage = storageUrl(options.store, dir);
+    if (options.instances > 1 && (options.store === 'sqlite' || options.store === 'memory' || options.store.startsWith('sqlite:'))) {
+      throw new Error('--instances above 1 needs a shared store: --store postgres (or a postgres:// url)');
+    }
+    if (options.store === 'postgres') progress('starting PostgreSQL (initdb in the temp dir)…');
+    const opened = await storageUrl(options.store, dir);
+    database = opened.postgres;
+    const storage = opened.url;
     let seedSeconds: number | null = null;
     if (options.seeded > 0) {
       if (!storage.startsWith('sqlite:') || storage === 'sqlite::memory:') throw new Error('--scale needs a SQLite file store');
@@ -263,7 +332,7 @@ async function main(): Promise<number> {
     } : undefined;
     provider = await startProviderSetup(options.provider, options.stallDir ? stallMonitorForChild(options.stallDir, 'mock') : undefined, faults);
     const secret = randomBytes(12).toString('hex');
-    peer = new XmppPeer({ componentJid: COMPONENT_JID, secret });
+    peer = new XmppPeer({ componentJid: COMPONENT_JID, secret, maxConnections: options.instances });
     const xmppPort = await peer.listen();
     const httpPort = await freePort();
     const configFile = join(dir, 'push-appserver.toml');
@@ -290,11 +359,27 @@ async function main(): Promise<number> {
     watcher = new ProcessWatcher(server.pid, 100);
     const baseUrl = `http://127.0.0.1:${httpPort}`;
     const timeoutMs = options.timeoutS * 1000;
-    await Promise.all([peer.waitOnline(30_000), waitForHealth(baseUrl, server, 30_000)]);
+    await waitForHealth(baseUrl, server, 30_000);
+    // Further instances: the same configuration but their own HTTP port (registrations go to the first).
+    for (let n = 2; n <= options.instances; n++) {
+      const otherPort = await freePort();
+      const otherConfig = join(dir, `push-appserver-${n}.toml`);
+      writeFileSync(otherConfig, configToml({ xmppPort, httpPort: otherPort, secret, storage, appTable: provider.appTable, metrics: options.metrics, faults: faulty }));
+      const other = new Child(`push-appserver-${n}`, join(ROOT, 'bin/push-appserver'), ['serve', '--config', otherConfig], { cwd: dir, env, flag: / (WARN|ERROR) / });
+      others.push({ server: other, watcher: new ProcessWatcher(other.pid, 100) });
+      await waitForHealth(`http://127.0.0.1:${otherPort}`, other, 30_000);
+    }
+    await peer.waitOnline(30_000, options.instances);
+    const watchers = [watcher, ...others.map((o) => o.watcher)];
+    /** CPU seconds of every instance together. */
+    const cpuOfAll = (fallback: number) => {
+      const samples = watchers.map((w) => w.sample());
+      return samples.every((sample) => sample !== undefined) ? samples.reduce((sum, sample) => sum + sample!.cpuS, 0) : fallback;
+    };
     await sleep(1000);
     const idle = watcher.sample();
     const rssIdleMb = idle?.rssMb ?? null;
-    const cpuAtStart = idle?.cpuS ?? 0;
+    const cpuAtStart = cpuOfAll(0);
 
     // Phase 1: registrations over HTTP.
     progress(`registering ${options.devices} devices over HTTP, ${options.concurrency} in flight…`);
@@ -309,7 +394,7 @@ async function main(): Promise<number> {
       token: deviceToken,
       deviceId: (i) => `bench-${runId}-${i}`,
     });
-    const cpuAfterRegister = watcher.sample()?.cpuS ?? cpuAtStart;
+    const cpuAfterRegister = cpuOfAll(cpuAtStart);
     const rssAfterRegisterMb = watcher.maxRssMb;
 
     // Phase 2: publishes.
@@ -347,16 +432,23 @@ async function main(): Promise<number> {
       writeFileSync(options.latencyCsv, csv);
     }
     const afterPush = watcher.sample();
-    const cpuAfterPush = afterPush?.cpuS ?? cpuAfterRegister;
-    const rssPeakMb = Math.max(watcher.maxRssMb, afterPush?.peakRssMb ?? 0);
+    const cpuAfterPush = cpuOfAll(cpuAfterRegister);
+    const rssPeakMb = Math.max(...watchers.map((w) => w.maxRssMb), afterPush?.peakRssMb ?? 0);
     if (faulty) progress('waiting for the server\'s retries to deliver every accepted push…');
     const deliveryLatency = delivery ? await delivery.collect(push.sharedNode) : null;
     const ledger = deliveryLatency && 'lost' in deliveryLatency ? deliveryLatency as DeliveryLedgerReport : undefined;
-    watcher.stop();
+    for (const w of watchers) w.stop();
 
     progress('stopping push-appserver…');
-    const exitCode = await server.stop(10_000);
+    const exitCodes = await Promise.all([server, ...others.map((o) => o.server)].map((child) => child.stop(10_000)));
+    const exitCode = exitCodes.every((code) => code === 0) ? 0 : exitCodes.find((code) => code !== 0);
     const providerCpuS = provider.pid ? sampleProcess(provider.pid)?.cpuS ?? null : null;
+    let baseline: BaselineResult | undefined;
+    if (options.baseline) {
+      if (!provider.apns) throw new Error('--baseline needs --provider apns (the forwarder talks to the APNS mock)');
+      progress('baseline: the same publishes through the bench\'s bare forwarder…');
+      baseline = await runBaseline(options, dir, provider.apns, targets, timeoutMs);
+    }
     await provider.stop();
     await peer.close();
     stopOwnMonitor?.();
@@ -375,13 +467,15 @@ async function main(): Promise<number> {
     addAll(push.errors.byType, 'push:');
     if (deliveryLatency) addAll(deliveryLatency.errors.byType, 'delivery:');
     if (peer.handshakeFailures > 0) errors.set('xmpp:handshake-failed', peer.handshakeFailures);
-    const serverErrors = server.flaggedLines.filter((line) => / ERROR /.test(line));
+    const serverErrors = [server, ...others.map((o) => o.server)].flatMap((child) => child.flaggedLines.filter((line) => / ERROR /.test(line)));
     if (serverErrors.length > 0) errors.set('server-log:ERROR', serverErrors.length);
     if (exitCode !== 0) errors.set('server-exit-code', 1);
     const errorTotal = [...errors.values()].reduce((a, b) => a + b, 0);
     const samples = [...register.errorSamples, ...push.errorSamples].map(([type, text]) => `${type}: ${text}`);
 
     const resultLatency = push.latency.percentiles();
+    // The push phase's CPU over every publish it answered (warm-up included, as the CPU is).
+    const cpuMsPerPush = push.completed > 0 ? round3(((cpuAfterPush - cpuAfterRegister) * 1000) / push.completed) : null;
     const deliveryPercentiles = deliveryLatency?.latency.percentiles() ?? null;
     const strip = (p: Percentiles | null) => ({ p50: p?.p50 ?? null, p90: p?.p90 ?? null, p99: p?.p99 ?? null, max: p?.max ?? null });
     const report = {
@@ -401,6 +495,15 @@ async function main(): Promise<number> {
       cpu_s: round3(cpuAfterPush - cpuAtStart),
       cpu_s_including_startup: round3(cpuAfterPush),
       cpu_s_by_phase: { register: round3(cpuAfterRegister - cpuAtStart), push: round3(cpuAfterPush - cpuAfterRegister) },
+      cpu_ms_per_push: cpuMsPerPush,
+      ...(baseline ? {
+        baseline,
+        // Absolute figures vary by machine; these do not (much): how we state performance.
+        ratio_to_baseline: {
+          throughput: baseline.pushes_per_s > 0 ? round3(push.perSecond / baseline.pushes_per_s) : null,
+          cpu_per_push: cpuMsPerPush !== null && baseline.cpu_ms_per_push ? round3(cpuMsPerPush / baseline.cpu_ms_per_push) : null,
+        },
+      } : {}),
       load_generator_cpu_s: round3((process.cpuUsage().user + process.cpuUsage().system) / 1e6),
       provider_cpu_s: providerCpuS === null ? null : round3(providerCpuS),
       parameters: {
@@ -411,6 +514,7 @@ async function main(): Promise<number> {
         rate: options.rate ?? null,
         provider: options.provider,
         store: options.store,
+        instances: options.instances,
         scale: options.scale,
         registrations_in_store: targets.count,
         seeded_registrations: options.seeded,
@@ -433,18 +537,23 @@ async function main(): Promise<number> {
     };
 
     const table: Array<[string, string]> = [
-      ['provider / store', `${options.provider} / ${options.store}${options.seeded > 0 ? ` + ${options.seeded.toLocaleString('en')} seeded` : ''}`],
+      ['provider / store', `${options.provider} / ${options.store}${options.seeded > 0 ? ` + ${options.seeded.toLocaleString('en')} seeded` : ''}${options.instances > 1 ? ` · ${options.instances} instances` : ''}`],
       ['registrations/s (HTTP)', `${report.registrations_per_s}  (${register.timed} timed, ${options.concurrency} in flight)`],
       ['pushes/s', `${report.pushes_per_s}  (${push.timedCompleted} timed, ${mode})`],
       ['publish → iq result', formatLatency(resultLatency)],
       ['publish → provider receipt', formatLatency(deliveryPercentiles)],
       ...(ledger ? [['accepted / delivered / lost', `${ledger.accepted} / ${ledger.delivered} / ${ledger.lost}  (${push.waits} answered wait; fault rate ${options.faultRate}, outage ${options.outageS} s)`] as [string, string]] : []),
       ['errors', errorTotal === 0 ? '0' : `${errorTotal}  ${JSON.stringify(report.errors_by_type)}`],
-      ['push-appserver RSS', `idle ${report.rss_idle_mb} MB · peak ${report.rss_peak_mb} MB`],
-      ['push-appserver CPU', `${report.cpu_s} s  (register ${report.cpu_s_by_phase.register} s, push ${report.cpu_s_by_phase.push} s)`],
+      [options.instances > 1 ? 'push-appserver RSS (1st; peak: any)' : 'push-appserver RSS', `idle ${report.rss_idle_mb} MB · peak ${report.rss_peak_mb} MB`],
+      [options.instances > 1 ? `push-appserver CPU (all ${options.instances})` : 'push-appserver CPU', `${report.cpu_s} s  (register ${report.cpu_s_by_phase.register} s, push ${report.cpu_s_by_phase.push} s = ${report.cpu_ms_per_push} ms per push)`],
       ['load generator / mock CPU', `${report.load_generator_cpu_s} s / ${report.provider_cpu_s ?? '-'} s`],
       ['machine', `${report.machine.nproc} × ${report.machine.cpu}, ${report.machine.memory_gb} GB, Node ${report.machine.node}`],
     ];
+    if (baseline && report.ratio_to_baseline) {
+      table.splice(table.length - 1, 0,
+        ['baseline (bare forwarder)', `${baseline.pushes_per_s} pushes/s · ${baseline.cpu_ms_per_push} ms CPU per push · p50 ${baseline.latency_ms.p50} · p99 ${baseline.latency_ms.p99} ms${baseline.errors > 0 ? ` · ${baseline.errors} errors` : ''}`],
+        ['ratio_to_baseline', `throughput ${report.ratio_to_baseline.throughput} · CPU per push ${report.ratio_to_baseline.cpu_per_push}`]);
+    }
     if (stalls) table.push(['pauses in the push phase', `(--stall-report ${options.stallDir})`], ...formatStallReport(stalls));
     const width = Math.max(...table.map(([key]) => key.length));
     let out = '\n' + table.map(([key, value]) => `${key.padEnd(width)}  ${value}`).join('\n') + '\n';
@@ -462,9 +571,14 @@ async function main(): Promise<number> {
     return 1;
   } finally {
     watcher?.stop();
+    for (const other of others) {
+      other.watcher.stop();
+      await other.server.stop(2000);
+    }
     await server?.stop(2000);
     await provider?.stop();
     await peer?.close().catch(() => {});
+    await database?.stop();
     removeDir();
     if (options.keep) progress(`kept ${dir}`);
   }

@@ -66,113 +66,42 @@ export interface XmppPeerOptions {
   secret: string;
   /** The "user's server" the publishes come from. */
   from?: string;
+  /**
+   * Component connections accepted at once. 1 (the default) refuses a second one with `conflict`,
+   * as Prosody does; more plays ejabberd, whose ejabberd_service takes several connections for one
+   * host and spreads stanzas over them (here: in turn).
+   */
+  maxConnections?: number;
 }
 
-/**
- * One listening socket; the component's connection is accepted and authenticated, after which
- * `publish()` writes stanzas (batched per event-loop turn) and `onReply` reports each answer.
- */
-export class XmppPeer {
-  private readonly options: XmppPeerOptions;
-  private readonly server: Server;
-  private socket: Socket | undefined;
+/** One accepted component connection: stream header, handshake, then stanzas. */
+class ComponentConnection {
+  private readonly peer: XmppPeer;
+  readonly socket: Socket;
   private buffer = '';
-  private phase: 'header' | 'handshake' | 'online' | 'closed' = 'header';
+  phase: 'header' | 'handshake' | 'online' | 'closed' = 'header';
   private streamId = '';
-  private outgoing: string[] = [];
-  private flushScheduled = false;
-  private onlineWaiters: Array<{ resolve: () => void; reject: (error: Error) => void }> = [];
-  readonly from: string;
-  port = 0;
-  onReply: (reply: IqReply) => void = () => {};
-  /** Called when the component's connection ends after it was online (an error during a run). */
-  onClose: (reason: string) => void = () => {};
-  handshakeFailures = 0;
+  outgoing: string[] = [];
 
-  constructor(options: XmppPeerOptions) {
-    this.options = options;
-    this.from = options.from ?? 'localhost';
-    this.server = createServer((socket) => this.accept(socket));
-  }
-
-  async listen(): Promise<number> {
-    await new Promise<void>((resolve, reject) => {
-      this.server.once('error', reject);
-      this.server.listen(0, '127.0.0.1', () => resolve());
-    });
-    this.port = (this.server.address() as { port: number }).port;
-    return this.port;
-  }
-
-  get online(): boolean {
-    return this.phase === 'online';
-  }
-
-  waitOnline(timeoutMs: number): Promise<void> {
-    if (this.phase === 'online') return Promise.resolve();
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`push-appserver did not complete the XEP-0114 handshake within ${timeoutMs} ms`)), timeoutMs);
-      this.onlineWaiters.push({
-        resolve: () => { clearTimeout(timer); resolve(); },
-        reject: (error) => { clearTimeout(timer); reject(error); },
-      });
-    });
-  }
-
-  /** Queues one publish; all queued in one turn of the event loop leave in one write. */
-  publish(id: string, target: PublishTarget): void {
-    this.outgoing.push(publishStanza(id, this.from, this.options.componentJid, target));
-    if (!this.flushScheduled) {
-      this.flushScheduled = true;
-      queueMicrotask(() => this.flush());
-    }
-  }
-
-  flush(): void {
-    this.flushScheduled = false;
-    if (this.outgoing.length === 0) return;
-    const data = this.outgoing.length === 1 ? this.outgoing[0] : this.outgoing.join('');
-    this.outgoing = [];
-    if (this.socket && this.phase === 'online') this.socket.write(data);
-  }
-
-  async close(): Promise<void> {
-    const socket = this.socket;
-    this.phase = 'closed';
-    if (socket && !socket.destroyed) {
-      socket.end('</stream:stream>');
-      setTimeout(() => socket.destroy(), 1000).unref();
-    }
-    if (this.server.listening) await new Promise<void>((resolve) => this.server.close(() => resolve()));
-  }
-
-  private accept(socket: Socket): void {
-    if (this.socket && !this.socket.destroyed) {
-      // One component connection at a time, as Prosody does.
-      socket.end(`<?xml version='1.0'?><stream:stream xmlns:stream='${NS_STREAMS}' xmlns='jabber:component:accept' id='x'><stream:error><conflict xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error></stream:stream>`);
-      return;
-    }
+  constructor(peer: XmppPeer, socket: Socket) {
+    this.peer = peer;
     this.socket = socket;
-    this.buffer = '';
-    this.phase = 'header';
     socket.setEncoding('utf8');
     socket.setNoDelay(true);
     socket.on('data', (chunk: string) => this.onData(chunk));
     socket.on('error', () => {});
-    socket.on('close', () => {
-      if (this.socket !== socket) return;
-      const wasOnline = this.phase === 'online';
-      this.socket = undefined;
-      if (wasOnline) {
-        this.phase = 'header';
-        this.onClose('the component closed its connection');
-      }
-    });
+  }
+
+  flush(): void {
+    if (this.outgoing.length === 0) return;
+    const data = this.outgoing.length === 1 ? this.outgoing[0] : this.outgoing.join('');
+    this.outgoing = [];
+    if (this.phase === 'online') this.socket.write(data);
   }
 
   private fail(reason: string): void {
-    for (const waiter of this.onlineWaiters.splice(0)) waiter.reject(new Error(reason));
-    this.socket?.end(`<stream:error><not-authorized xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error></stream:stream>`);
+    this.peer.connectionFailed(reason);
+    this.socket.end(`<stream:error><not-authorized xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error></stream:stream>`);
   }
 
   private onData(chunk: string): void {
@@ -191,7 +120,7 @@ export class XmppPeer {
         continue;
       }
       if (data.startsWith('</stream:stream', lt)) {
-        this.socket?.end('</stream:stream>');
+        this.socket.end('</stream:stream>');
         pos = data.length;
         break;
       }
@@ -227,21 +156,21 @@ export class XmppPeer {
     if (!tag.startsWith('<stream:stream')) return this.fail(`expected a stream header, got ${tag.slice(0, 40)}`);
     this.streamId = randomBytes(8).toString('hex');
     this.phase = 'handshake';
-    this.socket?.write(`<?xml version='1.0'?><stream:stream xmlns:stream='${NS_STREAMS}' xmlns='jabber:component:accept' from='${this.options.componentJid}' id='${this.streamId}'>`);
+    this.socket.write(`<?xml version='1.0'?><stream:stream xmlns:stream='${NS_STREAMS}' xmlns='jabber:component:accept' from='${this.peer.componentJid}' id='${this.streamId}'>`);
   }
 
   private onElement(name: string, openTag: string, data: string, contentStart: number, end: number): void {
     if (this.phase === 'handshake') {
       if (name !== 'handshake') return;
       const digest = data.slice(contentStart, end - '</handshake>'.length).trim().toLowerCase();
-      const expected = createHash('sha1').update(this.streamId + this.options.secret).digest('hex');
+      const expected = createHash('sha1').update(this.streamId + this.peer.secret).digest('hex');
       if (digest !== expected) {
-        this.handshakeFailures += 1;
+        this.peer.handshakeFailures += 1;
         return this.fail('the component sent a wrong handshake digest');
       }
       this.phase = 'online';
-      this.socket?.write('<handshake/>');
-      for (const waiter of this.onlineWaiters.splice(0)) waiter.resolve();
+      this.socket.write('<handshake/>');
+      this.peer.connectionOnline();
       return;
     }
     if (name !== 'iq') return;
@@ -249,12 +178,139 @@ export class XmppPeer {
     const id = attribute(openTag, 'id');
     if (id === undefined || (type !== 'result' && type !== 'error')) return;
     if (type === 'result') {
-      this.onReply({ id, ok: true });
+      this.peer.onReply({ id, ok: true });
       return;
     }
     const body = data.slice(contentStart, end);
     const condition = ERROR_CONDITION.exec(body);
     const text = ERROR_TEXT.exec(body);
-    this.onReply({ id, ok: false, error: condition ? `iq-error:${condition[1]}/${condition[2]}` : 'iq-error:unparsed', text: text?.[1] });
+    this.peer.onReply({ id, ok: false, error: condition ? `iq-error:${condition[1]}/${condition[2]}` : 'iq-error:unparsed', text: text?.[1] });
+  }
+}
+
+/**
+ * One listening socket; the component's connections are accepted and authenticated, after which
+ * `publish()` writes stanzas (batched per event-loop turn and connection) and `onReply` reports
+ * each answer.
+ */
+export class XmppPeer {
+  private readonly options: XmppPeerOptions;
+  private readonly server: Server;
+  private readonly connections: ComponentConnection[] = [];
+  private next = 0;
+  private flushScheduled = false;
+  private closed = false;
+  private onlineWaiters: Array<{ count: number; resolve: () => void; reject: (error: Error) => void }> = [];
+  readonly from: string;
+  port = 0;
+  onReply: (reply: IqReply) => void = () => {};
+  /** Called when a component connection ends after it was online (an error during a run). */
+  onClose: (reason: string) => void = () => {};
+  handshakeFailures = 0;
+
+  constructor(options: XmppPeerOptions) {
+    this.options = options;
+    this.from = options.from ?? 'localhost';
+    this.server = createServer((socket) => this.accept(socket));
+  }
+
+  get componentJid(): string {
+    return this.options.componentJid;
+  }
+
+  get secret(): string {
+    return this.options.secret;
+  }
+
+  async listen(): Promise<number> {
+    await new Promise<void>((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(0, '127.0.0.1', () => resolve());
+    });
+    this.port = (this.server.address() as { port: number }).port;
+    return this.port;
+  }
+
+  private onlineConnections(): ComponentConnection[] {
+    return this.connections.filter((connection) => connection.phase === 'online');
+  }
+
+  get online(): boolean {
+    return this.onlineConnections().length > 0;
+  }
+
+  /** Resolves once `count` component connections completed the handshake. */
+  waitOnline(timeoutMs: number, count = 1): Promise<void> {
+    if (this.onlineConnections().length >= count) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`push-appserver did not complete the XEP-0114 handshake within ${timeoutMs} ms (${this.onlineConnections().length} of ${count} online)`)), timeoutMs);
+      this.onlineWaiters.push({
+        count,
+        resolve: () => { clearTimeout(timer); resolve(); },
+        reject: (error) => { clearTimeout(timer); reject(error); },
+      });
+    });
+  }
+
+  /** Queues one publish on the next online connection in turn; all queued in one turn of the event loop leave in one write each. */
+  publish(id: string, target: PublishTarget): void {
+    const online = this.onlineConnections();
+    if (online.length === 0) return;
+    const connection = online[this.next++ % online.length];
+    connection.outgoing.push(publishStanza(id, this.from, this.options.componentJid, target));
+    if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      queueMicrotask(() => this.flush());
+    }
+  }
+
+  flush(): void {
+    this.flushScheduled = false;
+    for (const connection of this.connections) connection.flush();
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    for (const connection of this.connections) {
+      connection.phase = 'closed';
+      const socket = connection.socket;
+      if (!socket.destroyed) {
+        socket.end('</stream:stream>');
+        setTimeout(() => socket.destroy(), 1000).unref();
+      }
+    }
+    if (this.server.listening) await new Promise<void>((resolve) => this.server.close(() => resolve()));
+  }
+
+  /** @internal */
+  connectionOnline(): void {
+    const online = this.onlineConnections().length;
+    this.onlineWaiters = this.onlineWaiters.filter((waiter) => {
+      if (online < waiter.count) return true;
+      waiter.resolve();
+      return false;
+    });
+  }
+
+  /** @internal */
+  connectionFailed(reason: string): void {
+    for (const waiter of this.onlineWaiters.splice(0)) waiter.reject(new Error(reason));
+  }
+
+  private accept(socket: Socket): void {
+    const live = this.connections.filter((connection) => !connection.socket.destroyed);
+    if (this.closed || live.length >= (this.options.maxConnections ?? 1)) {
+      socket.end(`<?xml version='1.0'?><stream:stream xmlns:stream='${NS_STREAMS}' xmlns='jabber:component:accept' id='x'><stream:error><conflict xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error></stream:stream>`);
+      return;
+    }
+    const connection = new ComponentConnection(this, socket);
+    this.connections.push(connection);
+    socket.on('close', () => {
+      const index = this.connections.indexOf(connection);
+      if (index !== -1) this.connections.splice(index, 1);
+      const wasOnline = connection.phase === 'online';
+      connection.phase = 'closed';
+      if (wasOnline && !this.closed) this.onClose('the component closed its connection');
+    });
   }
 }
