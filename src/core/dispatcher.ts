@@ -282,7 +282,7 @@ export class Dispatcher {
       this.warnLimited('stateless-in-flight', 'too many stateless pushes on their way', { in_flight: this.statelessInFlight });
       return { kind: 'limited', reason: 'too many stateless pushes on their way', retryAfterMs: 1000 };
     }
-    const windowEnd = this.throttledUntil(target, now);
+    const windowEnd = await this.throttledUntil(target, now);
     if (windowEnd !== undefined) {
       // Merged into one push at the window's end (crash-safe: it is a retry row like any other).
       await later('throttled (push.min_interval_ms)', windowEnd);
@@ -312,11 +312,23 @@ export class Dispatcher {
     }
   }
 
-  private throttledUntil(target: ResolvedTarget, now: number): number | undefined {
+  /**
+   * The end of the key's throttle window, or undefined to send now. The window lives in the store,
+   * so instances sharing it send a node one push per window; what this process sent itself decides
+   * without asking. A store that cannot answer leaves the decision to what this process knows.
+   */
+  private async throttledUntil(target: ResolvedTarget, now: number): Promise<number | undefined> {
     const interval = this.options.minIntervalMs;
     if (interval <= 0) return undefined;
-    const last = this.lastSentAt.get(target.key) ?? target.registration?.lastPushAt ?? undefined;
-    return last !== undefined && now - last < interval ? last + interval : undefined;
+    const last = this.lastSentAt.get(target.key);
+    if (last !== undefined && now - last < interval) return last + interval;
+    try {
+      const windowEnd = await this.store.claimThrottleWindow(target.key, now, interval);
+      return windowEnd === 0 ? undefined : windowEnd;
+    } catch (error) {
+      this.warnLimited('store-throttle', 'cannot read the shared throttle window: the store failed; this instance alone decides', { node: target.key, error: (error as Error).message });
+      return undefined;
+    }
   }
 
   private noteSent(key: string, now: number): void {
@@ -550,7 +562,7 @@ export class Dispatcher {
       this.logger.warn('giving up on a push: its time ran out (push.retry_max_age_s or the app\'s ttl)', { app: target.app.name, node: target.node, attempts: retry.attempt });
       return;
     }
-    const windowEnd = this.throttledUntil(target, now);
+    const windowEnd = await this.throttledUntil(target, now);
     if (windowEnd !== undefined) {
       await this.queue.reschedule(retry, windowEnd, retry.attempt, retry.reason);
       this.wake(windowEnd);

@@ -11,6 +11,7 @@
  * and written later. A lost connection makes queries throw (publishes get `wait`, `ping()` fails
  * so health reports it) and the driver connects again on the next query: no restart needed.
  */
+import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { ConnectionOptions } from 'node:tls';
 import postgres from 'postgres';
@@ -64,6 +65,9 @@ const MIGRATIONS: string[] = [
    INSERT INTO blocked_tokens_count (id, n) SELECT 1, count(*) FROM blocked_tokens;`,
   // Push 2.0 (issue #14): the client's pinned JWT public key.
   `ALTER TABLE registrations ADD COLUMN push2_key TEXT;`,
+  // Issue #13: the per-key throttle window (push.min_interval_ms), shared by the instances.
+  `CREATE TABLE throttle_windows (key TEXT PRIMARY KEY, last_sent BIGINT NOT NULL, claim TEXT NOT NULL);
+   CREATE INDEX throttle_windows_by_last_sent ON throttle_windows (last_sent);`,
 ];
 
 /** pg_advisory_xact_lock key: "push-appserver migrations" (any constant works; this one is ours). */
@@ -76,6 +80,8 @@ const FLUSH_BATCH = 2000;
 const PENDING_LIMIT = 100_000;
 export const BLOCKED_TOKENS_LIMIT = 100_000;
 export const DEFAULT_POOL_SIZE = 10;
+/** Every this many throttle claims, rows past their window (which mean nothing) are dropped. */
+const THROTTLE_SWEEP_EVERY = 1024;
 
 interface PendingStats {
   deliveries: number;
@@ -237,6 +243,7 @@ export class PostgresStore implements Store {
   private flushTimer: NodeJS.Timeout | undefined;
   private flushing: Promise<void> | undefined;
   private closed = false;
+  private throttleClaims = 0;
   /** Set while background bookkeeping writes fail. */
   private writeFailure: { since: number; message: string } | undefined;
   /** The migrations this open applied (empty when the schema was current). */
@@ -547,6 +554,25 @@ export class PostgresStore implements Store {
   async countRetries(): Promise<number> {
     const [row] = await this.sql<Array<{ n: number }>>`SELECT count(*) AS n FROM pending_retries`;
     return row.n;
+  }
+
+  /**
+   * One statement. The row is always updated (a no-op update when the window holds), so the row
+   * lock orders instances claiming at once and RETURNING shows the row after it; `claim` (unique per
+   * call) tells whether this call is the one that opened the window, even within one millisecond.
+   */
+  async claimThrottleWindow(key: string, now: number, intervalMs: number): Promise<number> {
+    if (++this.throttleClaims % THROTTLE_SWEEP_EVERY === 0) {
+      await this.sql`DELETE FROM throttle_windows WHERE last_sent <= ${now - intervalMs}`;
+    }
+    const claim = randomUUID();
+    const [row] = await this.sql<Array<{ last_sent: number; claim: string }>>`
+      INSERT INTO throttle_windows AS t (key, last_sent, claim) VALUES (${key}, ${now}, ${claim})
+      ON CONFLICT (key) DO UPDATE SET
+        last_sent = CASE WHEN t.last_sent <= ${now - intervalMs} THEN excluded.last_sent ELSE t.last_sent END,
+        claim = CASE WHEN t.last_sent <= ${now - intervalMs} THEN excluded.claim ELSE t.claim END
+      RETURNING last_sent, claim`;
+    return row.claim === claim ? 0 : row.last_sent + intervalMs;
   }
 
   /** The size is kept in blocked_tokens_count (its row lock also orders instances blocking at once). */

@@ -58,6 +58,9 @@ export const MIGRATIONS: string[] = [
    INSERT INTO blocked_tokens_count (id, n) SELECT 1, count(*) FROM blocked_tokens;`,
   // Push 2.0 (issue #14): the client's pinned JWT public key.
   `ALTER TABLE registrations ADD COLUMN push2_key TEXT;`,
+  // Issue #13: the per-key throttle window (push.min_interval_ms) as a row, like PostgreSQL's.
+  `CREATE TABLE throttle_windows (key TEXT PRIMARY KEY, last_sent INTEGER NOT NULL) WITHOUT ROWID;
+   CREATE INDEX throttle_windows_by_last_sent ON throttle_windows (last_sent);`,
 ];
 
 /**
@@ -69,6 +72,8 @@ const WRITE_RETRY_MIN_MS = 250;
 const WRITE_RETRY_MAX_MS = 30_000;
 /** Bookkeeping kept in memory while the database refuses writes; beyond it the oldest is dropped (counters only). */
 const UNWRITTEN_LIMIT = 200_000;
+/** Every this many throttle claims, rows past their window (which mean nothing) are dropped. */
+export const THROTTLE_SWEEP_EVERY = 1024;
 
 interface RetryRow {
   node: string;
@@ -187,6 +192,7 @@ export class SqliteStore implements Store {
   private readonly db: DatabaseSync;
   private readonly statements: Record<string, StatementSync>;
   private readonly pending = new Map<string, PendingStats>();
+  private throttleClaims = 0;
   private flushTimer: NodeJS.Timeout | undefined;
   private flushImmediate: NodeJS.Immediate | undefined;
   /** Set while bookkeeping writes fail: the last error, and when to try again. */
@@ -248,6 +254,10 @@ export class SqliteStore implements Store {
       retryReschedule: p('UPDATE pending_retries SET due_at = ?, attempt = ?, reason = ? WHERE node = ?'),
       countByApp: p('SELECT app, count(*) AS n FROM registrations GROUP BY app'),
       retryCount: p('SELECT count(*) AS n FROM pending_retries'),
+      throttleClaim: p(`INSERT INTO throttle_windows (key, last_sent) VALUES (?, ?)
+                        ON CONFLICT (key) DO UPDATE SET last_sent = excluded.last_sent WHERE last_sent <= ? RETURNING last_sent`),
+      throttleLastSent: p('SELECT last_sent FROM throttle_windows WHERE key = ?'),
+      throttleSweep: p('DELETE FROM throttle_windows WHERE last_sent <= ?'),
     };
   }
 
@@ -543,6 +553,15 @@ export class SqliteStore implements Store {
     }
     const row = this.statements.push2KeyOf.get(node) as { push2_key: string | null } | undefined;
     return row?.push2_key === key;
+  }
+
+  async claimThrottleWindow(key: string, now: number, intervalMs: number): Promise<number> {
+    // One connection, synchronous statements: nothing runs between the claim and the read.
+    if (++this.throttleClaims % THROTTLE_SWEEP_EVERY === 0) this.statements.throttleSweep.run(now - intervalMs);
+    const claimed = this.statements.throttleClaim.get(key, now, now - intervalMs) !== undefined;
+    if (claimed) return 0;
+    const row = this.statements.throttleLastSent.get(key) as { last_sent: number };
+    return row.last_sent + intervalMs;
   }
 
   /** The size is kept in blocked_tokens_count: O(log n) per insert, not a count(*). */

@@ -158,6 +158,15 @@ export interface Store {
    */
   setPush2Key(node: string, key: string): Promise<boolean>;
 
+  /**
+   * The per-key throttle window (push.min_interval_ms), shared by every instance on the store.
+   * Atomically: when the key has no window or its last send is at least `intervalMs` before `now`,
+   * records `now` as its last send and returns 0 (send now); otherwise changes nothing and returns
+   * the end of the window (last send + intervalMs), when the merged push may go. Of two instances
+   * claiming at once exactly one gets 0. A row past its window means nothing and may be dropped.
+   */
+  claimThrottleWindow(key: string, now: number, intervalMs: number): Promise<number>;
+
   /** Token block list for the stateless dialect: dead tokens are not sent to again until expiry. */
   blockToken(app: string, token: string, until: number): Promise<void>;
   isTokenBlocked(app: string, token: string, now: number): Promise<boolean>;

@@ -82,7 +82,7 @@ test('migrate brings a new PostgreSQL database up to date, and a second run find
   const sql = postgres(server.url(database), { max: 1 });
   const tables = await sql`SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename`;
   await sql.end();
-  assert.deepEqual(tables.map((t) => t.tablename), ['blocked_tokens', 'blocked_tokens_count', 'pending_retries', 'registrations', 'schema_migrations']);
+  assert.deepEqual(tables.map((t) => t.tablename), ['blocked_tokens', 'blocked_tokens_count', 'pending_retries', 'registrations', 'schema_migrations', 'throttle_windows']);
 });
 
 test('migrate on a SQLite file creates its schema and exits', async () => {

@@ -218,6 +218,35 @@ describe('retries', () => {
     assert.equal(provider.calls[1].notification.summary.messageCount, 3);
   });
 
+  test('two dispatchers on one store share the throttle window: a node gets one push, then the merged one at the window\'s end', async () => {
+    const apps = appsWith();
+    const first = dispatcherOn(store, apps, { minIntervalMs: 5000 });
+    const second = dispatcherOn(store, apps, { minIntervalMs: 5000 });
+    const { node, secret } = await register(store, apps);
+    // The first push is still on its way (nothing recorded on the registration yet) when the second instance is asked.
+    let answer!: (outcome: Outcome) => void;
+    const send = provider.send;
+    provider.send = async (target, notification) => {
+      provider.calls.push({ target, notification });
+      return await new Promise<Outcome>((resolve) => { answer = resolve; });
+    };
+    const onItsWay = first.dispatch(publish(node, secret, { messageCount: 1 }));
+    while (provider.calls.length === 0) await new Promise((resolve) => setImmediate(resolve));
+    now += 1000;
+    assert.equal((await second.dispatch(publish(node, secret, { messageCount: 2 }))).kind, 'delivered');
+    assert.equal(provider.calls.length, 1, 'the second dispatcher keeps the window the first opened');
+    provider.send = send;
+    answer({ kind: 'delivered' });
+    assert.deepEqual(await onItsWay, { kind: 'delivered' });
+    now += 3999;
+    await second.runDueRetries();
+    assert.equal(provider.calls.length, 1, 'not before the window ends');
+    now += 1;
+    await first.runDueRetries();
+    assert.equal(provider.calls.length, 2);
+    assert.equal(provider.calls[1].notification.summary.messageCount, 2);
+  });
+
   test('a graceful stop answers pushes still on their way with wait and keeps them as retries', async () => {
     const apps = appsWith();
     const dispatcher = dispatcherOn(store, apps, { timeoutMs: 60_000 });

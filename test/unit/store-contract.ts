@@ -523,6 +523,34 @@ export function storeContract(name: string, open: () => Promise<Store>, options:
     assert.deepEqual(await store.list({ limit: 10 }), []);
   });
 
+  // Throttle window (push.min_interval_ms, shared by instances)
+
+  it('the first claim of a key opens its window; claims inside it get its end and change nothing; at the end it opens again', async (store) => {
+    assert.equal(await store.claimThrottleWindow('node-1', 10_000, 5000), 0);
+    assert.equal(await store.claimThrottleWindow('node-1', 11_000, 5000), 15_000);
+    assert.equal(await store.claimThrottleWindow('node-1', 14_999, 5000), 15_000, 'a refused claim does not move the window');
+    assert.equal(await store.claimThrottleWindow('other', 11_000, 5000), 0, 'each key has its own window');
+    assert.equal(await store.claimThrottleWindow('node-1', 15_000, 5000), 0);
+    assert.equal(await store.claimThrottleWindow('node-1', 16_000, 5000), 20_000);
+  });
+
+  it('claims of one key at once: exactly one opens the window, every other gets its end', async (store) => {
+    const answers = await Promise.all(Array.from({ length: 8 }, () => store.claimThrottleWindow('node-1', 50_000, 3000)));
+    assert.deepEqual(answers.toSorted((a, b) => a - b), [0, ...Array(7).fill(53_000)]);
+  });
+
+  it('claims of one key at once in the same millisecond after a window: exactly one reopens it', async (store) => {
+    assert.equal(await store.claimThrottleWindow('node-1', 1000, 3000), 0);
+    const answers = await Promise.all(Array.from({ length: 8 }, () => store.claimThrottleWindow('node-1', 4000, 3000)));
+    assert.deepEqual(answers.toSorted((a, b) => a - b), [0, ...Array(7).fill(7000)]);
+  });
+
+  it('many keys past their windows are all claimable again (rows past a window mean nothing)', async (store) => {
+    for (let i = 0; i < 1100; i++) assert.equal(await store.claimThrottleWindow(`node-${i}`, 1000 + i, 100), 0);
+    assert.equal(await store.claimThrottleWindow('node-1099', 2100, 100), 2199, 'the latest window holds');
+    assert.equal(await store.claimThrottleWindow('node-0', 2200, 100), 0);
+  });
+
   // Health and life cycle
 
   it('an open store answers a ping and closes twice without an error', async (store) => {
