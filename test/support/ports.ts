@@ -95,3 +95,26 @@ export function listenerIsProcess(port: number, pid: number): boolean | undefine
     }
   });
 }
+
+/**
+ * Whether the socket listening on 127.0.0.1:`port` belongs to a process of process group `pgid`
+ * (Linux /proc): for a child that is a launcher script whose descendant listens (ejabberdctl → beam).
+ * `undefined` when /proc cannot tell.
+ */
+export function listenerInProcessGroup(port: number, pgid: number): boolean | undefined {
+  if (!existsSync('/proc/net/tcp')) return undefined;
+  if (listeningInode(port) === undefined) return false;
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    let stat: string;
+    try {
+      stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+    } catch {
+      continue;
+    }
+    // Fields after "(comm)": state ppid pgrp …; comm may hold spaces, so split after the last ')'.
+    const pgrp = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[2]);
+    if (pgrp === pgid && listenerIsProcess(port, Number(entry))) return true;
+  }
+  return false;
+}
