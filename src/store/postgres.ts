@@ -244,7 +244,7 @@ export class PostgresStore implements Store {
   private flushing: Promise<void> | undefined;
   private closed = false;
   private throttleClaims = 0;
-  /** Set while background bookkeeping writes fail. */
+  /** Set while background bookkeeping writes or retry saves fail; cleared by the next that succeeds. */
   private writeFailure: { since: number; message: string } | undefined;
   /** The migrations this open applied (empty when the schema was current). */
   appliedAtOpen: number[] = [];
@@ -514,6 +514,17 @@ export class PostgresStore implements Store {
     // A Push 2.0 ciphertext is end-to-end encrypted for the device: persisting it reveals nothing.
     const notification = { summary: retry.notification.summary, urgency: retry.notification.urgency, firstAttemptAt: retry.notification.firstAttemptAt,
       ...(push2 ? { push2: { ...push2, ciphertext: push2.ciphertext.toString('base64') } } : {}) };
+    try {
+      await this.saveRetryRow(retry, notification);
+    } catch (error) {
+      // The caller keeps the retry in memory; health() says degraded until a write succeeds again (as SQLite's).
+      this.writeFailure = { since: this.writeFailure?.since ?? Date.now(), message: (error as Error).message };
+      throw error;
+    }
+    this.writeFailure = undefined;
+  }
+
+  private async saveRetryRow(retry: Omit<StoredRetry, 'revision'>, notification: Record<string, unknown>): Promise<void> {
     await this.sql`
       INSERT INTO pending_retries AS p (node, due_at, attempt, urgency, reason, dialect, app, request, notification, first_attempt_at, revision)
       VALUES (${retry.key}, ${retry.dueAt}, ${retry.attempt}, ${retry.notification.urgency}, ${retry.reason}, ${retry.dialect}, ${retry.app},
@@ -675,7 +686,7 @@ export class PostgresStore implements Store {
 
   health(): StoreHealth {
     if (!this.writeFailure) return { state: 'ok' };
-    return { state: 'degraded', detail: `bookkeeping writes failing since ${new Date(this.writeFailure.since).toISOString()}: ${this.writeFailure.message}` };
+    return { state: 'degraded', detail: `writes (bookkeeping or retries) failing since ${new Date(this.writeFailure.since).toISOString()}: ${this.writeFailure.message}` };
   }
 
   async ping(): Promise<void> {

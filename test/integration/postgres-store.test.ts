@@ -110,6 +110,29 @@ test('two instances taking due retries at once never take the same one', { skip 
   }
 });
 
+test('a retry the database refuses shows the store degraded with PostgreSQL\'s message until a write succeeds, as SQLite does', { skip }, async () => {
+  const store = await freshStore();
+  const sql = postgres(urls.get(store)!, { max: 1 });
+  try {
+    const retry = (key: string, reason: string) => ({
+      key, dialect: 'xep0357', app: 'app', reason, firstAttemptAt: 1000, dueAt: 2000, attempt: 1,
+      request: { dialect: 'xep0357', node: key, secret: null, from: null, options: {} },
+      notification: { summary: { messageCount: 1 }, urgency: 'normal' as const, firstAttemptAt: 1000 },
+    });
+    await sql`ALTER TABLE pending_retries ADD CONSTRAINT refuse_some CHECK (reason <> 'refuse me')`;
+    assert.deepEqual(store.health(), { state: 'ok' });
+    await assert.rejects(store.saveRetry(retry('n1', 'refuse me')), /refuse_some/);
+    const degraded = store.health();
+    assert.equal(degraded.state, 'degraded');
+    assert.match(degraded.detail ?? '', /^writes \(bookkeeping or retries\) failing since \S+: .*refuse_some/);
+    await store.saveRetry(retry('n2', 'provider said 503'));
+    assert.deepEqual(store.health(), { state: 'ok' });
+  } finally {
+    await sql.end();
+    await store.close();
+  }
+});
+
 test('a lost connection fails operations and ping, and the store serves again once the database is back, without reopening', { skip }, async () => {
   const store = await freshStore();
   try {
