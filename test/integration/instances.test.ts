@@ -107,6 +107,48 @@ describe('several instances on one PostgreSQL, one component JID on ejabberd', {
     }
   });
 
+  test('push.min_interval_ms holds across instances: publishes for one node answered by both inside the window make one push, then the merged one at the window\'s end', async () => {
+    const url = pg.url(await pg.createDatabase('throttle'));
+    const windowMs = 4000;
+    const config = { storage: { url }, push: { min_interval_ms: windowMs }, apps: { ios: apnsApp() } };
+    const one = await startAppServer(config, { prosody: ejabberd });
+    let two: TestAppServer | undefined;
+    try {
+      two = await startAppServer(config, { prosody: ejabberd });
+      await Promise.all([one.waitOnline(), two.waitOnline()]);
+      const token = testDeviceToken(nextToken++);
+      const reply = await one.post('/push_appserver/v1/register', { type: 'ios', node: 'throttled-phone', token });
+      const [ok, node, secret] = reply.body.split('\n');
+      assert.equal(ok, 'OK', reply.body);
+      const answered = async (app: TestAppServer) => {
+        const text = await app.server.metrics!.metrics();
+        return [...text.matchAll(/^push_appserver_publishes_total\{[^}]*app="ios"[^}]*\} (\d+)/gm)].reduce((sum, m) => sum + Number(m[1]), 0);
+      };
+      const started = Date.now();
+      assert.equal((await bob.iq(publishIq(node, secret))).attrs.type, 'result');
+      // ejabberd spreads the publishes over both connections: go on until both instances answered some.
+      for (let sent = 1; (await answered(one)) === 0 || (await answered(two)) === 0; sent++) {
+        assert.ok(sent < 40, `ejabberd sent every publish to one instance (${await answered(one)} and ${await answered(two)})`);
+        assert.equal((await bob.iq(publishIq(node, secret))).attrs.type, 'result');
+      }
+      const insideWindow = Date.now() - started < windowMs;
+      assert.ok(insideWindow, 'the publishes took longer than the window: the test proves nothing');
+      assert.equal(delivered(token), 1, 'one push inside the window, whichever instance answered');
+      await eventually(() => delivered(token) === 2 || undefined, 'the merged push at the window\'s end');
+      assert.ok(Date.now() - started >= windowMs - 50, 'the merged push waited for the window to end');
+      const sql = postgres(url, { max: 1 });
+      try {
+        await eventually(async () => Number((await sql`SELECT count(*) AS n FROM pending_retries`)[0].n) === 0 || undefined, 'an empty retry queue');
+      } finally {
+        await sql.end();
+      }
+      assert.equal(delivered(token), 2, 'exactly one merged push');
+    } finally {
+      await two?.stop();
+      await one.stop();
+    }
+  });
+
   /** An instance as operators run it: bin/push-appserver serve in its own process, so it can be killed. */
   async function spawnInstance(name: string, url: string): Promise<{ name: string; child: ChildProcess; httpUrl: string; log: () => string; waitFor: (pattern: RegExp) => Promise<void> }> {
     const port = await freePort();
