@@ -24,6 +24,8 @@ export interface PushPhaseOptions {
   deadline: number;
   /** Called as each publish is written, with a monotonic clock shared with the mock provider. */
   onSent?: (index: number, token: string, monotonicMs: number) => void;
+  /** Called just before the first counted publish leaves (to sample the server's CPU there). */
+  onCountingStarts?: () => void;
 }
 
 export interface PushPhaseResult {
@@ -83,6 +85,7 @@ export async function runPushPhase(options: PushPhaseOptions): Promise<PushPhase
     busy[target] += 1;
     targetOf[index] = target;
     const { node, secret, token } = targets.get(target);
+    if (index === options.warmup) options.onCountingStarts?.();
     const now = performance.now();
     sentAt[index] = now;
     if (index === options.warmup) timedStart = now;

@@ -15,6 +15,7 @@ import { availableParallelism, cpus, tmpdir, totalmem } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { cpuMsPerPush, runBaseline, type BaselineResult } from './baseline.ts';
 import { Child } from './children.ts';
 import { startProviderSetup, type ProviderSetup } from './providers.ts';
 import { ProcessWatcher, sampleProcess } from './proc-stats.ts';
@@ -47,6 +48,9 @@ const USAGE = `npm run bench -- [options]
   --server-log       print the last lines of push-appserver's log after the table
   --keep             keep the temp dir (config, SQLite file)
   --latency-csv FILE write every publish's send time and latency (ms) as CSV, to look at the tail
+  --baseline         then run the same push phase against the bench's bare forwarder
+                     (bench/baseline-forwarder.ts: ltx parse, one HTTP/2 request, iq result; no store,
+                     no checks) on the same APNS mock, and report ratio_to_baseline (ours / baseline)
   --stall-report DIR record every process's GC pauses and event-loop stalls into DIR and report
                      which of them the publishes at or above the p99 overlapped (perturbs the run: a 1 ms
                      timer in every process, and the preload adds memory to push-appserver)
@@ -70,6 +74,7 @@ interface Options {
   serverLog: boolean;
   latencyCsv: string | undefined;
   stallDir: string | undefined;
+  baseline: boolean;
 }
 
 function positiveInt(name: string, value: string | undefined, fallback: number, min = 1): number {
@@ -100,6 +105,7 @@ function parseOptions(argv: string[]): Options {
       'server-log': { type: 'boolean' },
       'latency-csv': { type: 'string' },
       'stall-report': { type: 'string' },
+      baseline: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -111,6 +117,9 @@ function parseOptions(argv: string[]): Options {
   const provider = values.provider ?? 'apns';
   if (provider !== 'apns' && provider !== 'log') throw new Error(`--provider must be apns or log, got "${provider}"`);
   const scale = values.scale === true || values['scale-registrations'] !== undefined;
+  const baseline = values.baseline === true;
+  if (baseline && provider !== 'apns') throw new Error('--baseline needs --provider apns (the forwarder talks to the APNS mock)');
+  if (baseline && scale) throw new Error('--baseline with --scale is not supported (the forwarder keeps its targets in memory)');
   return {
     devices: positiveInt('devices', values.devices, 10_000),
     pushes,
@@ -129,6 +138,7 @@ function parseOptions(argv: string[]): Options {
     serverLog: values['server-log'] === true,
     latencyCsv: values['latency-csv'],
     stallDir: values['stall-report'] === undefined ? undefined : resolve(values['stall-report']),
+    baseline,
   };
 }
 
@@ -153,6 +163,15 @@ port = ${options.httpPort}
 
 [storage]
 url = ${JSON.stringify(options.storage)}
+
+[push]
+# One load generator plays one user's server: the per-domain publish limit (200/s by default) is kept
+# in the path but set far above the offered load, so it costs what it costs and refuses nothing.
+max_publishes_per_domain_per_s = 1000000
+
+[registration]
+# Every registration comes from 127.0.0.1.
+http_per_ip_per_minute = 0
 
 [log]
 level = "info"
@@ -287,6 +306,7 @@ async function main(): Promise<number> {
     progress(`publishing ${options.warmup} warm-up + ${options.pushes} counted pushes to ${targets.count.toLocaleString('en')} registrations, ${mode}…`);
     const delivery = provider.delivery;
     const stopOwnMonitor = options.stallDir ? startStallMonitor('load-generator', options.stallDir) : undefined;
+    let cpuAtCountStart: number | undefined;
     const push = await runPushPhase({
       peer,
       targets,
@@ -296,6 +316,7 @@ async function main(): Promise<number> {
       rate: options.rate,
       deadline: Date.now() + timeoutMs,
       onSent: delivery ? (index, token, at) => delivery.sent(index >= options.warmup, token, at) : undefined,
+      onCountingStarts: () => { cpuAtCountStart = watcher!.sample()?.cpuS; },
     });
     if (options.latencyCsv) {
       const { sentAtMs, latencyMs } = push.timeline;
@@ -315,6 +336,22 @@ async function main(): Promise<number> {
     progress('stopping push-appserver…');
     const exitCode = await server.stop(10_000);
     const providerCpuS = provider.pid ? sampleProcess(provider.pid)?.cpuS ?? null : null;
+    let baseline: BaselineResult | undefined;
+    if (options.baseline) {
+      progress(`baseline: the same ${options.warmup} + ${options.pushes} publishes against the bare forwarder, ${mode}…`);
+      baseline = await runBaseline({
+        provider,
+        targets,
+        componentJid: COMPONENT_JID,
+        pushes: options.pushes,
+        warmup: options.warmup,
+        concurrency: options.concurrency,
+        rate: options.rate,
+        timeoutMs,
+        dir,
+        env,
+      });
+    }
     await provider.stop();
     await peer.close();
     stopOwnMonitor?.();
@@ -336,12 +373,15 @@ async function main(): Promise<number> {
     const serverErrors = server.flaggedLines.filter((line) => / ERROR /.test(line));
     if (serverErrors.length > 0) errors.set('server-log:ERROR', serverErrors.length);
     if (exitCode !== 0) errors.set('server-exit-code', 1);
+    if (baseline) for (const [type, n] of baseline.errors) errors.set(`baseline:${type}`, n);
     const errorTotal = [...errors.values()].reduce((a, b) => a + b, 0);
     const samples = [...register.errorSamples, ...push.errorSamples].map(([type, text]) => `${type}: ${text}`);
 
     const resultLatency = push.latency.percentiles();
     const deliveryPercentiles = deliveryLatency?.latency.percentiles() ?? null;
     const strip = (p: Percentiles | null) => ({ p50: p?.p50 ?? null, p90: p?.p90 ?? null, p99: p?.p99 ?? null, max: p?.max ?? null });
+    const ourCpuMsPerPush = cpuMsPerPush(cpuAtCountStart, cpuAfterPush, push.timedCompleted);
+    const ratio = (ours: number | null, theirs: number | null | undefined) => ours === null || !theirs ? null : Math.round((ours / theirs) * 100) / 100;
     const report = {
       pushes_per_s: Math.round(push.perSecond),
       registrations_per_s: Math.round(register.perSecond),
@@ -358,6 +398,22 @@ async function main(): Promise<number> {
       cpu_s: round3(cpuAfterPush - cpuAtStart),
       cpu_s_including_startup: round3(cpuAfterPush),
       cpu_s_by_phase: { register: round3(cpuAfterRegister - cpuAtStart), push: round3(cpuAfterPush - cpuAfterRegister) },
+      // push-appserver's CPU (all threads, from /proc) from the first counted publish to the last answer, per counted push.
+      cpu_ms_per_push: ourCpuMsPerPush,
+      ...(baseline ? {
+        baseline: {
+          pushes_per_s: baseline.pushesPerS,
+          cpu_ms_per_push: baseline.cpuMsPerPush,
+          cpu_s_push: baseline.cpuSPush,
+          latency_ms: { result: strip(baseline.result), delivery: strip(baseline.delivery) },
+          rss_peak_mb: baseline.rssPeakMb,
+          pushes_timed: baseline.timed,
+        },
+        ratio_to_baseline: {
+          pushes_per_s: ratio(Math.round(push.perSecond), baseline.pushesPerS),
+          cpu_ms_per_push: ratio(ourCpuMsPerPush, baseline.cpuMsPerPush),
+        },
+      } : {}),
       load_generator_cpu_s: round3((process.cpuUsage().user + process.cpuUsage().system) / 1e6),
       provider_cpu_s: providerCpuS === null ? null : round3(providerCpuS),
       parameters: {
@@ -371,6 +427,7 @@ async function main(): Promise<number> {
         scale: options.scale,
         registrations_in_store: targets.count,
         seeded_registrations: options.seeded,
+        baseline: options.baseline,
       },
       counts: {
         registrations_timed: register.timed,
@@ -396,9 +453,17 @@ async function main(): Promise<number> {
       ['errors', errorTotal === 0 ? '0' : `${errorTotal}  ${JSON.stringify(report.errors_by_type)}`],
       ['push-appserver RSS', `idle ${report.rss_idle_mb} MB · peak ${report.rss_peak_mb} MB`],
       ['push-appserver CPU', `${report.cpu_s} s  (register ${report.cpu_s_by_phase.register} s, push ${report.cpu_s_by_phase.push} s)`],
+      ['CPU per push', `${report.cpu_ms_per_push ?? '-'} ms  (push-appserver, counted publishes)`],
       ['load generator / mock CPU', `${report.load_generator_cpu_s} s / ${report.provider_cpu_s ?? '-'} s`],
       ['machine', `${report.machine.nproc} × ${report.machine.cpu}, ${report.machine.memory_gb} GB, Node ${report.machine.node}`],
     ];
+    if (baseline && report.ratio_to_baseline) {
+      table.push(
+        ['baseline pushes/s', `${baseline.pushesPerS}  (${baseline.timed} timed; bare forwarder, same load and mock)`],
+        ['baseline CPU per push', `${baseline.cpuMsPerPush ?? '-'} ms  · publish → iq result ${formatLatency(baseline.result)}`],
+        ['ratio to baseline', `pushes/s ${report.ratio_to_baseline.pushes_per_s} · CPU per push ${report.ratio_to_baseline.cpu_ms_per_push}  (ours / baseline)`],
+      );
+    }
     if (stalls) table.push(['pauses in the push phase', `(--stall-report ${options.stallDir})`], ...formatStallReport(stalls));
     const width = Math.max(...table.map(([key]) => key.length));
     let out = '\n' + table.map(([key, value]) => `${key.padEnd(width)}  ${value}`).join('\n') + '\n';
