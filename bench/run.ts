@@ -10,7 +10,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { randomBytes, createHash } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { availableParallelism, cpus, tmpdir, totalmem } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -19,7 +19,7 @@ import { cpuMsPerPush, runBaseline, type BaselineResult } from './baseline.ts';
 import { Child } from './children.ts';
 import { startProviderSetup, type ProviderSetup } from './providers.ts';
 import { ProcessWatcher, sampleProcess } from './proc-stats.ts';
-import { runPushPhase, type PushTargets } from './push-load.ts';
+import { monotonicMs, runPushPhase, type PushTargets } from './push-load.ts';
 import { runRegisterPhase } from './register-load.ts';
 import { formatStallReport, prepareStallDir, stallMonitorForChild, startStallMonitor, stallReport, type StallReport } from './stall-monitor.ts';
 import { seededNode, seededSecret, seededToken, seedRegistrations } from './seed.ts';
@@ -43,7 +43,8 @@ const USAGE = `npm run bench -- [options]
   --scale            seed ${SCALE_REGISTRATIONS.toLocaleString('en')} registrations into the SQLite file first
   --json             print one JSON object on the last line of stdout
   --timeout S        bound for each phase in seconds (default 300)
-  --profile DIR      write push-appserver's V8 CPU profile (node --cpu-prof) into DIR
+  --profile DIR      write push-appserver's V8 CPU profile (node --cpu-prof) into DIR; then
+                     node bench/profile-summary.ts DIR --per-push  says where the counted publishes' CPU went
   --server-node-options "…"   extra NODE_OPTIONS for push-appserver (experiments, e.g. GC flags)
   --server-log       print the last lines of push-appserver's log after the table
   --keep             keep the temp dir (config, SQLite file)
@@ -307,6 +308,7 @@ async function main(): Promise<number> {
     const delivery = provider.delivery;
     const stopOwnMonitor = options.stallDir ? startStallMonitor('load-generator', options.stallDir) : undefined;
     let cpuAtCountStart: number | undefined;
+    let countingStartedAtMs = 0;
     const push = await runPushPhase({
       peer,
       targets,
@@ -316,8 +318,16 @@ async function main(): Promise<number> {
       rate: options.rate,
       deadline: Date.now() + timeoutMs,
       onSent: delivery ? (index, token, at) => delivery.sent(index >= options.warmup, token, at) : undefined,
-      onCountingStarts: () => { cpuAtCountStart = watcher!.sample()?.cpuS; },
+      onCountingStarts: () => {
+        cpuAtCountStart = watcher!.sample()?.cpuS;
+        countingStartedAtMs = monotonicMs();
+      },
     });
+    if (options.profileDir) {
+      // For bench/profile-summary.ts: V8 stamps profile samples on the same clock (µs).
+      mkdirSync(options.profileDir, { recursive: true });
+      writeFileSync(join(options.profileDir, 'push-phase.json'), JSON.stringify({ startUs: Math.round(countingStartedAtMs * 1000), endUs: Math.round(monotonicMs() * 1000), pushes: push.timedCompleted }));
+    }
     if (options.latencyCsv) {
       const { sentAtMs, latencyMs } = push.timeline;
       const epoch = push.timeline.startedAtEpochMs;
