@@ -13,6 +13,12 @@ import { Registrations } from './core/registrations.ts';
 import { RegisteredNodes } from './core/resolvers/registered.ts';
 import { StatelessDialect } from './core/stateless.ts';
 import { addV1Routes, type HealthReport } from './http/v1.ts';
+import { addOpsRoutes } from './http/ops.ts';
+import { addAdminRoutes } from './http/admin/routes.ts';
+import { apnsCertificateExpiries, type CredentialsExpiry } from './ops/credentials.ts';
+import { fanOut, PrometheusTelemetry } from './ops/metrics.ts';
+import { RecentActivity } from './ops/recent.ts';
+import type { Telemetry } from './core/telemetry.ts';
 import { HttpServer } from './http/server.ts';
 import type { Logger } from './log.ts';
 import type { ApnsConfig } from './providers/apns.ts';
@@ -75,6 +81,12 @@ export class PushAppServer {
   readonly http: HttpServer | undefined;
   readonly expiry: ExpirySweeper;
   httpAddress: AddressInfo | undefined;
+  /** Undefined with `metrics.enabled = false`. */
+  readonly metrics: PrometheusTelemetry | undefined;
+  /** The last hour per app, for the admin page. */
+  readonly recent = new RecentActivity();
+  readonly telemetry: Telemetry;
+  readonly credentialsExpiry: CredentialsExpiry[];
   private readonly logger: Logger;
   private stopping: Promise<void> | undefined;
 
@@ -83,16 +95,32 @@ export class PushAppServer {
     this.store = store;
     this.apps = apps;
     this.logger = logger;
+    this.credentialsExpiry = apnsCertificateExpiries(config);
+    this.metrics = config.metrics.enabled ? new PrometheusTelemetry({
+      sources: {
+        componentConnected: () => this.xmpp.component.state === 'online',
+        appsDegraded: () => this.apps.all().map((app) => ({ app: app.name, degraded: app.provider.status().state !== 'ok' })),
+        credentialsExpiry: () => this.credentialsExpiry,
+      },
+    }) : undefined;
+    this.telemetry = this.metrics ? fanOut(this.metrics, this.recent) : this.recent;
     this.registrations = new Registrations(store, apps, Date.now, {
       maxPerJid: config.registration.maxPerJid,
       allowedDomains: (app) => config.apps.get(app)?.allowedDomains,
+      telemetry: this.telemetry,
     });
-    this.expiry = new ExpirySweeper(store, logger.child('expiry'), { expireDays: config.registration.expireDays });
+    this.expiry = new ExpirySweeper(store, logger.child('expiry'), {
+      expireDays: config.registration.expireDays,
+      onRemoved: () => {
+        if (this.metrics) store.countByApp().then((counts) => this.metrics!.registrationsExpired(counts), (error) => logger.warn('cannot recount registrations after expiry', { error }));
+      },
+    });
     this.dispatcher = new Dispatcher(store, apps, logger.child('dispatch'), {
       timeoutMs: config.push.timeoutMs,
       maxInFlight: config.push.maxInFlight,
       retryMaxAttempts: config.push.retryMaxAttempts,
       retryMaxDelayMs: config.push.retryMaxDelayS * 1000,
+      telemetry: this.telemetry,
       retryMaxAgeMs: config.push.retryMaxAgeS * 1000,
       retryMaxBackoffMs: config.push.retryMaxBackoffS * 1000,
       minIntervalMs: config.push.minIntervalMs,
@@ -106,7 +134,7 @@ export class PushAppServer {
       maxStatelessInFlight: config.push.maxStatelessInFlight,
     });
     // Asked in this order: a stored node wins over the stateless reading of the same publish.
-    this.dispatcher.addResolver(new RegisteredNodes(store, apps, logger.child('dispatch')));
+    this.dispatcher.addResolver(new RegisteredNodes(store, apps, logger.child('dispatch'), Date.now, this.telemetry));
     this.dispatcher.addResolver(new StatelessDialect(store, apps, logger.child('stateless')));
     this.dispatcher.addResolver(new Push2Resolver(store, apps, logger.child('push2'), { audiences: config.push2.audiences, clockSkewS: config.push2.clockSkewS }));
     this.xmpp = new XmppService({
@@ -122,6 +150,11 @@ export class PushAppServer {
       stableAfterMs: config.xmpp.stableAfterMs,
       maxOutboxBytes: config.xmpp.maxOutboxBytes,
     }, this.dispatcher, logger.child('xmpp'));
+    let wasOnline = false;
+    this.xmpp.component.on('online', () => {
+      if (wasOnline) this.metrics?.componentReconnected();
+      wasOnline = true;
+    });
     this.xmpp.useCommands(new AdHocCommands({
       registrations: this.registrations,
       p2: config.p2,
@@ -143,6 +176,30 @@ export class PushAppServer {
         registrationsPerIpPerMinute: config.registration.httpPerIpPerMinute,
         logger: logger.child('http'),
       });
+      addOpsRoutes(this.http, {
+        adminToken: config.http.adminToken,
+        readiness: {
+          component: () => this.xmpp.component,
+          store,
+          apps: () => this.apps.all().map((app) => ({ name: app.name, providerKind: app.providerKind, status: app.provider.status() })),
+          credentialsExpiry: () => this.credentialsExpiry,
+        },
+        metrics: this.metrics ? { text: () => this.metrics!.metrics(), contentType: this.metrics.contentType, token: config.metrics.token } : undefined,
+      });
+      if (config.http.adminToken !== undefined) {
+        addAdminRoutes(this.http, {
+          adminToken: config.http.adminToken,
+          store,
+          apps,
+          recent: this.recent,
+          component: () => this.xmpp.component,
+          componentJid: config.xmpp.componentJid,
+          credentialsExpiry: () => this.credentialsExpiry,
+          pushTimeoutMs: config.push.timeoutMs,
+          telemetry: this.telemetry,
+          logger: logger.child('admin'),
+        });
+      }
     }
   }
 
@@ -156,6 +213,9 @@ export class PushAppServer {
       throw error;
     }
     const server = new PushAppServer(config, store, apps, logger);
+    // Counted once; registration events keep the gauge from here on.
+    server.metrics?.setRegistrationCounts(await store.countByApp(), apps.names());
+    server.telemetry.retriesPending(await store.countRetries());
     try {
       if (server.http) {
         server.httpAddress = await server.http.listen(config.http.host, config.http.port);

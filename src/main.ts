@@ -11,6 +11,7 @@ import { pushDocument, type Config } from './config/schema.ts';
 import { createLogger } from './log.ts';
 import { openStore } from './store/open.ts';
 import { generateVapidKeys } from './providers/web-push-crypto.ts';
+import { sendTestCommand, statsCommand } from './ops/cli.ts';
 
 const USAGE = `push-appserver: an XMPP push app server (XEP-0357) attached as an XEP-0114 component
 
@@ -20,6 +21,9 @@ Usage:
   push-appserver registrations list [--config FILE]
   push-appserver registrations show NODE [--config FILE]
   push-appserver registrations remove NODE [--config FILE]
+  push-appserver send-test NODE [--config FILE]   send a test push to one registration; print the provider's answer
+                                                  (exit status 0 only when delivered)
+  push-appserver stats [--config FILE]            registrations per app, retries pending, the last errors
   push-appserver vapid-keys                       print a fresh WebPush VAPID key pair (TOML lines for a webpush app)
   push-appserver help
 
@@ -63,7 +67,8 @@ export function effectiveDocument(config: Config): Record<string, unknown> {
     storage: { url: config.storage.url.replace(/\/\/([^:@/]*):[^@]*@/, '//$1:********@') },
     push: pushDocument(config.push),
     push2: { audiences: config.push2.audiences, clock_skew_s: config.push2.clockSkewS },
-    log: { level: config.log.level },
+    log: { level: config.log.level, format: config.log.format },
+    metrics: { enabled: config.metrics.enabled, ...(config.metrics.token !== undefined ? { token: config.metrics.token } : {}) },
     apps,
   };
   if (Object.keys(config.dialects.table).length > 0) document.dialects = config.dialects.table;
@@ -72,7 +77,7 @@ export function effectiveDocument(config: Config): Record<string, unknown> {
 
 async function serve(configPath: string | undefined): Promise<number> {
   const { config, environmentKeys } = loadConfig(configPath);
-  const logger = createLogger({ level: config.log.level });
+  const logger = createLogger({ level: config.log.level, format: config.log.format });
   if (environmentKeys.length > 0) logger.info('configuration overridden from the environment', { keys: environmentKeys.join(',') });
   // Handlers first: a signal while starting (systemd stopping a fresh unit) must stop gracefully too.
   let stopRequested: (() => void) | undefined;
@@ -168,6 +173,15 @@ export async function main(argv: string[]): Promise<number> {
         return checkConfig(configPath);
       case 'registrations':
         return await registrations(rest, configPath);
+      case 'send-test': {
+        if (rest.length !== 1) {
+          process.stderr.write(`push-appserver: send-test needs exactly one NODE\n\n${USAGE}`);
+          return 2;
+        }
+        return await sendTestCommand(loadConfig(configPath).config, rest[0]);
+      }
+      case 'stats':
+        return await statsCommand(loadConfig(configPath).config);
       case 'vapid-keys': {
         const keys = generateVapidKeys();
         process.stdout.write(`vapid_public_key = "${keys.publicKey}"\nvapid_private_key = "${keys.privateKey}"\n`);

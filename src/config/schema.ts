@@ -4,7 +4,7 @@
  * (providers/registry.ts), so this file knows only what every app has.
  */
 import { TableReader, type Table } from './reader.ts';
-import type { LogLevel } from '../log.ts';
+import type { LogFormat, LogLevel } from '../log.ts';
 
 export interface XmppConfig {
   componentJid: string;
@@ -104,6 +104,13 @@ export function pushDocument(push: PushConfig): Record<string, number> {
   };
 }
 
+export interface MetricsConfig {
+  /** `GET /metrics` (Prometheus text format) on the HTTP listener. */
+  enabled: boolean;
+  /** When set, scrapes must send `Authorization: Bearer <token>`. */
+  token: string | undefined;
+}
+
 export interface AppConfig {
   name: string;
   provider: string;
@@ -147,7 +154,8 @@ export interface Config {
   push: PushConfig;
   push2: Push2Config;
   registration: RegistrationConfig;
-  log: { level: LogLevel };
+  log: { level: LogLevel; format: LogFormat };
+  metrics: MetricsConfig;
   apps: Map<string, AppConfig>;
   /** Raw dialect tables (`[dialects.p2]` …), as written (for check-config's effective document). */
   dialects: TableReader;
@@ -252,8 +260,16 @@ export function readConfig(document: Table, source: string): Config {
   r.rejectUnknownKeys();
 
   const l = root.section('log');
-  const log = { level: l.oneOf('level', ['debug', 'info', 'warn', 'error'] as const, 'info') };
+  const log = {
+    level: l.oneOf('level', ['debug', 'info', 'warn', 'error'] as const, 'info'),
+    format: l.oneOf('format', ['text', 'json'] as const, 'text'),
+  };
   l.rejectUnknownKeys();
+
+  const m = root.section('metrics');
+  const metrics: MetricsConfig = { enabled: m.boolean('enabled', true), token: m.optionalString('token') };
+  if (metrics.token !== undefined && metrics.token.trim() === '') m.fail('token', 'must not be empty (leave it out for an open /metrics)');
+  m.rejectUnknownKeys();
 
   const appsTable = root.section('apps');
   const apps = new Map<string, AppConfig>();
@@ -276,7 +292,7 @@ export function readConfig(document: Table, source: string): Config {
   dialects.rejectUnknownKeys();
   root.rejectUnknownKeys();
 
-  return { source, xmpp, http, storage, push, push2, registration, log, apps, dialects, p2 };
+  return { source, xmpp, http, storage, push, push2, registration, log, metrics, apps, dialects, p2 };
 }
 
 function readPush2(table: TableReader, componentJid: string): Push2Config {

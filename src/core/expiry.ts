@@ -13,6 +13,8 @@ export interface ExpiryOptions {
   batchSize?: number;
   intervalMs?: number;
   now?: () => number;
+  /** Called after a sweep that removed registrations (the metrics recount them). */
+  onRemoved?: (removed: number) => void;
 }
 
 const DAY_MS = 24 * 3600 * 1000;
@@ -24,6 +26,7 @@ export class ExpirySweeper {
   private readonly batchSize: number;
   private readonly intervalMs: number;
   private readonly now: () => number;
+  private readonly onRemoved: ((removed: number) => void) | undefined;
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<number> | undefined;
   private stopped = true;
@@ -35,6 +38,7 @@ export class ExpirySweeper {
     this.batchSize = options.batchSize ?? 500;
     this.intervalMs = options.intervalMs ?? 3600_000;
     this.now = options.now ?? Date.now;
+    this.onRemoved = options.onRemoved;
   }
 
   get enabled(): boolean {
@@ -87,6 +91,7 @@ export class ExpirySweeper {
       await new Promise((resolve) => setImmediate(resolve));
     }
     if (removed > 0) this.logger.info('expired registrations removed', { removed, expire_days: this.expireMs / DAY_MS });
+    if (removed > 0) this.onRemoved?.(removed);
     return removed;
   }
 }

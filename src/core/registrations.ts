@@ -21,6 +21,7 @@ import type { Registration, Store } from '../store/types.ts';
 import type { AppDirectory } from './apps.ts';
 import { canonicalP256Key } from './jwt-verify.ts';
 import { newNode, newSecret, secretsEqual } from './secrets.ts';
+import { noTelemetry, type RegistrationDialect, type Telemetry } from './telemetry.ts';
 
 export const LIMITS = { app: 64, deviceId: 256, token: 4096, scope: 3071 } as const;
 
@@ -52,6 +53,8 @@ export interface RegisterInput {
   deviceIdAsNode?: boolean;
   /** A group chat (bare JID) the device registers for separately (p2's `muc`). */
   group?: string;
+  /** Who asks, for the metrics (default `http`). */
+  dialect?: RegistrationDialect;
   /**
    * Push 2.0: the client's JWT public key (base64 or base64url of the 65-byte P-256 point), so only
    * notifications signed with it are accepted; absent: the first valid one is pinned. `field` names
@@ -75,6 +78,8 @@ export interface UnregisterInput {
    * without its secret, so nobody can remove someone else's registration by naming its device id.
    */
   anonymous?: boolean;
+  /** Who asks, for the metrics (default `http`). */
+  dialect?: RegistrationDialect;
 }
 
 export interface RegistrationsOptions {
@@ -82,6 +87,8 @@ export interface RegistrationsOptions {
   maxPerJid?: number;
   /** apps.NAME.allowed_domains: the domains that may register for an app; undefined = every one. */
   allowedDomains?: (app: string) => readonly string[] | undefined;
+  /** Every registration created, renewed or removed is reported here (the registration gauge). */
+  telemetry?: Telemetry;
 }
 
 /** The one answer for "no such registration" and "not yours". */
@@ -124,12 +131,14 @@ export class Registrations {
   private readonly apps: AppDirectory;
   private readonly now: () => number;
   private readonly options: RegistrationsOptions;
+  private readonly telemetry: Telemetry;
 
   constructor(store: Store, apps: AppDirectory, now: () => number = Date.now, options: RegistrationsOptions = {}) {
     this.store = store;
     this.apps = apps;
     this.now = now;
     this.options = options;
+    this.telemetry = options.telemetry ?? noTelemetry;
   }
 
   async register(input: RegisterInput): Promise<RegisterResult> {
@@ -164,7 +173,7 @@ export class Registrations {
       && (push2Key === null || (registration.push2Key ?? null) === null || registration.push2Key === push2Key);
 
     const existing = await this.store.getByDevice(input.app, primaryKey);
-    if (sameAs(existing)) return this.renewed(existing!, now, push2Key);
+    if (sameAs(existing)) return this.renewed(existing!, now, push2Key, input.dialect);
 
     let deviceKey = primaryKey;
     let replaces: string | undefined;
@@ -174,7 +183,7 @@ export class Registrations {
       // Unproven, and not the owner's secret: a registration of its own beside the existing one.
       deviceKey = besideKeyOf(primaryKey, input.token);
       const beside = await this.store.getByDevice(input.app, deviceKey);
-      if (sameAs(beside)) return this.renewed(beside!, now, push2Key);
+      if (sameAs(beside)) return this.renewed(beside!, now, push2Key, input.dialect);
       replaces = beside?.node;
     } else if (proven && (this.options.maxPerJid ?? 0) > 0 && (await this.store.countByScope(input.scope!)) >= this.options.maxPerJid!) {
       return { ok: false, failure: { code: 'limited', message: `${input.scope} holds the most registrations allowed (registration.max_per_jid = ${this.options.maxPerJid})`, retryAfterMs: 3_600_000 } };
@@ -206,13 +215,18 @@ export class Registrations {
       if (sameAs(raced)) return { ok: true, registration: raced!, created: false };
       if (raced && !proven) return { ok: false, failure: { code: 'limited', message: 'another registration of this device is being made: try again', retryAfterMs: 1000 } };
       registration.node = newNode();
-      await this.store.insert(registration, raced?.node ?? replaces);
+      replaces = raced?.node ?? replaces;
+      await this.store.insert(registration, replaces);
     }
+    // A new token for a known device replaces its registration: the old one is removed.
+    if (replaces !== undefined) this.telemetry.registrationChanged(input.app, input.dialect ?? 'http', 'removed');
+    this.telemetry.registrationChanged(input.app, input.dialect ?? 'http', 'created');
     return { ok: true, registration, created: true };
   }
 
-  private async renewed(existing: Registration, now: number, push2Key: string | null = null): Promise<RegisterResult> {
+  private async renewed(existing: Registration, now: number, push2Key: string | null = null, dialect: RegistrationDialect = 'http'): Promise<RegisterResult> {
     await this.store.renew(existing.node, now);
+    this.telemetry.registrationChanged(existing.app, dialect, 'renewed');
     // Push 2.0: a key given now for a registration that holds none is pinned (first wins).
     const pinned = existing.push2Key ?? null;
     if (push2Key !== null && pinned === null) await this.store.setPush2Key(existing.node, push2Key);
@@ -233,7 +247,7 @@ export class Registrations {
     const registration = input.anonymous === true || input.scope === undefined ? await this.findForHttp(input) : await this.findForJid(input, input.scope);
     if (!registration) return { ok: false, failure: NOT_FOUND };
     if (input.secret !== undefined && !secretsEqual(registration.secret, input.secret)) return { ok: false, failure: NOT_FOUND };
-    await this.store.remove(registration.node);
+    if (await this.store.remove(registration.node)) this.telemetry.registrationChanged(registration.app, input.dialect ?? 'http', 'removed');
     return { ok: true, node: registration.node };
   }
 

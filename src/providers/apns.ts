@@ -97,6 +97,7 @@ export class ApnsProvider implements Provider {
         }
       }
       const outcome = outcomeFromApnsResponse(response, this.now());
+      outcome.status = response.status;
       if (outcome.kind === 'token-dead') this.logger.info('APNS says the device token is dead', { node: target.node, token: shortToken(target.token), reason: outcome.reason, since: outcome.since });
       return this.noted(outcome);
     }

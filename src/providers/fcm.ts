@@ -263,6 +263,7 @@ export class FcmProvider implements Provider {
         return this.noted({ kind: 'retry-after', ms: 0, reason: `FCM unreachable: ${error.message}` });
       }
       const outcome = outcomeFromFcmResponse(response, Date.now());
+      outcome.status = response.status;
       // A plain 401 is about our access token; THIRD_PARTY_AUTH_ERROR is about the APNs/Web Push credentials in Firebase.
       if (response.status === 401 && fcmErrorCodeOf(googleErrorOf(response.body)) === undefined) {
         this.tokens.invalidate(auth.token);

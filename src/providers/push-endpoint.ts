@@ -131,7 +131,9 @@ export class PushEndpointClient {
         });
         response.on('end', () => {
           const text = Buffer.concat(chunks).subarray(0, MAX_REASON_BYTES).toString('utf8');
-          finish(outcomeOfAnswer({ status: response.statusCode ?? 0, headers: response.headers, text }, this.options.authFailure, this.now()));
+          const outcome = outcomeOfAnswer({ status: response.statusCode ?? 0, headers: response.headers, text }, this.options.authFailure, this.now());
+          outcome.status = response.statusCode;
+          finish(outcome);
         });
         response.on('error', (error) => finish({ kind: 'retry-after', ms: 0, reason: `endpoint answer broke off: ${error.message}` }));
       });

@@ -8,7 +8,7 @@
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
-import type { PendingRetry, Registration, Store, StoreHealth, StoredRetry } from './types.ts';
+import type { PendingRetry, Registration, RegistrationPage, RegistrationQuery, Store, StoreHealth, StoredRetry } from './types.ts';
 import { WalCheckpointer } from './wal-checkpointer.ts';
 import type { Notification, Urgency } from '../providers/types.ts';
 
@@ -239,6 +239,7 @@ export class SqliteStore implements Store {
       retryLeaseUpdate: p('UPDATE pending_retries SET due_at = ? WHERE node = ?'),
       retryFinish: p('DELETE FROM pending_retries WHERE node = ? AND revision = ?'),
       retryReschedule: p('UPDATE pending_retries SET due_at = ?, attempt = ?, reason = ? WHERE node = ?'),
+      countByApp: p('SELECT app, count(*) AS n FROM registrations GROUP BY app'),
       retryCount: p('SELECT count(*) AS n FROM pending_retries'),
     };
   }
@@ -559,6 +560,48 @@ export class SqliteStore implements Store {
   async isTokenBlocked(app: string, token: string, now: number): Promise<boolean> {
     const row = this.statements.blockedUntil.get(app, token) as { until: number } | undefined;
     return row !== undefined && row.until > now;
+  }
+
+  async countByApp(): Promise<Map<string, number>> {
+    const rows = this.statements.countByApp.all() as unknown as Array<{ app: string; n: number }>;
+    return new Map(rows.map((row) => [row.app, row.n]));
+  }
+
+  async search(query: RegistrationQuery): Promise<RegistrationPage> {
+    this.flush();
+    const where: string[] = [];
+    const values: Array<string | number> = [];
+    const prefix = (column: string, value: string) => {
+      where.push(`substr(${column}, 1, ?) = ?`);
+      values.push(value.length, value);
+    };
+    if (query.node) prefix('node', query.node);
+    if (query.tokenPrefix) prefix('token', query.tokenPrefix);
+    if (query.jid) {
+      // Made over XMPP by the JID (`jid|device`), or over HTTP naming it (`|jid=<jid>|device`).
+      const jid = query.jid.replace(/[\\%_]/g, (c) => `\\${c}`);
+      where.push("(device_key LIKE ? ESCAPE '\\' OR device_key LIKE ? ESCAPE '\\')");
+      values.push(`${jid}|%`, `|jid=${jid}|%`);
+    }
+    if (query.app) {
+      where.push('app = ?');
+      values.push(query.app);
+    }
+    if (query.failedOnly) where.push('last_error_at IS NOT NULL');
+    const condition = where.length > 0 ? `WHERE ${where.join(' AND ')}` : '';
+    const order = query.failedOnly ? 'ORDER BY last_error_at DESC, node' : 'ORDER BY node';
+    const { n } = this.db.prepare(`SELECT count(*) AS n FROM registrations ${condition}`).get(...values) as { n: number };
+    const rows = this.db.prepare(`SELECT * FROM registrations ${condition} ${order} LIMIT ? OFFSET ?`)
+      .all(...values, query.limit, query.offset) as unknown as Row[];
+    return { registrations: rows.map(toRegistration), total: n };
+  }
+
+  async probeWrite(): Promise<void> {
+    // A node with a space is never a registration's (nodes are printable ASCII without spaces).
+    this.transaction(() => {
+      this.statements.retryInsert.run(' write-probe', Number.MAX_SAFE_INTEGER, 0, 'normal', 'readiness probe');
+      this.statements.retryDelete.run(' write-probe');
+    });
   }
 
   async ping(): Promise<void> {

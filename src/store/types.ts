@@ -40,6 +40,27 @@ export interface PendingRetry {
   reason: string;
 }
 
+/** What the admin page and `stats` search registrations by; every criterion given must match. */
+export interface RegistrationQuery {
+  /** The node starts with this. */
+  node?: string;
+  /** The device token starts with this. */
+  tokenPrefix?: string;
+  /** Registered by this bare JID (over XMPP, or over HTTP naming it), case-insensitively. */
+  jid?: string;
+  app?: string;
+  /** Only registrations whose last push failed, the most recent failure first. */
+  failedOnly?: boolean;
+  offset: number;
+  limit: number;
+}
+
+export interface RegistrationPage {
+  registrations: Registration[];
+  /** How many match in all (for paging). */
+  total: number;
+}
+
 /**
  * A push that is still owed to a device (issue #11): a provider asked us to retry, a publish was
  * throttled into a later push, or it was on its way when we stopped. The row holds everything the
@@ -140,6 +161,14 @@ export interface Store {
   /** Token block list for the stateless dialect: dead tokens are not sent to again until expiry. */
   blockToken(app: string, token: string, until: number): Promise<void>;
   isTokenBlocked(app: string, token: string, now: number): Promise<boolean>;
+
+  /** Registrations per app, counted once (at start; the metrics keep the gauge up to date from events). */
+  countByApp(): Promise<Map<string, number>>;
+  /** Registrations matching the query, ordered by node (or by failure time with `failedOnly`); for operators, not the hot path. */
+  search(query: RegistrationQuery): Promise<RegistrationPage>;
+
+  /** Writes and removes a marker in one transaction; throws when the backend cannot write (for readiness). */
+  probeWrite(): Promise<void>;
 
   /** Throws when the backend cannot answer (for health). */
   ping(): Promise<void>;

@@ -260,48 +260,48 @@ describe('APNS answers', () => {
   test('410 Unregistered is a dead token carrying the answer timestamp', async () => {
     const { mock, apns } = await tokenSetup();
     mock.setBehaviour(testDeviceToken(10), { kind: 'unregistered', timestamp: 1_700_000_000_000 });
-    assert.deepEqual(await apns.send(target(10), withBody), { kind: 'token-dead', reason: 'APNS 410 Unregistered', since: 1_700_000_000_000 });
+    assert.deepEqual(await apns.send(target(10), withBody), { kind: 'token-dead', reason: 'APNS 410 Unregistered', since: 1_700_000_000_000, status: 410 });
   });
 
   test('400 TopicDisallowed is our configuration, never the token', async () => {
     const { mock, apns } = await tokenSetup();
     mock.setBehaviour(testDeviceToken(12), { kind: 'bad-request', reason: 'TopicDisallowed' });
-    assert.deepEqual(await apns.send(target(12), withBody), { kind: 'credentials-rejected', reason: 'APNS 400 TopicDisallowed' });
+    assert.deepEqual(await apns.send(target(12), withBody), { kind: 'credentials-rejected', reason: 'APNS 400 TopicDisallowed', status: 400 });
   });
 
   for (const reason of ['BadDeviceToken', 'DeviceTokenNotForTopic']) {
     test(`400 ${reason} is a dead token`, async () => {
       const { mock, apns } = await tokenSetup();
       mock.setBehaviour(testDeviceToken(11), { kind: 'bad-request', reason });
-      assert.deepEqual(await apns.send(target(11), withBody), { kind: 'token-dead', reason: `APNS 400 ${reason}` });
+      assert.deepEqual(await apns.send(target(11), withBody), { kind: 'token-dead', reason: `APNS 400 ${reason}`, status: 400 });
     });
   }
 
   test('400 with another reason rejects this notification but keeps the token', async () => {
     const { mock, apns } = await tokenSetup();
     mock.setBehaviour(testDeviceToken(12), { kind: 'bad-request', reason: 'BadCollapseId' });
-    assert.deepEqual(await apns.send(target(12), withBody), { kind: 'rejected', reason: 'APNS 400 BadCollapseId' });
+    assert.deepEqual(await apns.send(target(12), withBody), { kind: 'rejected', reason: 'APNS 400 BadCollapseId', status: 400 });
   });
 
   test('429 with retry-after is retried after that many seconds', async () => {
     const { mock, apns } = await tokenSetup();
     mock.setBehaviour(testDeviceToken(13), { kind: 'too-many-requests', retryAfterS: 30 });
-    assert.deepEqual(await apns.send(target(13), withBody), { kind: 'retry-after', ms: 30_000, reason: 'APNS 429 TooManyRequests' });
+    assert.deepEqual(await apns.send(target(13), withBody), { kind: 'retry-after', ms: 30_000, reason: 'APNS 429 TooManyRequests', status: 429 });
   });
 
   test('500 and 503 are retried later, honouring retry-after', async () => {
     const { mock, apns } = await tokenSetup();
     mock.setBehaviour(testDeviceToken(14), { kind: 'server-error', status: 500 });
     mock.setBehaviour(testDeviceToken(15), { kind: 'server-error', status: 503, retryAfterS: 5 });
-    assert.deepEqual(await apns.send(target(14), withBody), { kind: 'retry-after', ms: 0, reason: 'APNS 500 InternalServerError' });
-    assert.deepEqual(await apns.send(target(15), withBody), { kind: 'retry-after', ms: 5_000, reason: 'APNS 503 ServiceUnavailable' });
+    assert.deepEqual(await apns.send(target(14), withBody), { kind: 'retry-after', ms: 0, reason: 'APNS 500 InternalServerError', status: 500 });
+    assert.deepEqual(await apns.send(target(15), withBody), { kind: 'retry-after', ms: 5_000, reason: 'APNS 503 ServiceUnavailable', status: 503 });
   });
 
   test('403 InvalidProviderToken rejects our credentials and degrades the app until a push succeeds', async () => {
     const { mock, apns } = await tokenSetup();
     assert.deepEqual(apns.status(), { state: 'ok' });
     mock.setBehaviour(testDeviceToken(16), [{ kind: 'forbidden', reason: 'InvalidProviderToken' }, { kind: 'ok' }]);
-    assert.deepEqual(await apns.send(target(16), withBody), { kind: 'credentials-rejected', reason: 'APNS 403 InvalidProviderToken' });
+    assert.deepEqual(await apns.send(target(16), withBody), { kind: 'credentials-rejected', reason: 'APNS 403 InvalidProviderToken', status: 403 });
     const degraded = apns.status();
     assert.equal(degraded.state, 'degraded');
     assert.match(degraded.detail ?? '', /rejected our credentials \(key TESTKEY001 of team TESTTEAM01\): APNS 403 InvalidProviderToken/);
@@ -313,7 +313,7 @@ describe('APNS answers', () => {
     const clock = movableClock();
     const mock = await mockApns({ now: clock.now, keys: [{ keyId: key.keyId, teamId: key.teamId, key: createTestApnsKey().privateKey }] });
     const apns = provider(parse(tokenTable(mock)), { now: clock.now });
-    assert.deepEqual(await apns.send(target(17), withBody), { kind: 'credentials-rejected', reason: 'APNS 403 InvalidProviderToken' });
+    assert.deepEqual(await apns.send(target(17), withBody), { kind: 'credentials-rejected', reason: 'APNS 403 InvalidProviderToken', status: 403 });
     assert.equal(apns.status().state, 'degraded');
   });
 
@@ -373,7 +373,7 @@ describe('APNS provider token', () => {
     await apns.send(target(23), withBody);
     clock.advance(25 * 60_000);
     mock.setBehaviour(testDeviceToken(23), { kind: 'expired-provider-token' });
-    assert.deepEqual(await apns.send(target(23), withBody), { kind: 'credentials-rejected', reason: 'APNS 403 ExpiredProviderToken' });
+    assert.deepEqual(await apns.send(target(23), withBody), { kind: 'credentials-rejected', reason: 'APNS 403 ExpiredProviderToken', status: 403 });
     assert.equal(mock.jwts().length, 2);
     clock.advance(5 * 60_000);
     assert.equal((await apns.send(target(23), withBody)).kind, 'credentials-rejected');

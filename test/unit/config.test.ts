@@ -79,6 +79,20 @@ test('environment variables override single keys, with string values coerced', (
   assert.equal(config.http.debug, true);
 });
 
+test('metrics are on and open by default, logs are text', () => {
+  const config = readConfig(defaultDocument(), 'built-in defaults');
+  assert.deepEqual(config.metrics, { enabled: true, token: undefined });
+  assert.equal(config.log.format, 'text');
+});
+
+test('metrics.enabled, metrics.token and log.format are read, and a wrong log format names the key', () => {
+  const config = readConfig(parseDocument('[metrics]\nenabled = false\ntoken = "scrape-token"\n[log]\nformat = "json"\n[apps.a]\nprovider = "log"\n', 'ops.toml'), 'ops.toml');
+  assert.deepEqual(config.metrics, { enabled: false, token: 'scrape-token' });
+  assert.equal(config.log.format, 'json');
+  assert.equal(configError('[log]\nformat = "xml"\n[apps.a]\nprovider = "log"\n').key, 'log.format');
+  assert.equal(configError('[metrics]\ntoken = " "\n[apps.a]\nprovider = "log"\n').key, 'metrics.token');
+});
+
 test('http.debug without an admin token, a short one or an empty one is a configuration error', () => {
   assert.equal(configError('[http]\ndebug = true\n[apps.a]\nprovider = "log"\n').key, 'http.debug');
   assert.equal(configError('[http]\ndebug = true\nadmin_token = "short"\n[apps.a]\nprovider = "log"\n').key, 'http.admin_token');

@@ -15,18 +15,21 @@ import { domainOf, type DispatchResult, type PushRequest } from '../dispatcher.t
 import type { Resolution, ResolvedTarget, Resolver } from '../pipeline.ts';
 import { secretsEqual } from '../secrets.ts';
 import { urgencyOf } from '../summary.ts';
+import { noTelemetry, type Telemetry } from '../telemetry.ts';
 
 export class RegisteredNodes implements Resolver {
   private readonly store: Store;
   private readonly apps: AppDirectory;
   private readonly logger: Logger;
   private readonly now: () => number;
+  private readonly telemetry: Telemetry;
 
-  constructor(store: Store, apps: AppDirectory, logger: Logger, now: () => number = Date.now) {
+  constructor(store: Store, apps: AppDirectory, logger: Logger, now: () => number = Date.now, telemetry: Telemetry = noTelemetry) {
     this.store = store;
     this.apps = apps;
     this.logger = logger;
     this.now = now;
+    this.telemetry = telemetry;
   }
 
   async resolve(request: PushRequest): Promise<Resolution | undefined> {
@@ -59,6 +62,8 @@ export class RegisteredNodes implements Resolver {
 
   async tokenDead(target: ResolvedTarget, outcome: Extract<Outcome, { kind: 'token-dead' }>): Promise<DispatchResult> {
     const removed = await this.store.removeIfNotRenewedSince(target.node, outcome.since ?? this.now());
+    // For the registration gauge; a domain-bound registration was (almost always) made over XMPP.
+    if (removed) this.telemetry.registrationChanged(target.app.name, target.registration?.boundDomain ? 'xmpp' : 'http', 'token_dead');
     this.logger.info(removed ? 'token is dead, registration removed' : 'token reported dead, but the device re-registered since', { app: target.app.name, node: target.node, reason: outcome.reason });
     return removed ? { kind: 'not-found' } : { kind: 'temporary', reason: outcome.reason };
   }

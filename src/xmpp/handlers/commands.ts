@@ -249,6 +249,7 @@ export class AdHocCommands {
           token: fields.get('token') ?? '',
           scope: requester.bare,
           boundDomain: requester.domain,
+          dialect: 'xmpp',
           deviceIdAsNode: true,
           ...push2KeyOf(fields),
         });
@@ -277,7 +278,7 @@ export class AdHocCommands {
         { var: 'node', label: 'Device id or node', required: true },
       ],
       run: async ({ requester, service, fields }) => {
-        const result = await this.registrations.unregister({ app: fields.get('type') ?? '', deviceId: fields.get('node') ?? '', scope: requester.bare });
+        const result = await this.registrations.unregister({ app: fields.get('type') ?? '', deviceId: fields.get('node') ?? '', scope: requester.bare, dialect: 'xmpp' });
         this.logged(COMMAND_NODES.v1Unregister, requester, result);
         if (!result.ok) return failureError(result.failure, fieldNames);
         return [
@@ -322,6 +323,7 @@ export class AdHocCommands {
           token: fields.get('token') ?? '',
           scope: requester.bare,
           boundDomain: requester.domain,
+          dialect: 'xmpp',
           group,
           ...push2KeyOf(fields),
         });
@@ -349,7 +351,7 @@ export class AdHocCommands {
       run: async ({ requester, service: jid, fields }) => {
         const group = AdHocCommands.groupOf(fields);
         if (typeof group === 'object') return group;
-        const result = await this.registrations.unregister({ app: app ?? '', deviceId: fields.get('device-id') ?? '', scope: requester.bare, group });
+        const result = await this.registrations.unregister({ app: app ?? '', deviceId: fields.get('device-id') ?? '', scope: requester.bare, group, dialect: 'xmpp' });
         this.logged(node, requester, result);
         if (!result.ok) return failureError(result.failure, fieldNames);
         return [
