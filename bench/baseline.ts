@@ -4,7 +4,7 @@
  * CPU per push are the yardstick for ours: absolute figures vary by machine, the ratio much less.
  */
 import { randomBytes } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -12,7 +12,7 @@ import type { ForwarderConfig } from './baseline-forwarder.ts';
 import { Child } from './children.ts';
 import { ProcessWatcher } from './proc-stats.ts';
 import type { ProviderSetup } from './providers.ts';
-import { runPushPhase, type PushTargets } from './push-load.ts';
+import { monotonicMs, runPushPhase, type PushTargets } from './push-load.ts';
 import { round1, round3, type Percentiles } from './stats.ts';
 import { XmppPeer } from './xmpp-peer.ts';
 
@@ -29,6 +29,8 @@ export interface BaselineOptions {
   timeoutMs: number;
   dir: string;
   env: NodeJS.ProcessEnv;
+  /** `--profile DIR`: the forwarder's CPU profile goes to DIR/baseline, with its own push-phase.json. */
+  profileDir?: string;
 }
 
 export interface BaselineResult {
@@ -74,8 +76,9 @@ export async function runBaseline(options: BaselineOptions): Promise<BaselineRes
   const configFile = join(options.dir, 'baseline.json');
   writeFileSync(configFile, JSON.stringify(config));
 
+  const profileDir = options.profileDir === undefined ? undefined : join(options.profileDir, 'baseline');
   const forwarder = new Child('baseline', process.execPath, [
-    ...serverLikeNodeFlags(options.env), '--disable-warning=ExperimentalWarning', resolve(HERE, 'baseline-forwarder.ts'), '--config', configFile,
+    ...serverLikeNodeFlags(options.env), ...(profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : []), '--disable-warning=ExperimentalWarning', resolve(HERE, 'baseline-forwarder.ts'), '--config', configFile,
   ], { cwd: options.dir, env: options.env });
   let watcher: ProcessWatcher | undefined;
   try {
@@ -88,6 +91,7 @@ export async function runBaseline(options: BaselineOptions): Promise<BaselineRes
     const delivery = options.provider.delivery;
     delivery?.reset();
     let cpuAtCountStart: number | undefined;
+    let countingStartedAtMs = 0;
     const cpuAtStart = watcher.sample()?.cpuS ?? 0;
     const push = await runPushPhase({
       peer,
@@ -98,9 +102,16 @@ export async function runBaseline(options: BaselineOptions): Promise<BaselineRes
       rate: options.rate,
       deadline: Date.now() + options.timeoutMs,
       onSent: delivery ? (index, token, at) => delivery.sent(index >= options.warmup, token, at) : undefined,
-      onCountingStarts: () => { cpuAtCountStart = watcher!.sample()?.cpuS; },
+      onCountingStarts: () => {
+        cpuAtCountStart = watcher!.sample()?.cpuS;
+        countingStartedAtMs = monotonicMs();
+      },
     });
     const after = watcher.sample();
+    if (profileDir) {
+      mkdirSync(profileDir, { recursive: true });
+      writeFileSync(join(profileDir, 'push-phase.json'), JSON.stringify({ startUs: Math.round(countingStartedAtMs * 1000), endUs: Math.round(monotonicMs() * 1000), pushes: push.timedCompleted }));
+    }
     const deliveryReport = delivery ? await delivery.collect(push.sharedNode) : null;
     watcher.stop();
     const errors = new Map<string, number>();

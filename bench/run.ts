@@ -367,6 +367,7 @@ async function main(): Promise<number> {
         timeoutMs,
         dir,
         env,
+        profileDir: options.profileDir,
       });
     }
     await provider.stop();

@@ -352,7 +352,8 @@ export class StreamParser {
       this.events.oversized?.({ name: opening?.name ?? null, attrs: opening?.attrs ?? {}, bytes: total, reason: 'size' });
       return;
     }
-    const text = Buffer.concat(this.buffered).toString('utf8');
+    // Most stanzas arrive within one chunk: decode that slice, without copying it first.
+    const text = this.buffered.length === 1 ? this.buffered[0].toString('utf8') : Buffer.concat(this.buffered).toString('utf8');
     this.leaveUnit();
     let element: Element;
     try {
