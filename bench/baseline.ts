@@ -89,7 +89,7 @@ export async function runBaseline(options: BaselineOptions): Promise<BaselineRes
     await new Promise((r) => setTimeout(r, 500));
     watcher = new ProcessWatcher(forwarder.pid, 100);
     const delivery = options.provider.delivery;
-    delivery?.reset();
+    delivery?.reset?.();
     let cpuAtCountStart: number | undefined;
     let countingStartedAtMs = 0;
     const cpuAtStart = watcher.sample()?.cpuS ?? 0;

@@ -20,11 +20,13 @@ export interface DeliveryReport {
 
 export interface DeliveryTracker {
   /** A publish for this token left the load generator (monotonic ms). */
-  sent(counted: boolean, token: string, monotonicMs: number): void;
+  sent(counted: boolean, token: string, monotonicMs: number, index?: number): void;
+  /** Its answer arrived: `accepted` (iq result or a `wait` error) publishes must be delivered. */
+  answered?(index: number, accepted: boolean): void;
   /** Waits for the last receipts, then matches what is left. */
   collect(allowedUnmatched: number): Promise<DeliveryReport>;
-  /** Forgets every publish and receipt so far, for a second push phase against the same mock. */
-  reset(): void;
+  /** Forgets every publish and receipt so far, for a second push phase against the same mock (--baseline). */
+  reset?(): void;
 }
 
 /** What a client of the APNS mock needs (the bench's own baseline forwarder reads it). */
@@ -96,6 +98,92 @@ class ReceiptMatcher implements DeliveryTracker {
   }
 }
 
+/** Fault mode (--fault-rate, --outage-s): what was accepted, what was delivered, what was lost. */
+export interface DeliveryLedgerReport extends DeliveryReport {
+  accepted: number;
+  delivered: number;
+  lost: number;
+}
+
+/**
+ * Fault mode: the mock sends a receipt only for requests it answered 200. A publish the server
+ * accepted (result or wait) is delivered when a 200 for its device token arrives after it was sent:
+ * one push covers every publish before it (the server merges them). What is left after the server
+ * had time to retry is lost.
+ */
+export class DeliveryLedger implements DeliveryTracker {
+  private readonly waiting = new Map<string, Array<{ at: number; counted: boolean; index: number }>>();
+  private readonly byIndex = new Map<number, string>();
+  private readonly rejected = new Set<number>();
+  private readonly latency = new Samples();
+  private readonly errors = new ErrorTally();
+  private accepted = 0;
+  private delivered = 0;
+  private readonly settleMs: number;
+
+  constructor(settleMs: number) {
+    this.settleMs = settleMs;
+  }
+
+  sent(counted: boolean, token: string, at: number, index = -1): void {
+    const list = this.waiting.get(token);
+    const entry = { at, counted, index };
+    if (list) list.push(entry);
+    else this.waiting.set(token, [entry]);
+    this.byIndex.set(index, token);
+  }
+
+  answered(index: number, accepted: boolean): void {
+    if (accepted) {
+      this.accepted += 1;
+      return;
+    }
+    // Refused (e.g. not-found): nothing is owed; drop it from the waiting list.
+    const token = this.byIndex.get(index);
+    this.byIndex.delete(index);
+    if (token === undefined) return;
+    this.rejected.add(index);
+    const list = this.waiting.get(token);
+    if (!list) return;
+    const at = list.findIndex((entry) => entry.index === index);
+    if (at !== -1) list.splice(at, 1);
+    if (list.length === 0) this.waiting.delete(token);
+  }
+
+  receipt(token: string, at: number): void {
+    const list = this.waiting.get(token);
+    if (!list) return;
+    let covered = 0;
+    while (covered < list.length && list[covered].at <= at) covered += 1;
+    for (const entry of list.splice(0, covered)) {
+      this.byIndex.delete(entry.index);
+      this.delivered += 1;
+      if (entry.counted) this.latency.add(at - entry.at);
+    }
+    if (list.length === 0) this.waiting.delete(token);
+  }
+
+  /** Waits (up to settleMs) until every accepted publish was delivered. */
+  async collect(): Promise<DeliveryLedgerReport> {
+    const started = performance.now();
+    while (this.waiting.size > 0 && performance.now() - started < this.settleMs) await new Promise((r) => setTimeout(r, 100));
+    let lost = 0;
+    for (const list of this.waiting.values()) lost += list.length;
+    if (lost > 0) this.errors.add('accepted-but-not-delivered', lost);
+    return { latency: this.latency, errors: this.errors, unmatched: lost, accepted: this.accepted, delivered: this.delivered, lost };
+  }
+}
+
+export interface FaultOptions {
+  /** Fraction of provider answers that are 503. */
+  faultRate: number;
+  /** A full outage of this many seconds, starting at request `outageAfterRequests`. */
+  outageS: number;
+  outageAfterRequests: number;
+  /** How long to wait after the last answer for the retries to deliver. */
+  settleMs: number;
+}
+
 interface MockReady {
   origin: string;
   caFile: string;
@@ -104,11 +192,16 @@ interface MockReady {
   teamId: string;
 }
 
-async function startApnsMock(mockProcess: MockProcessOptions | undefined): Promise<ProviderSetup> {
-  const matcher = new ReceiptMatcher();
+async function startApnsMock(mockProcess: MockProcessOptions | undefined, faults: FaultOptions | undefined): Promise<ProviderSetup> {
+  const matcher = faults ? new DeliveryLedger(faults.settleMs) : new ReceiptMatcher();
+  const faultArgs = faults ? [
+    '--delivery-receipts',
+    ...(faults.faultRate > 0 ? ['--fault-rate', String(faults.faultRate)] : []),
+    ...(faults.outageS > 0 ? ['--outage-s', String(faults.outageS), '--outage-after-requests', String(faults.outageAfterRequests)] : []),
+  ] : [];
   let ready: (value: MockReady) => void = () => {};
   const announced = new Promise<MockReady>((resolve) => { ready = resolve; });
-  const mock = new Child('mock-apns', process.execPath, ['--disable-warning=ExperimentalWarning', ...(mockProcess?.nodeArgs ?? []), join(ROOT, 'test/support/mock-apns-main.ts'), '--receipts'], {
+  const mock = new Child('mock-apns', process.execPath, ['--disable-warning=ExperimentalWarning', ...(mockProcess?.nodeArgs ?? []), join(ROOT, 'test/support/mock-apns-main.ts'), '--receipts', ...faultArgs], {
     cwd: ROOT,
     env: { ...process.env, ...mockProcess?.env },
     onStdoutLine: (line) => {
@@ -151,8 +244,9 @@ export interface MockProcessOptions {
   nodeArgs: string[];
 }
 
-export async function startProviderSetup(kind: 'apns' | 'log', mockProcess?: MockProcessOptions): Promise<ProviderSetup> {
-  if (kind === 'apns') return startApnsMock(mockProcess);
+export async function startProviderSetup(kind: 'apns' | 'log', mockProcess?: MockProcessOptions, faults?: FaultOptions): Promise<ProviderSetup> {
+  if (kind === 'apns') return startApnsMock(mockProcess, faults);
+  if (faults) throw new Error('--fault-rate and --outage-s need --provider apns');
   return {
     appTable: 'provider = "log"\n# one log line per push would measure the terminal, not the server\nverbose = false\n',
     delivery: undefined,

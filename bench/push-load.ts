@@ -26,6 +26,10 @@ export interface PushPhaseOptions {
   onSent?: (index: number, token: string, monotonicMs: number) => void;
   /** Called just before the first counted publish leaves (to sample the server's CPU there). */
   onCountingStarts?: () => void;
+  /** Called as each answer arrives; `error` is `iq-error:<type>/<condition>` for an error. */
+  onAnswered?: (index: number, ok: boolean, error: string | undefined) => void;
+  /** Fault mode: a `wait` error is an accepted push (to be retried by the server), not an error. */
+  waitIsAccepted?: boolean;
 }
 
 export interface PushPhaseResult {
@@ -42,6 +46,8 @@ export interface PushPhaseResult {
   timeline: { startedAtEpochMs: number; sentAtMs: Float64Array; latencyMs: Float64Array };
   /** Publishes to a node that already had one in flight (the server coalesces those). */
   sharedNode: number;
+  /** Publishes answered with a `wait` error (counted as errors unless waitIsAccepted). */
+  waits: number;
 }
 
 /** A clock shared by every process on the machine (CLOCK_MONOTONIC), in ms, cheap to read. */
@@ -68,6 +74,7 @@ export async function runPushPhase(options: PushPhaseOptions): Promise<PushPhase
   let timedStart = 0;
   let timedEnd = 0;
   let sharedNode = 0;
+  let waits = 0;
 
   const pickTarget = (): number => {
     let index = 0;
@@ -112,9 +119,14 @@ export async function runPushPhase(options: PushPhaseOptions): Promise<PushPhase
     completed += 1;
     if (!reply.ok) {
       const type = reply.error ?? 'iq-error';
-      errors.add(type);
-      if (!errorSamples.has(type)) errorSamples.set(type, reply.text ?? '');
+      const wait = type.startsWith('iq-error:wait/');
+      if (wait) waits += 1;
+      if (!(wait && options.waitIsAccepted)) {
+        errors.add(type);
+        if (!errorSamples.has(type)) errorSamples.set(type, reply.text ?? '');
+      }
     }
+    options.onAnswered?.(index, reply.ok, reply.error);
     if (index >= options.warmup) {
       latency.add(now - sentAt[index]);
       timedCompleted += 1;
@@ -170,5 +182,6 @@ export async function runPushPhase(options: PushPhaseOptions): Promise<PushPhase
     errorSamples,
     timeline: { startedAtEpochMs: performance.timeOrigin + started, sentAtMs: sentAt.map((at) => at - started), latencyMs: latencies },
     sharedNode,
+    waits,
   };
 }

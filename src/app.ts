@@ -207,7 +207,7 @@ export class PushAppServer {
     const apps = createApps(config, logger);
     let store: Store;
     try {
-      store = await openStore(config.storage.url, logger.child('store'));
+      store = await openStore(config.storage.url, logger.child('store'), { poolSize: config.storage.poolSize });
     } catch (error) {
       await apps.close();
       throw error;

@@ -9,7 +9,9 @@ import { loadConfig } from './config/load.ts';
 import { ConfigError } from './config/reader.ts';
 import { pushDocument, type Config } from './config/schema.ts';
 import { createLogger } from './log.ts';
+import { copyRegistrations } from './store/copy.ts';
 import { openStore } from './store/open.ts';
+import { PostgresStore } from './store/postgres.ts';
 import { generateVapidKeys } from './providers/web-push-crypto.ts';
 import { sendTestCommand, statsCommand } from './ops/cli.ts';
 
@@ -24,6 +26,8 @@ Usage:
   push-appserver send-test NODE [--config FILE]   send a test push to one registration; print the provider's answer
                                                   (exit status 0 only when delivered)
   push-appserver stats [--config FILE]            registrations per app, retries pending, the last errors
+  push-appserver migrate [--config FILE]          bring the storage schema up to date and exit
+  push-appserver copy-store --from URL --to URL   copy every registration between stores (sqlite: ⇄ postgres://)
   push-appserver vapid-keys                       print a fresh WebPush VAPID key pair (TOML lines for a webpush app)
   push-appserver help
 
@@ -64,7 +68,7 @@ export function effectiveDocument(config: Config): Record<string, unknown> {
       ...(config.http.adminToken !== undefined ? { admin_token: config.http.adminToken } : {}),
       max_body_bytes: config.http.maxBodyBytes,
     },
-    storage: { url: config.storage.url.replace(/\/\/([^:@/]*):[^@]*@/, '//$1:********@') },
+    storage: { url: config.storage.url.replace(/\/\/([^:@/]*):[^@]*@/, '//$1:********@'), pool_size: config.storage.poolSize },
     push: pushDocument(config.push),
     push2: { audiences: config.push2.audiences, clock_skew_s: config.push2.clockSkewS },
     log: { level: config.log.level, format: config.log.format },
@@ -151,10 +155,52 @@ async function registrations(args: string[], configPath: string | undefined): Pr
   }
 }
 
+async function migrate(configPath: string | undefined): Promise<number> {
+  const { config } = loadConfig(configPath);
+  const store = await openStore(config.storage.url, undefined, { poolSize: 1 });
+  try {
+    const applied = store instanceof PostgresStore ? store.appliedAtOpen : [];
+    const what = applied.length > 0 ? `applied migration${applied.length > 1 ? 's' : ''} ${applied.join(', ')}` : 'nothing to apply';
+    process.stdout.write(`${store.kind} schema is up to date (${what})\n`);
+    return 0;
+  } finally {
+    await store.close();
+  }
+}
+
+async function copyStoreCommand(from: string | undefined, to: string | undefined): Promise<number> {
+  if (!from || !to) {
+    process.stderr.write(`push-appserver: copy-store needs --from URL and --to URL\n\n${USAGE}`);
+    return 2;
+  }
+  if (from === to) {
+    process.stderr.write('push-appserver: copy-store: --from and --to name the same store\n');
+    return 2;
+  }
+  const source = await openStore(from, undefined, { poolSize: 2 });
+  try {
+    const target = await openStore(to, undefined, { poolSize: 8 });
+    try {
+      const report = await copyRegistrations(source, target);
+      process.stdout.write(`copied ${report.copied} registration(s), ${report.present} already there, ${report.conflicts.length} conflict(s)\n`);
+      for (const conflict of report.conflicts.slice(0, 20)) process.stderr.write(`push-appserver: not copied: ${conflict}\n`);
+      return report.conflicts.length > 0 ? 1 : 0;
+    } finally {
+      await target.close();
+    }
+  } finally {
+    await source.close();
+  }
+}
+
 export async function main(argv: string[]): Promise<number> {
   let parsed;
   try {
-    parsed = parseArgs({ args: argv, allowPositionals: true, options: { config: { type: 'string', short: 'c' }, help: { type: 'boolean', short: 'h' } } });
+    parsed = parseArgs({
+      args: argv,
+      allowPositionals: true,
+      options: { config: { type: 'string', short: 'c' }, help: { type: 'boolean', short: 'h' }, from: { type: 'string' }, to: { type: 'string' } },
+    });
   } catch (error) {
     process.stderr.write(`push-appserver: ${(error as Error).message}\n\n${USAGE}`);
     return 2;
@@ -182,6 +228,10 @@ export async function main(argv: string[]): Promise<number> {
       }
       case 'stats':
         return await statsCommand(loadConfig(configPath).config);
+      case 'migrate':
+        return await migrate(configPath);
+      case 'copy-store':
+        return await copyStoreCommand(parsed.values.from, parsed.values.to);
       case 'vapid-keys': {
         const keys = generateVapidKeys();
         process.stdout.write(`vapid_public_key = "${keys.publicKey}"\nvapid_private_key = "${keys.privateKey}"\n`);

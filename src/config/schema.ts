@@ -51,6 +51,8 @@ export interface RegistrationConfig {
 
 export interface StorageConfig {
   url: string;
+  /** PostgreSQL: connections each instance keeps in its pool (ignored for SQLite). */
+  poolSize: number;
 }
 
 export interface PushConfig {
@@ -219,7 +221,7 @@ export function readConfig(document: Table, source: string): Config {
   h.rejectUnknownKeys();
 
   const s = root.section('storage');
-  const storage: StorageConfig = { url: s.nonEmptyString('url', 'sqlite:data/push.db') };
+  const storage: StorageConfig = { url: s.nonEmptyString('url', 'sqlite:data/push.db'), poolSize: s.integer('pool_size', 10, { min: 1, max: 1000 }) };
   if (!/^(sqlite:|postgres:\/\/|postgresql:\/\/)/.test(storage.url)) {
     s.fail('url', `must start with "sqlite:" (e.g. "sqlite:data/push.db") or "postgres://", got "${storage.url}"`);
   }
@@ -243,7 +245,7 @@ export function readConfig(document: Table, source: string): Config {
     statelessBurstPerDomain: 0,
     maxStatelessInFlight: p.integer('max_stateless_in_flight', 500, { min: 1 }),
   };
-  push.publishBurstPerDomain = p.integer('publish_burst_per_domain', Math.max(1, push.maxPublishesPerDomainPerS * 2), { min: 1 });
+  push.publishBurstPerDomain = p.integer('publish_burst_per_domain', Math.max(1, push.maxPublishesPerDomainPerS * 10), { min: 1 });
   push.statelessBurstPerDomain = p.integer('stateless_burst_per_domain', Math.max(1, push.maxStatelessPerDomainPerS * 2), { min: 1 });
   p.rejectUnknownKeys();
 

@@ -417,7 +417,11 @@ export class Dispatcher {
     switch (outcome.kind) {
       case 'delivered': {
         if (registered) this.store.recordDelivery(target.node, now);
-        await resolver.delivered?.(target);
+        try {
+          await resolver.delivered?.(target);
+        } catch (error) {
+          this.warnLimited(`delivered:${job.dialect}`, 'a resolver could not note a delivery', { app: app.name, dialect: job.dialect, error: (error as Error).message });
+        }
         await this.finish(job, 'delivered');
         for (const deferred of this.guard.delivered(app.name)) {
           await deferred.resolver.tokenDead(deferred.target, deferred.outcome).catch(() => undefined);
@@ -491,7 +495,8 @@ export class Dispatcher {
     const backoff = Math.min(this.options.retryMaxBackoffMs, this.options.retryInitialBackoffMs * 2 ** Math.min(job.attempt, 30));
     const jittered = backoff / 2 + this.options.random() * (backoff / 2);
     const delay = Math.min(this.options.retryMaxDelayMs, Math.max(jittered, retryAfterMs));
-    const dueAt = Math.min(now + delay, deadline);
+    // Whole milliseconds: every store keeps times as integers.
+    const dueAt = Math.ceil(Math.min(now + delay, deadline));
     if (job.retry) {
       await this.queue.reschedule(job.retry, dueAt, attempt, reason);
       this.telemetry.retryFinished(app.name, 'rescheduled');
@@ -513,8 +518,13 @@ export class Dispatcher {
   }
 
   private async runRetry(retry: StoredRetry, now: number): Promise<void> {
-    // A push for this key is on its way: it carries the news; the lease brings this row back if it fails.
-    if (this.inFlight.has(retry.key)) return;
+    // A push for this key is on its way and carries the news: when it is delivered, so is this one.
+    // When it fails, it merged into this row (a newer revision), which its lease brings back.
+    const pending = this.inFlight.get(retry.key);
+    if (pending) {
+      if ((await pending).kind === 'delivered') await this.queue.finish(retry);
+      return;
+    }
     const request: PushRequest = {
       dialect: retry.request.dialect as Dialect,
       node: retry.request.node,

@@ -63,15 +63,14 @@ type Route =
 export type Push2Result = DispatchResult & { condition?: 'not-authorized' };
 
 export function notAuthorized(reason: string): Push2Result {
-  const result: Push2Result = { kind: 'forbidden', reason, condition: 'not-authorized' };
-  return result;
+  return { kind: 'forbidden', reason, condition: 'not-authorized' };
 }
 
 function shortToken(token: string): string {
   return token.length > 16 ? `${token.slice(0, 8)}…${token.slice(-4)}` : token;
 }
 
-/** The last path segment of a URL-shaped client (percent-decoded), or undefined. */
+/** A client that is a URL (scheme first), parsed; undefined for a bare node. */
 function urlOf(client: string): URL | undefined {
   if (!/^[a-z][a-z0-9+.-]*:/i.test(client)) return undefined;
   try {
@@ -81,6 +80,7 @@ function urlOf(client: string): URL | undefined {
   }
 }
 
+/** The last path segment, percent-decoded; undefined when empty or not decodable. */
 function lastSegmentOf(url: URL): string | undefined {
   const segment = url.pathname.split('/').pop();
   if (!segment) return undefined;

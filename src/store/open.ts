@@ -2,8 +2,18 @@
 import type { Logger } from '../log.ts';
 import type { Store } from './types.ts';
 import { SqliteStore, sqlitePathFromUrl } from './sqlite.ts';
+import { PostgresStore } from './postgres.ts';
 
-export async function openStore(url: string, logger?: Logger): Promise<Store> {
+export interface OpenStoreOptions {
+  /** PostgreSQL connections in the pool (`storage.pool_size`). */
+  poolSize?: number;
+}
+
+export function isPostgresUrl(url: string): boolean {
+  return url.startsWith('postgres://') || url.startsWith('postgresql://');
+}
+
+export async function openStore(url: string, logger?: Logger, options: OpenStoreOptions = {}): Promise<Store> {
   if (url.startsWith('sqlite:')) {
     return new SqliteStore(sqlitePathFromUrl(url), {
       onCheckpointFallback: (error) => logger?.warn('WAL checkpoints are back on the serving thread (their worker thread failed)', { error }),
@@ -11,5 +21,11 @@ export async function openStore(url: string, logger?: Logger): Promise<Store> {
       onWriteRecovered: (downMs) => logger?.info('the database accepts writes again', { down_ms: downMs }),
     });
   }
-  throw new Error(`storage url "${url.replace(/\/\/[^@]*@/, '//***@')}": PostgreSQL is not supported yet; use "sqlite:PATH"`);
+  if (isPostgresUrl(url)) {
+    return await PostgresStore.open(url, {
+      poolSize: options.poolSize,
+      onFlushError: (error) => logger?.warn('push bookkeeping not written yet (database unavailable); it is kept and written later', { error }),
+    });
+  }
+  throw new Error(`storage url "${url.replace(/\/\/[^@]*@/, '//***@')}": use "sqlite:PATH" or "postgres://user:password@host:port/database"`);
 }

@@ -38,7 +38,10 @@ function merge(target: Table, source: Table): Table {
   return target;
 }
 
-export async function startAppServer(config: string | Table = {}, options: { prosody?: ProsodyInstance } = {}): Promise<TestAppServer> {
+/** The user's server the component attaches to: a test Prosody, or anything with a component listener (ejabberd). */
+export type ComponentHost = Pick<ProsodyInstance, 'componentJid' | 'componentPort' | 'componentSecret'>;
+
+export async function startAppServer(config: string | Table = {}, options: { prosody?: ComponentHost } = {}): Promise<TestAppServer> {
   const dir = mkdtempSync(join(tmpdir(), 'push-appserver-test-'));
   const document = typeof config === 'string' ? parseDocument(config, 'test.toml') : structuredClone(config);
   // Without a Prosody the component has no server: a port held closed, never one someone may own.

@@ -11,6 +11,9 @@
  *   --auth token|certificate   (default token)      --host H (default 127.0.0.1)   --port N (default free)
  *   --max-concurrent-streams N (default Node's)     --latency-ms N (answer every push after N ms)
  *   --receipts   one more line per request: {"r":"<device token>","t":<ms, CLOCK_MONOTONIC, comparable across processes>}
+ *   --delivery-receipts   receipts only for requests answered 200 (with the fault modes below)
+ *   --fault-rate F        answer this fraction (0…1) of requests 503
+ *   --outage-s N --outage-after-requests K   answer everything 503 for N seconds from the K-th request on
  * Stops on SIGTERM/SIGINT, and when stdin closes if started with --exit-with-stdin.
  */
 import { rmSync } from 'node:fs';
@@ -27,6 +30,10 @@ const { values } = parseArgs({
     'max-concurrent-streams': { type: 'string' },
     'latency-ms': { type: 'string' },
     receipts: { type: 'boolean', default: false },
+    'delivery-receipts': { type: 'boolean', default: false },
+    'fault-rate': { type: 'string' },
+    'outage-s': { type: 'string' },
+    'outage-after-requests': { type: 'string' },
     'exit-with-stdin': { type: 'boolean', default: false },
   },
 });
@@ -63,8 +70,24 @@ const mock = await startMockApns({
   port: Number(values.port),
   maxConcurrentStreams: values['max-concurrent-streams'] !== undefined ? Number(values['max-concurrent-streams']) : undefined,
   record: false,
-  onRequest: receipts ? receipt : undefined,
+  onRequest: receipts && !values['delivery-receipts'] ? receipt : outageTrigger(),
+  onDelivered: receipts && values['delivery-receipts'] ? receipt : undefined,
+  faultRate: values['fault-rate'] !== undefined ? Number(values['fault-rate']) : undefined,
 });
+
+function outageTrigger(): ((token: string) => void) | undefined {
+  if (values['outage-s'] === undefined) return undefined;
+  const durationMs = Number(values['outage-s']) * 1000;
+  const after = Number(values['outage-after-requests'] ?? '0');
+  let seen = 0;
+  return () => {
+    seen += 1;
+    if (seen === after + 1) {
+      mock.startOutage(durationMs);
+      process.stderr.write(`mock-apns: outage of ${durationMs / 1000} s starts at request ${seen}\n`);
+    }
+  };
+}
 if (values['latency-ms'] !== undefined) mock.setDefaultBehaviour({ kind: 'slow', delayMs: Number(values['latency-ms']) });
 
 process.stdout.write(JSON.stringify({ origin: mock.origin, caFile: mock.caFile, pid: process.pid, auth, ...credentials }) + '\n');

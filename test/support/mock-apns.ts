@@ -51,6 +51,8 @@ export interface MockApnsOptions {
   keys?: MockApnsKey[];
   /** Accepted apns-topic values (`<topic>.voip` counts for VoIP); default any. */
   topics?: string[];
+  /** What a topic outside `topics` gets: Apple answers TopicDisallowed, or DeviceTokenNotForTopic for a token of another app. */
+  wrongTopicReason?: 'TopicDisallowed' | 'DeviceTokenNotForTopic';
   maxConcurrentStreams?: number;
   /** The mock's clock for JWT ages (share the provider's in tests). */
   now?: () => number;
@@ -58,6 +60,10 @@ export interface MockApnsOptions {
   record?: boolean;
   /** Called for each request as it arrives (benchmark receipts). */
   onRequest?: (token: string) => void;
+  /** Called when a request is answered 200 (benchmark delivery receipts). */
+  onDelivered?: (token: string) => void;
+  /** Fault mode: this fraction of requests (0…1) is answered 503, whatever the token's behaviour. */
+  faultRate?: number;
   host?: string;
   port?: number;
 }
@@ -94,6 +100,10 @@ export interface MockApns {
   setBehaviour(token: string, behaviour: MockApnsBehaviour | MockApnsBehaviour[]): void;
   /** For every token without its own behaviour. */
   setDefaultBehaviour(behaviour: MockApnsBehaviour): void;
+  /** An outage: every request is answered 503 for `durationMs` from now. */
+  startOutage(durationMs: number): void;
+  /** Requests seen so far (also when not recorded). */
+  requestCount(): number;
   /** Distinct JWTs seen, in order of first use. */
   jwts(): string[];
   sessionsOpened(): number;
@@ -154,6 +164,9 @@ export async function startMockApns(options: MockApnsOptions = {}): Promise<Mock
   const sessions = new Map<Http2Session, number>();
   let sessionsOpened = 0;
   let nextApnsId = 1;
+  let outageUntil = 0;
+  let requestsSeen = 0;
+  const faultRate = options.faultRate ?? 0;
 
   const server = createSecureServer({
     cert: pki.serverCert,
@@ -227,16 +240,21 @@ export async function startMockApns(options: MockApnsOptions = {}): Promise<Mock
     stream.end(JSON.stringify(timestamp !== undefined ? { reason, timestamp } : { reason }));
   };
 
-  const perform = (stream: ServerHttp2Stream, behaviour: MockApnsBehaviour, entry: MockApnsRequest | undefined): void => {
+  const perform = (stream: ServerHttp2Stream, behaviour: MockApnsBehaviour, entry: MockApnsRequest | undefined, entryToken?: string): void => {
     const note = (status: number, reason?: string) => {
       if (entry) {
         entry.status = status;
         entry.reason = reason;
       }
     };
+    if (behaviour.kind !== 'slow' && (performance.now() < outageUntil || (faultRate > 0 && Math.random() < faultRate))) {
+      note(503, 'ServiceUnavailable');
+      return answer(stream, 503, 'ServiceUnavailable');
+    }
     switch (behaviour.kind) {
       case 'ok':
         note(200);
+        if (options.onDelivered && entryToken !== undefined) options.onDelivered(entryToken);
         return answer(stream, 200);
       case 'unregistered': {
         note(410, 'Unregistered');
@@ -261,7 +279,7 @@ export async function startMockApns(options: MockApnsOptions = {}): Promise<Mock
       }
       case 'slow': {
         note(0, 'slow');
-        const timer = setTimeout(() => perform(stream, behaviour.then ?? { kind: 'ok' }, entry), behaviour.delayMs);
+        const timer = setTimeout(() => perform(stream, behaviour.then ?? { kind: 'ok' }, entry, entryToken), behaviour.delayMs);
         stream.on('close', () => clearTimeout(timer));
         return;
       }
@@ -286,6 +304,7 @@ export async function startMockApns(options: MockApnsOptions = {}): Promise<Mock
       const path = String(headers[':path']);
       const body = Buffer.concat(chunks).toString('utf8');
       const token = /^\/3\/device\/([^/?]+)$/.exec(path)?.[1] ?? '';
+      requestsSeen += 1;
       options.onRequest?.(token);
       let payload: Record<string, any> | undefined;
       try {
@@ -324,7 +343,7 @@ export async function startMockApns(options: MockApnsOptions = {}): Promise<Mock
         if (typeof topic !== 'string' || topic === '') return refuse(400, 'MissingTopic');
         if (!PUSH_TYPES.has(pushType)) return refuse(400, 'InvalidPushType');
         if (pushType === 'voip' && !topic.endsWith('.voip')) return refuse(400, 'DeviceTokenNotForTopic');
-        if (options.topics && !options.topics.includes(topic.replace(/\.voip$/, ''))) return refuse(400, 'TopicDisallowed');
+        if (options.topics && !options.topics.includes(topic.replace(/\.voip$/, ''))) return refuse(400, options.wrongTopicReason ?? 'TopicDisallowed');
         if (priority !== undefined && !['10', '5', '1'].includes(String(priority))) return refuse(400, 'BadPriority');
         if (pushType === 'background' && priority !== '5') return refuse(400, 'BadPriority');
         const expiration = headers['apns-expiration'];
@@ -334,7 +353,7 @@ export async function startMockApns(options: MockApnsOptions = {}): Promise<Mock
         if (Buffer.byteLength(body) > (pushType === 'voip' ? 5120 : 4096)) return refuse(413, 'PayloadTooLarge');
         if (!payload) return refuse(400, body === '' ? 'PayloadEmpty' : 'BadPayload');
         if (typeof payload.aps !== 'object' || payload.aps === null) return refuse(400, 'BadPayload');
-        perform(stream, nextBehaviour(token), entry);
+        perform(stream, nextBehaviour(token), entry, token);
       } finally {
         events.emit('request');
       }
@@ -360,6 +379,10 @@ export async function startMockApns(options: MockApnsOptions = {}): Promise<Mock
     setDefaultBehaviour(behaviour) {
       defaultBehaviour = behaviour;
     },
+    startOutage(durationMs) {
+      outageUntil = performance.now() + durationMs;
+    },
+    requestCount: () => requestsSeen,
     jwts: () => [...jwtOrder],
     sessionsOpened: () => sessionsOpened,
     waitForRequests(count, timeoutMs = 10_000) {

@@ -283,4 +283,42 @@ describe('sqlite store under write errors', () => {
     assert.equal(row.push_count, 1);
     await store.close();
   });
+
+  test('a full database (max_page_count): registrations stay, publishes are answered, and their retries are still sent', async () => {
+    const file = tempDb();
+    const store = new SqliteStore(file);
+    const provider = scriptedProvider([{ kind: 'retry-after', ms: 0, reason: '503' }, { kind: 'delivered' }]);
+    const apps = new AppDirectory([{ name: 'apns', providerKind: 'apns', provider, stateless: false }]);
+    const registrations = new Registrations(store, apps);
+    const nodes: Array<{ node: string; secret: string }> = [];
+    for (let i = 0; i < 20; i++) {
+      const registered = await registrations.register({ app: 'apns', deviceId: `d${i}`, token: `t${i}` });
+      assert.ok(registered.ok);
+      nodes.push(registered.registration);
+    }
+    // The store's own connection may not grow the file any more: every new page fails with SQLITE_FULL.
+    const db = (store as unknown as { db: DatabaseSync }).db;
+    const { page_count: pages } = db.prepare('PRAGMA page_count').get() as { page_count: number };
+    db.exec(`PRAGMA max_page_count = ${pages}`);
+    let full = false;
+    for (let i = 0; i < 500 && !full; i++) {
+      try {
+        await registrations.register({ app: 'apns', deviceId: `more-${i}`, token: `more-token-${i}-${'x'.repeat(200)}` });
+      } catch (error) {
+        full = /full/i.test((error as Error).message);
+      }
+    }
+    assert.ok(full, 'the database is full');
+    let now = Date.now();
+    const dispatcher = new Dispatcher(store, apps, silentLogger, { timeoutMs: 200, retryMaxDelayMs: 60_000, now: () => now, random: () => 1 });
+    dispatcher.addResolver(new RegisteredNodes(store, apps, silentLogger, () => now));
+    const request: PushRequest = { dialect: 'xep0357', node: nodes[0].node, secret: nodes[0].secret, from: 'example.org', summary: {}, options: new Map() };
+    assert.equal((await dispatcher.dispatch(request)).kind, 'temporary');
+    now += 2000;
+    await dispatcher.runDueRetries();
+    assert.equal(provider.calls.length, 2, 'the retry went out');
+    for (const { node } of nodes) assert.ok(await store.getByNode(node), 'registrations stay');
+    db.exec('PRAGMA max_page_count = 1073741823');
+    await store.close();
+  });
 });

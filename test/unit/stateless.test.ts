@@ -148,4 +148,19 @@ describe('stateless dialect', () => {
     assert.equal(slow.calls.length, 1);
     assert.deepEqual(results.map((r) => r.kind), ['delivered', 'delivered', 'delivered']);
   });
+
+  test('a stateless push the service asked to retry is kept and sent again, though nothing is stored per device', async () => {
+    const apps = directoryOf({ 'monal-prod': monal }, ['monal-prod']);
+    const retrying = new Dispatcher(store, apps, silentLogger, { timeoutMs: 500, retryMaxDelayMs: 60_000, now: () => now, random: () => 1 });
+    retrying.addResolver(new RegisteredNodes(store, apps, silentLogger, () => now));
+    retrying.addResolver(new StatelessDialect(store, apps, silentLogger, { now: () => now }));
+    monal.outcomes = [{ kind: 'retry-after', ms: 0, reason: '503' }, { kind: 'delivered' }];
+    assert.equal((await retrying.dispatch(publish())).kind, 'temporary');
+    assert.equal(await store.countRetries(), 1);
+    now += 2000;
+    assert.equal(await retrying.runDueRetries(), 1);
+    assert.equal(monal.calls.length, 2);
+    assert.equal(monal.calls[1].target.token, 'device-token-1');
+    assert.equal(await store.countRetries(), 0);
+  });
 });

@@ -1,0 +1,190 @@
+/**
+ * Issue #11 with the server as operators run it (a child process): kill -9 with retries pending and
+ * a restart on the same database delivers every pending push, none twice within the throttle
+ * window; SIGTERM answers pushes on their way, keeps them and exits 0; a second process holding
+ * the database's write lock degrades health but loses nothing, and the server recovers by itself.
+ */
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
+import { after, before, describe, test } from 'node:test';
+import { createTestApnsKey, startMockApns, testDeviceToken, type MockApns } from '../support/mock-apns.ts';
+import { prosodyMissing, startProsody, type ProsodyInstance } from '../support/prosody.ts';
+import { publishIq } from '../support/push-stack.ts';
+import { serveProcess, type ServeProcess } from '../support/serve-process.ts';
+import { testTempDir } from '../support/temp-dir.ts';
+import { connectClient, iqErrorOf, type TestClient } from '../support/xmpp-client.ts';
+
+const skip = prosodyMissing();
+const TOPIC = 'org.example.chat';
+const THROTTLE_MS = 3000;
+
+async function eventually<T>(probe: () => T | undefined | Promise<T | undefined>, what: string, timeoutMs = 30_000): Promise<T> {
+  const deadline = performance.now() + timeoutMs;
+  for (;;) {
+    const value = await probe();
+    if (value !== undefined) return value;
+    if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+describe('crash safety of the server process', { skip, timeout: 300_000 }, () => {
+  const key = createTestApnsKey();
+  let apns: MockApns;
+  let prosody: ProsodyInstance;
+  let bob: TestClient;
+  let nextToken = 9000;
+  const running = new Set<ServeProcess>();
+
+  function configFor(dbFile: string): string {
+    return `[xmpp]
+component_jid = "${prosody.componentJid}"
+server_port = ${prosody.componentPort}
+component_secret = "${prosody.componentSecret}"
+reconnect_initial_ms = 100
+reconnect_max_ms = 500
+[http]
+port = 0
+[storage]
+url = "sqlite:${dbFile}"
+[registration]
+http_per_ip_per_minute = 100000
+[push]
+retry_max_backoff_s = 1
+min_interval_ms = ${THROTTLE_MS}
+shutdown_timeout_ms = 1000
+[apps.ios]
+provider = "apns"
+topic = "${TOPIC}"
+endpoint = "${apns.origin}"
+ca_file = "${apns.caFile}"
+key_file = "${key.keyFile}"
+key_id = "${key.keyId}"
+team_id = "${key.teamId}"
+`;
+  }
+
+  async function serve(dbFile: string): Promise<ServeProcess> {
+    const server = await serveProcess(configFor(dbFile));
+    running.add(server);
+    void server.exited.then(() => running.delete(server));
+    await server.waitForLog(/component online/);
+    return server;
+  }
+
+  async function register(server: ServeProcess, device: string) {
+    const token = testDeviceToken(nextToken++);
+    const reply = await server.post('/push_appserver/v1/register', { type: 'ios', node: device, token });
+    assert.equal(reply.status, 200, reply.body);
+    const [, node, secret] = reply.body.split('\n');
+    return { node, secret, token };
+  }
+
+  async function publish(node: string, secret: string): Promise<string> {
+    try {
+      await bob.iq(publishIq(node, secret), 20_000);
+      return 'result';
+    } catch (error) {
+      return iqErrorOf(error).type ?? String(error);
+    }
+  }
+
+  function pendingRetries(dbFile: string): number {
+    const db = new DatabaseSync(dbFile, { readOnly: true });
+    try {
+      return (db.prepare('SELECT count(*) AS n FROM pending_retries').get() as { n: number }).n;
+    } finally {
+      db.close();
+    }
+  }
+
+  const requestsTo = (token: string) => apns.requests.filter((request) => request.token === token && request.status !== 0);
+
+  before(async () => {
+    apns = await startMockApns({
+      keys: [{ keyId: key.keyId, teamId: key.teamId, key: key.privateKey }],
+      topics: [TOPIC],
+    });
+    prosody = await startProsody();
+    await prosody.register('bob', 'localhost', 'bob-pw');
+    bob = await connectClient({ port: prosody.c2sPort, domain: 'localhost', username: 'bob', password: 'bob-pw' });
+  });
+
+  after(async () => {
+    for (const server of running) server.child.kill('SIGKILL');
+    await bob?.stop();
+    await prosody?.stop();
+    await apns?.close();
+  });
+
+  test('kill -9 with retries pending, restart on the same database: every pending push is delivered, none twice within the throttle window', async () => {
+    const dbFile = join(testTempDir('push-crash-'), 'push.db');
+    const first = await serve(dbFile);
+    const devices: Array<Awaited<ReturnType<typeof register>>> = [];
+    for (let i = 0; i < 3; i++) devices.push(await register(first, `crash-${i}`));
+    for (const device of devices) apns.setBehaviour(device.token, { kind: 'server-error', status: 503 });
+    for (const device of devices) assert.equal(await publish(device.node, device.secret), 'wait');
+    // Each has been retried at least once: its retry row is in the database.
+    for (const device of devices) await eventually(() => (requestsTo(device.token).length >= 2 ? true : undefined), `a retry to ${device.node}`);
+    first.child.kill('SIGKILL');
+    assert.equal((await first.exited).signal, 'SIGKILL');
+    assert.equal(pendingRetries(dbFile), 3);
+
+    for (const device of devices) apns.setBehaviour(device.token, { kind: 'ok' });
+    const seen = devices.map((device) => requestsTo(device.token).length);
+    const second = await serve(dbFile);
+    await eventually(() => (pendingRetries(dbFile) === 0 ? true : undefined), 'the pending retries to be sent');
+    devices.forEach((device, i) => {
+      const after = requestsTo(device.token).slice(seen[i]);
+      assert.equal(after.filter((request) => request.status === 200).length, 1, `${device.node} got its push once`);
+    });
+    second.child.kill('SIGTERM');
+    assert.equal((await second.exited).code, 0);
+  });
+
+  test('SIGTERM answers a push on its way with wait, keeps it as a retry, exits 0; the next start delivers it', async () => {
+    const dbFile = join(testTempDir('push-sigterm-'), 'push.db');
+    const first = await serve(dbFile);
+    const device = await register(first, 'sigterm-0');
+    apns.setBehaviour(device.token, [{ kind: 'slow', delayMs: 20_000 }, { kind: 'ok' }]);
+    const answer = publish(device.node, device.secret);
+    await eventually(() => (apns.requests.some((request) => request.token === device.token) ? true : undefined), 'the push to be on its way');
+    first.child.kill('SIGTERM');
+    assert.equal(await answer, 'wait');
+    assert.equal((await first.exited).code, 0);
+    assert.equal(pendingRetries(dbFile), 1);
+    const second = await serve(dbFile);
+    await eventually(() => (requestsTo(device.token).some((request) => request.status === 200) ? true : undefined), 'the kept push to be delivered');
+    await eventually(() => (pendingRetries(dbFile) === 0 ? true : undefined), 'the retry to leave the queue');
+    second.child.kill('SIGTERM');
+    assert.equal((await second.exited).code, 0);
+  });
+
+  test('a second process holding the write lock: publishes are answered, health says degraded, and it recovers by itself with nothing lost', async () => {
+    const dbFile = join(testTempDir('push-locked-'), 'push.db');
+    const server = await serve(dbFile);
+    const devices: Array<Awaited<ReturnType<typeof register>>> = [];
+    for (let i = 0; i < 5; i++) devices.push(await register(server, `locked-${i}`));
+    const health = async () => (await (await fetch(`${server.httpUrl}/push_appserver/v1/health`, { headers: { accept: 'application/json' } })).json()) as { status: string; store: { state: string; error?: string } };
+    const locker = new DatabaseSync(dbFile);
+    locker.exec('BEGIN IMMEDIATE');
+    try {
+      for (const device of devices) assert.equal(await publish(device.node, device.secret), 'result');
+      const degraded = await eventually(async () => { const report = await health(); return report.store.state === 'degraded' ? report : undefined; }, 'health to show the store degraded');
+      assert.match(degraded.store.error ?? '', /locked|busy/i);
+      await server.waitForLog(/the database refused a bookkeeping write/);
+    } finally {
+      locker.exec('COMMIT');
+      locker.close();
+    }
+    await eventually(async () => ((await health()).store.state === 'ok' ? true : undefined), 'the store to recover');
+    const db = new DatabaseSync(dbFile, { readOnly: true });
+    const rows = db.prepare('SELECT node, push_count FROM registrations').all() as Array<{ node: string; push_count: number }>;
+    db.close();
+    assert.equal(rows.length, 5);
+    for (const row of rows) assert.equal(row.push_count, 1, `the delivery to ${row.node} was written after all`);
+    server.child.kill('SIGTERM');
+    assert.equal((await server.exited).code, 0);
+  });
+});

@@ -1,0 +1,200 @@
+/**
+ * The PostgreSQL store against a real PostgreSQL started by this file: the store contract (every
+ * store passes it), then what only a shared server has: migrations by instances starting at once,
+ * several instances on one database, a lost connection and its return, TLS settings.
+ */
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import postgres from 'postgres';
+import { PostgresStore, tlsOption } from '../../src/store/postgres.ts';
+import type { Store } from '../../src/store/types.ts';
+import { postgresMissing, startPostgres, type PostgresInstance } from '../support/postgres.ts';
+import { testPki } from '../support/tls.ts';
+import { registration, storeContract } from '../unit/store-contract.ts';
+
+const skip = postgresMissing();
+let server: PostgresInstance;
+const urls = new WeakMap<Store, string>();
+
+before(async () => {
+  if (!skip) server = await startPostgres();
+});
+after(async () => {
+  await server?.stop();
+});
+
+async function freshStore(): Promise<PostgresStore> {
+  const url = server.url(await server.createDatabase());
+  const store = await PostgresStore.open(url, { poolSize: 4 });
+  urls.set(store, url);
+  return store;
+}
+
+storeContract('postgres', freshStore, {
+  skip,
+  reopen: async (closed) => PostgresStore.open(urls.get(closed)!),
+});
+
+async function until(condition: () => Promise<boolean>, what: string, timeoutMs = 15_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await condition())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 25));
+  }
+}
+
+async function succeeds(work: () => Promise<unknown>): Promise<boolean> {
+  try {
+    await work();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+test('instances starting at once on an empty database apply each migration exactly once', { skip }, async () => {
+  const url = server.url(await server.createDatabase('migrate'));
+  const stores = await Promise.all(Array.from({ length: 4 }, () => PostgresStore.open(url, { poolSize: 2 })));
+  try {
+    const sql = postgres(url, { max: 1, onnotice: () => {} });
+    const rows = await sql`SELECT version FROM schema_migrations ORDER BY version`;
+    await sql.end();
+    assert.deepEqual(rows.map((row) => row.version), Array.from({ length: PostgresStore.migrationCount }, (_, i) => i + 1));
+    assert.deepEqual(await stores[0].migrate(), []);
+    await stores[0].insert(registration({ node: 'n1' }));
+    assert.equal((await stores[3].getByNode('n1'))?.node, 'n1');
+  } finally {
+    await Promise.all(stores.map((store) => store.close()));
+  }
+});
+
+test('two instances on one database see each other\'s registrations and bookkeeping', { skip }, async () => {
+  const url = server.url(await server.createDatabase('shared'));
+  const [one, two] = await Promise.all([PostgresStore.open(url), PostgresStore.open(url)]);
+  try {
+    await one.insert(registration({ node: 'n1' }));
+    assert.equal((await two.getByNode('n1'))?.token, 'token-n1');
+    one.recordDelivery('n1', 1000);
+    two.recordDelivery('n1', 2000);
+    await one.flush();
+    await two.flush();
+    const read = await one.getByNode('n1');
+    assert.equal(read?.pushCount, 2);
+    assert.equal(read?.lastPushAt, 2000);
+    await two.blockToken('app', 'dead', Date.now() + 60_000);
+    assert.equal(await one.isTokenBlocked('app', 'dead', Date.now()), true);
+  } finally {
+    await one.close();
+    await two.close();
+  }
+});
+
+test('two instances taking due retries at once never take the same one', { skip }, async () => {
+  const url = server.url(await server.createDatabase('retries'));
+  const [one, two] = await Promise.all([PostgresStore.open(url), PostgresStore.open(url)]);
+  try {
+    for (let i = 0; i < 200; i++) await one.scheduleRetry({ node: `n${i}`, dueAt: 1000 + i, attempt: 1, urgency: 'high', reason: '503' });
+    const taken: string[] = [];
+    await Promise.all([one, two, one, two].map(async (store) => {
+      for (;;) {
+        const batch = await store.takeDueRetries(5000, 7);
+        if (batch.length === 0) return;
+        taken.push(...batch.map((r) => r.node));
+      }
+    }));
+    assert.equal(taken.length, 200);
+    assert.equal(new Set(taken).size, 200);
+  } finally {
+    await one.close();
+    await two.close();
+  }
+});
+
+test('a lost connection fails operations and ping, and the store serves again once the database is back, without reopening', { skip }, async () => {
+  const store = await freshStore();
+  try {
+    await store.insert(registration({ node: 'n1' }));
+    await server.halt();
+    await assert.rejects(store.ping());
+    await assert.rejects(store.getByNode('n1'));
+    // Bookkeeping recorded meanwhile is kept and written once the database is back.
+    store.recordDelivery('n1', 4242);
+    await store.flush();
+    await server.resume();
+    await until(() => succeeds(() => store.ping()), 'ping after the database came back');
+    assert.equal((await store.getByNode('n1'))?.pushCount, 1);
+    await until(async () => {
+      await store.flush();
+      const sql = postgres(urls.get(store)!, { max: 1 });
+      const [row] = await sql`SELECT push_count FROM registrations WHERE node = 'n1'`;
+      await sql.end();
+      return Number(row.push_count) === 1;
+    }, 'bookkeeping written after the outage');
+  } finally {
+    await store.close();
+  }
+});
+
+test('connections killed on the server side are replaced by the driver on the next query', { skip }, async () => {
+  const store = await freshStore();
+  try {
+    await store.insert(registration({ node: 'n1' }));
+    const database = new URL(urls.get(store)!).pathname.slice(1);
+    assert.ok((await server.terminateConnections(database)) > 0);
+    await until(() => succeeds(() => store.getByNode('n1')), 'a lookup after the connections were killed');
+    assert.equal((await store.getByNode('n1'))?.node, 'n1');
+  } finally {
+    await store.close();
+  }
+});
+
+test('a database that cannot be reached is refused at open with the url, password masked', { skip }, async () => {
+  const url = `postgres://push:very-secret@127.0.0.1:${server.port}/no_such_database`;
+  await assert.rejects(PostgresStore.open(url), (error: Error) => {
+    assert.match(error.message, /postgres:\/\/push:\*\*\*@127\.0\.0\.1/);
+    assert.doesNotMatch(error.message, /very-secret/);
+    return true;
+  });
+});
+
+test('postgresql:// urls are accepted like postgres://', { skip }, async () => {
+  const url = server.url(await server.createDatabase('scheme')).replace(/^postgres:/, 'postgresql:');
+  const store = await PostgresStore.open(url);
+  await store.ping();
+  await store.close();
+});
+
+test('sslmode maps to the driver\'s TLS setting as libpq reads it, and an unknown mode is refused', () => {
+  const url = 'postgres://u@h/db';
+  assert.equal(tlsOption(undefined, undefined, url), false);
+  assert.equal(tlsOption('disable', undefined, url), false);
+  assert.equal(tlsOption('prefer', undefined, url), 'prefer');
+  assert.equal(tlsOption('require', undefined, url), 'require');
+  const verifyFull = tlsOption('verify-full', undefined, url);
+  assert.equal(typeof verifyFull === 'object' && verifyFull.rejectUnauthorized, true);
+  const verifyCa = tlsOption('verify-ca', undefined, url);
+  assert.equal(typeof verifyCa === 'object' && typeof verifyCa.checkServerIdentity, 'function');
+  assert.throws(() => tlsOption('bogus', undefined, url), /sslmode must be one of/);
+});
+
+test('sslmode=verify-full with PGSSLROOTCERT connects over TLS to a server whose certificate that CA signed, and not without the CA', { skip }, async () => {
+  const pki = testPki();
+  const tlsServer = await startPostgres({ tls: { cert: pki.serverCert, key: pki.serverKey } });
+  try {
+    const database = await tlsServer.createDatabase('tls');
+    const url = `${tlsServer.url(database).replace('127.0.0.1', 'localhost')}?sslmode=verify-full`;
+    const store = await PostgresStore.open(url, { env: { PGSSLROOTCERT: pki.caFile } });
+    try {
+      await store.insert(registration({ node: 'n1' }));
+      const sql = postgres(tlsServer.url(database), { max: 1 });
+      const [row] = await sql`SELECT count(*) FILTER (WHERE ssl) AS encrypted FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) WHERE application_name = 'push-appserver'`;
+      await sql.end();
+      assert.ok(Number(row.encrypted) > 0);
+    } finally {
+      await store.close();
+    }
+    await assert.rejects(PostgresStore.open(url, { env: {} }), /certificate/i);
+  } finally {
+    await tlsServer.stop();
+  }
+});

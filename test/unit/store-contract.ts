@@ -1,0 +1,533 @@
+/**
+ * The store contract: what every Store implementation promises, run against each of them
+ * (test/unit/sqlite-store.test.ts, test/integration/postgres-store.test.ts). `open` returns a new,
+ * empty store; `reopen`, when given, opens the same data again after a close (for durability).
+ */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import type { PendingRetry, Registration, Store, StoredRetry } from '../../src/store/types.ts';
+
+export interface ContractOptions {
+  /** Opens the data of a closed store again. */
+  reopen?: (closed: Store) => Promise<Store>;
+  /** Passed to every test (e.g. skip when the backend is missing and that is allowed). */
+  skip?: string | false;
+}
+
+export function registration(overrides: Partial<Registration> & { node: string }): Registration {
+  return {
+    secret: 's'.repeat(64),
+    app: 'app',
+    token: `token-${overrides.node}`,
+    deviceKey: `user@example.org|device-${overrides.node}`,
+    boundDomain: null,
+    registeredAt: 1_700_000_000_000,
+    renewedAt: 1_700_000_000_000,
+    lastPushAt: null,
+    lastErrorAt: null,
+    lastError: null,
+    pushCount: 0,
+    push2Key: null,
+    ...overrides,
+  };
+}
+
+function retry(node: string, dueAt: number, overrides: Partial<PendingRetry> = {}): PendingRetry {
+  return { node, dueAt, attempt: 1, urgency: 'high', reason: 'provider said 503', ...overrides };
+}
+
+function stored(key: string, dueAt: number, overrides: Partial<Omit<StoredRetry, 'revision'>> = {}): Omit<StoredRetry, 'revision'> {
+  return {
+    key,
+    dialect: 'xep0357',
+    app: 'app',
+    request: { dialect: 'xep0357', node: key, secret: 's'.repeat(64), from: 'example.org', options: { priority: 'high' } },
+    notification: { summary: { messageCount: 1 }, urgency: 'normal', firstAttemptAt: 900 },
+    firstAttemptAt: 900,
+    dueAt,
+    attempt: 1,
+    reason: 'provider said 503',
+    ...overrides,
+  };
+}
+
+async function settledCount(results: Array<Promise<unknown>>): Promise<{ fulfilled: number; rejected: number }> {
+  const settled = await Promise.allSettled(results);
+  return {
+    fulfilled: settled.filter((s) => s.status === 'fulfilled').length,
+    rejected: settled.filter((s) => s.status === 'rejected').length,
+  };
+}
+
+export function storeContract(name: string, open: () => Promise<Store>, options: ContractOptions = {}): void {
+  const it = (title: string, body: (store: Store) => Promise<void>) => {
+    test(`${name}: ${title}`, { skip: options.skip ?? false }, async () => {
+      const store = await open();
+      try {
+        await body(store);
+      } finally {
+        await store.close();
+      }
+    });
+  };
+
+  // Registrations (DESIGN §5)
+
+  it('a stored registration is found by its node and by its app and device key, every field intact', async (store) => {
+    const stored = registration({ node: 'n1', boundDomain: 'example.org', lastPushAt: 5, lastErrorAt: 6, lastError: 'x', pushCount: 3 });
+    await store.insert(stored);
+    assert.deepEqual(await store.getByNode('n1'), stored);
+    assert.deepEqual(await store.getByDevice('app', stored.deviceKey), stored);
+  });
+
+  it('an unknown node or device is not found', async (store) => {
+    await store.insert(registration({ node: 'n1' }));
+    assert.equal(await store.getByNode('n2'), undefined);
+    assert.equal(await store.getByDevice('app', 'nobody|device'), undefined);
+    assert.equal(await store.getByDevice('other-app', registration({ node: 'n1' }).deviceKey), undefined);
+  });
+
+  it('a second registration for the same app and device key is refused and the first is kept', async (store) => {
+    const first = registration({ node: 'n1', deviceKey: 'u@x|d' });
+    await store.insert(first);
+    await assert.rejects(store.insert(registration({ node: 'n2', deviceKey: 'u@x|d', token: 'other' })));
+    assert.deepEqual(await store.getByDevice('app', 'u@x|d'), first);
+    assert.equal(await store.getByNode('n2'), undefined);
+    assert.equal(await store.count(), 1);
+  });
+
+  it('the same device key in two apps is two registrations', async (store) => {
+    await store.insert(registration({ node: 'n1', app: 'a', deviceKey: 'u@x|d' }));
+    await store.insert(registration({ node: 'n2', app: 'b', deviceKey: 'u@x|d' }));
+    assert.equal((await store.getByDevice('a', 'u@x|d'))?.node, 'n1');
+    assert.equal((await store.getByDevice('b', 'u@x|d'))?.node, 'n2');
+  });
+
+  it('a node that is taken is refused and its registration is untouched', async (store) => {
+    const first = registration({ node: 'n1' });
+    await store.insert(first);
+    await assert.rejects(store.insert(registration({ node: 'n1', deviceKey: 'other|device', secret: 't'.repeat(64) })));
+    assert.deepEqual(await store.getByNode('n1'), first);
+  });
+
+  it('an insert that replaces a node removes it in the same step', async (store) => {
+    await store.insert(registration({ node: 'old', deviceKey: 'u@x|d', token: 'old-token' }));
+    await store.insert(registration({ node: 'new', deviceKey: 'u@x|d', token: 'new-token' }), 'old');
+    assert.equal(await store.getByNode('old'), undefined);
+    assert.equal((await store.getByDevice('app', 'u@x|d'))?.node, 'new');
+    assert.equal(await store.count(), 1);
+  });
+
+  it('a replacing insert that fails leaves the replaced registration in place', async (store) => {
+    await store.insert(registration({ node: 'old', deviceKey: 'u@x|d' }));
+    await store.insert(registration({ node: 'taken', deviceKey: 'other|d' }));
+    await assert.rejects(store.insert(registration({ node: 'taken', deviceKey: 'u@x|d', token: 'new' }), 'old'));
+    assert.equal((await store.getByNode('old'))?.deviceKey, 'u@x|d');
+    assert.equal((await store.getByNode('taken'))?.deviceKey, 'other|d');
+    assert.equal(await store.count(), 2);
+  });
+
+  it('two inserts for the same device key at once: exactly one wins and it is the one stored', async (store) => {
+    const a = registration({ node: 'race-a', deviceKey: 'u@x|d', token: 'ta' });
+    const b = registration({ node: 'race-b', deviceKey: 'u@x|d', token: 'tb' });
+    const outcome = await settledCount([store.insert(a), store.insert(b)]);
+    assert.deepEqual(outcome, { fulfilled: 1, rejected: 1 });
+    const winner = await store.getByDevice('app', 'u@x|d');
+    assert.ok(winner?.node === 'race-a' || winner?.node === 'race-b');
+    assert.equal(await store.count(), 1);
+  });
+
+  it('two replacements of the same registration at once leave exactly one new registration and no old one', async (store) => {
+    await store.insert(registration({ node: 'old', deviceKey: 'u@x|d' }));
+    const outcome = await settledCount([
+      store.insert(registration({ node: 'new-a', deviceKey: 'u@x|d', token: 'ta' }), 'old'),
+      store.insert(registration({ node: 'new-b', deviceKey: 'u@x|d', token: 'tb' }), 'old'),
+    ]);
+    assert.deepEqual(outcome, { fulfilled: 1, rejected: 1 });
+    assert.equal(await store.getByNode('old'), undefined);
+    const winner = await store.getByDevice('app', 'u@x|d');
+    assert.ok(winner?.node === 'new-a' || winner?.node === 'new-b');
+    assert.equal(await store.count(), 1);
+  });
+
+  it('renewing changes only the renewal time', async (store) => {
+    const stored = registration({ node: 'n1' });
+    await store.insert(stored);
+    await store.renew('n1', stored.renewedAt + 1000);
+    assert.deepEqual(await store.getByNode('n1'), { ...stored, renewedAt: stored.renewedAt + 1000 });
+  });
+
+  it('removing answers whether there was something to remove', async (store) => {
+    await store.insert(registration({ node: 'n1' }));
+    assert.equal(await store.remove('n1'), true);
+    assert.equal(await store.remove('n1'), false);
+    assert.equal(await store.getByNode('n1'), undefined);
+    assert.equal(await store.count(), 0);
+  });
+
+  it('a dead token removes a registration not renewed since, but not one renewed after', async (store) => {
+    await store.insert(registration({ node: 'stale', renewedAt: 1000 }));
+    await store.insert(registration({ node: 'renewed', renewedAt: 1000 }));
+    await store.renew('renewed', 3000);
+    assert.equal(await store.removeIfNotRenewedSince('stale', 2000), true);
+    assert.equal(await store.removeIfNotRenewedSince('renewed', 2000), false);
+    assert.equal(await store.removeIfNotRenewedSince('missing', 2000), false);
+    assert.equal(await store.getByNode('stale'), undefined);
+    assert.equal((await store.getByNode('renewed'))?.renewedAt, 3000);
+  });
+
+  it('a dead token reported for the very time of the last renewal removes the registration', async (store) => {
+    await store.insert(registration({ node: 'n1', renewedAt: 2000 }));
+    assert.equal(await store.removeIfNotRenewedSince('n1', 2000), true);
+  });
+
+  it('the listing pages through every registration in node order', async (store) => {
+    const nodes = Array.from({ length: 25 }, (_, i) => `node-${String(i).padStart(3, '0')}`);
+    for (const node of [...nodes].reverse()) await store.insert(registration({ node }));
+    const seen: string[] = [];
+    let after: string | undefined;
+    for (;;) {
+      const page = await store.list({ after, limit: 10 });
+      seen.push(...page.map((r) => r.node));
+      if (page.length < 10) break;
+      after = page[page.length - 1].node;
+    }
+    assert.deepEqual(seen, nodes);
+    assert.equal(await store.count(), 25);
+  });
+
+  // Bookkeeping
+
+  it('deliveries and failures show in reads at once, before they are written', async (store) => {
+    await store.insert(registration({ node: 'n1' }));
+    store.recordDelivery('n1', 5000);
+    store.recordDelivery('n1', 5001);
+    store.recordFailure('n1', 6000, 'provider said no');
+    const read = await store.getByNode('n1');
+    assert.equal(read?.pushCount, 2);
+    assert.equal(read?.lastPushAt, 5001);
+    assert.equal(read?.lastErrorAt, 6000);
+    assert.equal(read?.lastError, 'provider said no');
+  });
+
+  it('bookkeeping for more nodes than one batch is counted exactly in the listing', async (store) => {
+    const count = 2600;
+    for (let i = 0; i < count; i++) await store.insert(registration({ node: `n${String(i).padStart(5, '0')}` }));
+    for (let i = 0; i < count; i++) store.recordDelivery(`n${String(i).padStart(5, '0')}`, 1000 + i);
+    for (let i = 0; i < count; i += 2) store.recordDelivery(`n${String(i).padStart(5, '0')}`, 9000 + i);
+    const listed = await store.list({ limit: count + 1 });
+    assert.equal(listed.reduce((sum, r) => sum + r.pushCount, 0), count + count / 2);
+    assert.deepEqual({ pushCount: listed[4].pushCount, lastPushAt: listed[4].lastPushAt }, { pushCount: 2, lastPushAt: 9004 });
+    assert.deepEqual({ pushCount: listed[5].pushCount, lastPushAt: listed[5].lastPushAt }, { pushCount: 1, lastPushAt: 1005 });
+  });
+
+  it('a failure after a delivery keeps the delivery and records the error', async (store) => {
+    await store.insert(registration({ node: 'n1' }));
+    store.recordDelivery('n1', 1000);
+    await store.list({ limit: 1 });
+    store.recordFailure('n1', 2000, 'throttled');
+    await store.list({ limit: 1 });
+    const read = await store.getByNode('n1');
+    assert.deepEqual({ pushCount: read?.pushCount, lastPushAt: read?.lastPushAt, lastErrorAt: read?.lastErrorAt, lastError: read?.lastError },
+      { pushCount: 1, lastPushAt: 1000, lastErrorAt: 2000, lastError: 'throttled' });
+  });
+
+  it('bookkeeping for an unknown or removed node is dropped without an error', async (store) => {
+    await store.insert(registration({ node: 'n1' }));
+    store.recordDelivery('ghost', 1000);
+    store.recordDelivery('n1', 1000);
+    await store.remove('n1');
+    await store.insert(registration({ node: 'n1', deviceKey: 'again|d' }));
+    const listed = await store.list({ limit: 10 });
+    assert.deepEqual(listed.map((r) => [r.node, r.pushCount]), [['n1', 0]]);
+  });
+
+  if (options.reopen) {
+    const reopen = options.reopen;
+    test(`${name}: closing the store writes the bookkeeping still pending`, { skip: options.skip ?? false }, async () => {
+      const store = await open();
+      for (let i = 0; i < 300; i++) await store.insert(registration({ node: `n${i}` }));
+      for (let i = 0; i < 300; i++) store.recordDelivery(`n${i}`, 7000);
+      store.recordFailure('n7', 7100, 'gone wrong');
+      await store.close();
+      const reopened = await reopen(store);
+      try {
+        const listed = await reopened.list({ limit: 1000 });
+        assert.equal(listed.length, 300);
+        assert.ok(listed.every((r) => r.pushCount === 1 && r.lastPushAt === 7000));
+        assert.equal((await reopened.getByNode('n7'))?.lastError, 'gone wrong');
+      } finally {
+        await reopened.close();
+      }
+    });
+  }
+
+  // Retries
+
+  it('one retry is kept per node: a second one for the same node is refused', async (store) => {
+    assert.equal(await store.scheduleRetry(retry('n1', 1000)), true);
+    assert.equal(await store.scheduleRetry(retry('n1', 500, { attempt: 2 })), false);
+    assert.deepEqual(await store.takeDueRetries(2000, 10), [retry('n1', 1000)]);
+  });
+
+  it('due retries are taken oldest first, at most the limit, and taken only once', async (store) => {
+    await store.scheduleRetry(retry('late', 3000));
+    await store.scheduleRetry(retry('first', 1000, { urgency: 'normal', attempt: 3, reason: 'timeout' }));
+    await store.scheduleRetry(retry('second', 2000));
+    await store.scheduleRetry(retry('future', 9000));
+    assert.deepEqual(await store.takeDueRetries(3000, 2), [retry('first', 1000, { urgency: 'normal', attempt: 3, reason: 'timeout' }), retry('second', 2000)]);
+    assert.deepEqual(await store.takeDueRetries(3000, 10), [retry('late', 3000)]);
+    assert.deepEqual(await store.takeDueRetries(3000, 10), []);
+    assert.deepEqual(await store.takeDueRetries(9000, 10), [retry('future', 9000)]);
+  });
+
+  it('a cancelled retry is not taken, and the node may schedule again', async (store) => {
+    await store.scheduleRetry(retry('n1', 1000));
+    await store.cancelRetry('n1');
+    await store.cancelRetry('never-scheduled');
+    assert.deepEqual(await store.takeDueRetries(5000, 10), []);
+    assert.equal(await store.scheduleRetry(retry('n1', 2000)), true);
+  });
+
+  it('removing a registration drops its pending retry', async (store) => {
+    await store.insert(registration({ node: 'n1' }));
+    await store.insert(registration({ node: 'n2' }));
+    await store.scheduleRetry(retry('n1', 1000));
+    await store.scheduleRetry(retry('n2', 1000));
+    await store.remove('n1');
+    await store.removeIfNotRenewedSince('n2', Number.MAX_SAFE_INTEGER);
+    assert.deepEqual(await store.takeDueRetries(5000, 10), []);
+  });
+
+  it('takers at once never get the same retry twice', async (store) => {
+    for (let i = 0; i < 60; i++) await store.scheduleRetry(retry(`n${i}`, 1000 + i));
+    const batches = await Promise.all(Array.from({ length: 6 }, () => store.takeDueRetries(5000, 15)));
+    const taken = batches.flat().map((r) => r.node);
+    assert.equal(new Set(taken).size, taken.length);
+    const rest = await store.takeDueRetries(5000, 100);
+    assert.equal(taken.length + rest.length, 60);
+  });
+
+  it('schedulers at once for one node: exactly one retry is kept', async (store) => {
+    const answers = await Promise.all(Array.from({ length: 5 }, (_, i) => store.scheduleRetry(retry('n1', 1000 + i))));
+    assert.equal(answers.filter(Boolean).length, 1);
+    assert.equal((await store.takeDueRetries(9000, 10)).length, 1);
+  });
+
+  // The leased retry queue (issue #11)
+
+  it('a saved retry is leased with everything it was saved with, revision 1, and is not leased again before the lease ends', async (store) => {
+    const saved = stored('n1', 1000);
+    await store.saveRetry(saved);
+    assert.deepEqual(await store.leaseDueRetries(999, 10, 60_000), []);
+    assert.deepEqual(await store.leaseDueRetries(1000, 10, 60_000), [{ ...saved, revision: 1 }]);
+    assert.deepEqual(await store.leaseDueRetries(59_999, 10, 70_000), []);
+    const again = await store.leaseDueRetries(60_000, 10, 70_000);
+    assert.deepEqual(again.map((r) => [r.key, r.dueAt, r.revision]), [['n1', 60_000, 1]]);
+    assert.equal(await store.countRetries(), 1);
+  });
+
+  it('saving a key again merges: the newer push, the earlier due time, the larger attempt, high urgency wins, the revision moves', async (store) => {
+    await store.saveRetry(stored('n1', 5000, { attempt: 3, notification: { summary: {}, urgency: 'high' } }));
+    const newer = stored('n1', 2000, { attempt: 1, reason: 'throttled', app: 'other', notification: { summary: { messageCount: 7, lastMessageSender: 'bob@example.org' }, urgency: 'normal' },
+      request: { dialect: 'xep0357', node: 'n1', secret: null, from: null, options: {} }, firstAttemptAt: 1500 });
+    await store.saveRetry(newer);
+    const [leased] = await store.leaseDueRetries(9000, 10, 20_000);
+    assert.deepEqual(leased, { ...newer, dueAt: 2000, attempt: 3, notification: { ...newer.notification, urgency: 'high' }, revision: 2 });
+    assert.equal(await store.countRetries(), 1);
+  });
+
+  it('finishing a lease removes the row only when no newer push merged into it meanwhile', async (store) => {
+    await store.saveRetry(stored('n1', 1000));
+    await store.saveRetry(stored('n2', 1000));
+    const leased = await store.leaseDueRetries(1000, 10, 50_000);
+    await store.saveRetry(stored('n1', 3000, { reason: 'newer push' }));
+    for (const retry of leased) await store.finishRetry(retry.key, retry.revision);
+    const left = await store.leaseDueRetries(100_000, 10, 200_000);
+    assert.deepEqual(left.map((r) => [r.key, r.reason, r.revision]), [['n1', 'newer push', 2]]);
+    await store.finishRetry('n1', 2);
+    assert.equal(await store.countRetries(), 0);
+  });
+
+  it('rescheduling sets due time, attempt and reason of a leased row, and is a no-op for a gone one', async (store) => {
+    await store.saveRetry(stored('n1', 1000));
+    const [leased] = await store.leaseDueRetries(1000, 10, 50_000);
+    await store.rescheduleRetry('n1', 4000, 2, 'still 503');
+    await store.rescheduleRetry('gone', 4000, 2, 'nothing');
+    assert.deepEqual(await store.leaseDueRetries(3999, 10, 90_000), []);
+    const [again] = await store.leaseDueRetries(4000, 10, 90_000);
+    assert.deepEqual({ dueAt: again.dueAt, attempt: again.attempt, reason: again.reason, revision: again.revision },
+      { dueAt: 4000, attempt: 2, reason: 'still 503', revision: leased.revision });
+    assert.equal(await store.countRetries(), 1);
+  });
+
+  it('a fractional due time (a jittered backoff) is accepted and leased at that time to the millisecond', async (store) => {
+    await store.saveRetry(stored('n1', 1000.4, { firstAttemptAt: 900.6 }));
+    await store.rescheduleRetry('n1', 2000.7, 2, 'jittered');
+    assert.deepEqual(await store.leaseDueRetries(1999, 10, 50_000.2), []);
+    const [leased] = await store.leaseDueRetries(2001, 10, 50_000.2);
+    assert.ok(Math.abs(leased.dueAt - 2000.7) < 1 && Math.abs(leased.firstAttemptAt - 900.6) < 1, `${leased.dueAt} ${leased.firstAttemptAt}`);
+  });
+
+  it('leases come oldest due first and at most the limit', async (store) => {
+    for (const [key, due] of [['c', 3000], ['a', 1000], ['d', 9000], ['b', 2000]] as const) await store.saveRetry(stored(key, due));
+    assert.deepEqual((await store.leaseDueRetries(5000, 2, 50_000)).map((r) => r.key), ['a', 'b']);
+    assert.deepEqual((await store.leaseDueRetries(5000, 10, 50_000)).map((r) => r.key), ['c']);
+  });
+
+  it('leasers at once never get the same row', async (store) => {
+    for (let i = 0; i < 60; i++) await store.saveRetry(stored(`n${i}`, 1000 + i));
+    const batches = await Promise.all(Array.from({ length: 6 }, () => store.leaseDueRetries(5000, 15, 100_000)));
+    const leased = batches.flat().map((r) => r.key);
+    assert.equal(new Set(leased).size, leased.length);
+    assert.equal(leased.length + (await store.leaseDueRetries(5000, 100, 100_000)).length, 60);
+  });
+
+  it('removing a registration removes the retry keyed by its node; cancelling removes any revision', async (store) => {
+    await store.insert(registration({ node: 'n1' }));
+    await store.insert(registration({ node: 'n2' }));
+    await store.saveRetry(stored('n1', 1000));
+    await store.saveRetry(stored('n2', 1000));
+    await store.saveRetry(stored('n3', 1000));
+    await store.saveRetry(stored('n3', 1000));
+    await store.remove('n1');
+    await store.removeIfNotRenewedSince('n2', Number.MAX_SAFE_INTEGER);
+    await store.cancelRetry('n3');
+    assert.equal(await store.countRetries(), 0);
+  });
+
+  it('a retry saved the old way is leased with the registration\'s secret, domain and app', async (store) => {
+    await store.insert(registration({ node: 'n1', app: 'ios', boundDomain: 'example.org' }));
+    await store.scheduleRetry(retry('n1', 1000, { urgency: 'high', attempt: 2 }));
+    const [leased] = await store.leaseDueRetries(1000, 10, 50_000);
+    assert.deepEqual({ key: leased.key, app: leased.app, request: leased.request, urgency: leased.notification.urgency, attempt: leased.attempt },
+      { key: 'n1', app: 'ios', request: { dialect: 'xep0357', node: 'n1', secret: 's'.repeat(64), from: 'example.org', options: {} }, urgency: 'high', attempt: 2 });
+  });
+
+  it('a retry carrying a Push 2.0 ciphertext gets the same bytes back when leased', async (store) => {
+    const ciphertext = Buffer.from([0, 1, 2, 250, 255, 128, 64]);
+    const push2 = { ciphertext, priority: 'high' as const, voip: false, jwt: 'a.b.c', jwtKey: 'key', audience: 'https://push.example' };
+    await store.saveRetry(stored('n1', 1000, { notification: { summary: {}, urgency: 'high', push2 } }));
+    const [leased] = await store.leaseDueRetries(1000, 10, 50_000);
+    assert.ok(Buffer.isBuffer(leased.notification.push2?.ciphertext));
+    assert.deepEqual(leased.notification.push2, push2);
+  });
+
+  // Limits, expiry and operator queries (issues #10, #12) and Push 2.0 key pinning (#14)
+
+  it('countByScope counts exactly the registrations one JID made, every app together', async (store) => {
+    await store.insert(registration({ node: 'n1', deviceKey: 'romeo@m.example|d1' }));
+    await store.insert(registration({ node: 'n2', deviceKey: 'romeo@m.example|d2|muc=room@c.example', app: 'other' }));
+    await store.insert(registration({ node: 'n3', deviceKey: 'romeo@m.example.org|d1' }));
+    await store.insert(registration({ node: 'n4', deviceKey: '|jid=romeo@m.example|d1' }));
+    await store.insert(registration({ node: 'n5', deviceKey: 'romeo@m.exampl|d1' }));
+    await store.insert(registration({ node: 'n6', deviceKey: 'Romeo@m.example|d3' }));
+    assert.equal(await store.countByScope('romeo@m.example'), 2);
+    assert.equal(await store.countByScope('juliet@c.example'), 0);
+  });
+
+  it('removeExpired removes at most the batch, least recently active first, with their retries; a recent push keeps one', async (store) => {
+    for (let i = 0; i < 5; i += 1) await store.insert(registration({ node: `old-${i}`, renewedAt: 100 + i }));
+    await store.insert(registration({ node: 'fresh', renewedAt: 10_000 }));
+    await store.insert(registration({ node: 'pushed', renewedAt: 100 }));
+    store.recordDelivery('pushed', 9_000);
+    await store.saveRetry(stored('old-0', 1));
+    assert.deepEqual(await store.removeExpired(1000, 3), ['old-0', 'old-1', 'old-2']);
+    assert.deepEqual(await store.removeExpired(1000, 3), ['old-3', 'old-4']);
+    assert.deepEqual(await store.removeExpired(1000, 3), []);
+    assert.equal(await store.countRetries(), 0);
+    assert.deepEqual((await store.list({ limit: 10 })).map((r) => r.node), ['fresh', 'pushed']);
+  });
+
+  it('a Push 2.0 key is stored with the registration, pinned once, and the first key wins a race', async (store) => {
+    await store.insert(registration({ node: 'given', push2Key: 'key-a' }));
+    assert.equal((await store.getByNode('given'))?.push2Key, 'key-a');
+    assert.equal(await store.setPush2Key('given', 'key-a'), true);
+    assert.equal(await store.setPush2Key('given', 'key-b'), false);
+    await store.insert(registration({ node: 'open' }));
+    const answers = await Promise.all(['k1', 'k2', 'k3'].map((key) => store.setPush2Key('open', key)));
+    assert.equal(answers.filter(Boolean).length, 1);
+    const pinned = (await store.getByNode('open'))?.push2Key;
+    assert.equal(answers[['k1', 'k2', 'k3'].indexOf(pinned!)], true);
+    assert.equal(await store.setPush2Key('gone', 'k1'), false);
+  });
+
+  it('countByApp counts the registrations of every app', async (store) => {
+    await store.insert(registration({ node: 'a1', app: 'ios' }));
+    await store.insert(registration({ node: 'a2', app: 'ios' }));
+    await store.insert(registration({ node: 'b1', app: 'android' }));
+    assert.deepEqual(await store.countByApp(), new Map([['android', 1], ['ios', 2]]));
+  });
+
+  it('search filters by node prefix, token prefix, JID (case-insensitive, wildcards literal) and app, and pages with a total', async (store) => {
+    await store.insert(registration({ node: 'n-alice', deviceKey: 'alice@example.org|phone', token: 'aaaa1111', app: 'ios' }));
+    await store.insert(registration({ node: 'n-bob', deviceKey: 'bob@example.org|phone', token: 'bbbb2222', app: 'android' }));
+    await store.insert(registration({ node: 'n-carol', deviceKey: 'carol_x@example.org|tab', token: 'aaaa3333', app: 'ios' }));
+    await store.insert(registration({ node: 'm-dave', deviceKey: '|dave-device', token: 'dddd4444', app: 'android' }));
+    await store.insert(registration({ node: 'h-erin', deviceKey: '|jid=erin@example.org|laptop', token: 'eeee', app: 'ios' }));
+    const nodes = async (query: Omit<Parameters<Store['search']>[0], 'offset' | 'limit'>) => (await store.search({ ...query, offset: 0, limit: 10 })).registrations.map((r) => r.node);
+    assert.deepEqual(await nodes({ node: 'n-' }), ['n-alice', 'n-bob', 'n-carol']);
+    assert.deepEqual(await nodes({ tokenPrefix: 'aaaa' }), ['n-alice', 'n-carol']);
+    assert.deepEqual(await nodes({ jid: 'Bob@Example.org' }), ['n-bob']);
+    assert.deepEqual(await nodes({ jid: 'carol%' }), []);
+    assert.deepEqual(await nodes({ jid: 'carol_x@example.org' }), ['n-carol']);
+    assert.deepEqual(await nodes({ jid: 'carolx@example.org' }), []);
+    assert.deepEqual(await nodes({ jid: 'erin@example.org' }), ['h-erin']);
+    assert.deepEqual(await nodes({ app: 'android' }), ['m-dave', 'n-bob']);
+    assert.deepEqual(await nodes({ app: 'ios', tokenPrefix: 'aaaa3' }), ['n-carol']);
+    const first = await store.search({ offset: 0, limit: 3 });
+    const second = await store.search({ offset: 3, limit: 3 });
+    assert.equal(first.total, 5);
+    assert.deepEqual([...first.registrations, ...second.registrations].map((r) => r.node), ['h-erin', 'm-dave', 'n-alice', 'n-bob', 'n-carol']);
+  });
+
+  it('search for failed registrations lists the most recent failure first, unwritten bookkeeping included', async (store) => {
+    await store.insert(registration({ node: 'n-alice' }));
+    await store.insert(registration({ node: 'n-bob' }));
+    await store.insert(registration({ node: 'n-carol' }));
+    store.recordFailure('n-bob', 2000, 'FCM 503');
+    store.recordFailure('n-alice', 3000, 'APNS 410 Unregistered');
+    const page = await store.search({ failedOnly: true, offset: 0, limit: 10 });
+    assert.deepEqual(page.registrations.map((r) => [r.node, r.lastError]), [['n-alice', 'APNS 410 Unregistered'], ['n-bob', 'FCM 503']]);
+    assert.equal(page.total, 2);
+  });
+
+  it('probeWrite writes and leaves nothing behind', async (store) => {
+    await store.probeWrite();
+    assert.equal(await store.countRetries(), 0);
+    assert.deepEqual(await store.leaseDueRetries(Number.MAX_SAFE_INTEGER, 10, Number.MAX_SAFE_INTEGER), []);
+  });
+
+  // Block list (stateless dialect)
+
+  it('a blocked token is blocked until its expiry, for its own app only', async (store) => {
+    const now = Date.now();
+    await store.blockToken('app', 'dead', now + 60_000);
+    assert.equal(await store.isTokenBlocked('app', 'dead', now), true);
+    assert.equal(await store.isTokenBlocked('app', 'dead', now + 59_999), true);
+    assert.equal(await store.isTokenBlocked('app', 'dead', now + 60_000), false);
+    assert.equal(await store.isTokenBlocked('other-app', 'dead', now), false);
+    assert.equal(await store.isTokenBlocked('app', 'alive', now), false);
+  });
+
+  it('blocking a token again moves its expiry', async (store) => {
+    const now = Date.now();
+    await store.blockToken('app', 'dead', now + 1000);
+    await store.blockToken('app', 'dead', now + 120_000);
+    assert.equal(await store.isTokenBlocked('app', 'dead', now + 60_000), true);
+  });
+
+  it('blocking is not registering: the block list and the registrations are separate', async (store) => {
+    await store.blockToken('app', 'dead', Date.now() + 60_000);
+    assert.equal(await store.count(), 0);
+    assert.deepEqual(await store.list({ limit: 10 }), []);
+  });
+
+  // Health and life cycle
+
+  it('an open store answers a ping and closes twice without an error', async (store) => {
+    await store.ping();
+    await store.close();
+    await store.close();
+  });
+}
