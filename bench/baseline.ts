@@ -10,7 +10,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { ForwarderConfig } from './baseline-forwarder.ts';
 import { Child } from './children.ts';
-import { ProcessWatcher } from './proc-stats.ts';
+import { GroupWatcher } from './proc-stats.ts';
 import type { ProviderSetup } from './providers.ts';
 import { monotonicMs, runPushPhase, type PushTargets } from './push-load.ts';
 import { round1, round3, type Percentiles } from './stats.ts';
@@ -31,6 +31,8 @@ export interface BaselineOptions {
   env: NodeJS.ProcessEnv;
   /** `--profile DIR`: the forwarder's CPU profile goes to DIR/baseline, with its own push-phase.json. */
   profileDir?: string;
+  /** As many forwarders as push-appserver instances, on one component JID (CPU summed). */
+  instances?: number;
 }
 
 export interface BaselineResult {
@@ -63,7 +65,8 @@ export async function runBaseline(options: BaselineOptions): Promise<BaselineRes
   const apns = options.provider.apns;
   if (!apns) throw new Error('--baseline needs --provider apns');
   const secret = randomBytes(12).toString('hex');
-  const peer = new XmppPeer({ componentJid: options.componentJid, secret });
+  const instances = options.instances ?? 1;
+  const peer = new XmppPeer({ componentJid: options.componentJid, secret, connections: instances });
   const xmppPort = await peer.listen();
   const targetsFile = join(options.dir, 'baseline-targets.tsv');
   let tsv = '';
@@ -77,17 +80,20 @@ export async function runBaseline(options: BaselineOptions): Promise<BaselineRes
   writeFileSync(configFile, JSON.stringify(config));
 
   const profileDir = options.profileDir === undefined ? undefined : join(options.profileDir, 'baseline');
-  const forwarder = new Child('baseline', process.execPath, [
-    ...serverLikeNodeFlags(options.env), ...(profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : []), '--disable-warning=ExperimentalWarning', resolve(HERE, 'baseline-forwarder.ts'), '--config', configFile,
-  ], { cwd: options.dir, env: options.env });
-  let watcher: ProcessWatcher | undefined;
+  const forwarders: Child[] = [];
+  for (let i = 0; i < instances; i++) {
+    forwarders.push(new Child('baseline', process.execPath, [
+      ...serverLikeNodeFlags(options.env), ...(profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : []), '--disable-warning=ExperimentalWarning', resolve(HERE, 'baseline-forwarder.ts'), '--config', configFile,
+    ], { cwd: options.dir, env: options.env }));
+  }
+  let watcher: GroupWatcher | undefined;
   try {
     await Promise.race([
       peer.waitOnline(30_000),
-      forwarder.waitExit().then((code) => { throw new Error(`the baseline forwarder exited (code ${code}):\n${forwarder.stderrTail()}`); }),
+      ...forwarders.map((forwarder) => forwarder.waitExit().then((code) => { throw new Error(`the baseline forwarder exited (code ${code}):\n${forwarder.stderrTail()}`); })),
     ]);
     await new Promise((r) => setTimeout(r, 500));
-    watcher = new ProcessWatcher(forwarder.pid, 100);
+    watcher = new GroupWatcher(forwarders.map((f) => f.pid), 100);
     const delivery = options.provider.delivery;
     delivery?.reset?.();
     let cpuAtCountStart: number | undefined;
@@ -130,7 +136,7 @@ export async function runBaseline(options: BaselineOptions): Promise<BaselineRes
     };
   } finally {
     watcher?.stop();
-    await forwarder.stop(2000);
+    await Promise.all(forwarders.map((f) => f.stop(2000)));
     await peer.close().catch(() => {});
   }
 }

@@ -10,7 +10,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { randomBytes, createHash } from 'node:crypto';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { availableParallelism, cpus, tmpdir, totalmem } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -18,7 +18,7 @@ import { parseArgs } from 'node:util';
 import { cpuMsPerPush, runBaseline, type BaselineResult } from './baseline.ts';
 import { Child } from './children.ts';
 import { startProviderSetup, type DeliveryLedgerReport, type ProviderSetup } from './providers.ts';
-import { ProcessWatcher, sampleProcess } from './proc-stats.ts';
+import { GroupWatcher, processTreeCpuS, sampleProcess } from './proc-stats.ts';
 import { monotonicMs, runPushPhase, type PushTargets } from './push-load.ts';
 import { runRegisterPhase } from './register-load.ts';
 import { formatStallReport, prepareStallDir, stallMonitorForChild, startStallMonitor, stallReport, type StallReport } from './stall-monitor.ts';
@@ -26,6 +26,7 @@ import { seededNode, seededSecret, seededToken, seedRegistrations } from './seed
 import { round1, round3, type Percentiles } from './stats.ts';
 import { XmppPeer } from './xmpp-peer.ts';
 import { freePort } from '../test/support/ports.ts';
+import { startPostgres, type PostgresInstance } from '../test/support/postgres.ts';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const SCALE_REGISTRATIONS = 1_000_000;
@@ -39,7 +40,11 @@ const USAGE = `npm run bench -- [options]
   --concurrency C    closed loop: publishes (and registrations) in flight (default 100)
   --rate R           open loop instead: offer R publishes per second
   --provider P       apns (the APNS mock over HTTP/2+TLS, default) or log (dry run; no delivery latency)
-  --store S          sqlite (a temp file, default), memory, or a storage url (sqlite:PATH)
+  --store S          sqlite (a temp file, default), memory, postgres (a PostgreSQL the bench starts
+                     in a temp dir, as the tests do), or a storage url (sqlite:PATH, postgres://…)
+  --instances N      N push-appserver processes on one PostgreSQL (needs --store postgres), all
+                     connected as the same component JID: the load generator plays an ejabberd that
+                     spreads the publishes round-robin over the N connections (default 1)
   --scale            seed ${SCALE_REGISTRATIONS.toLocaleString('en')} registrations into the SQLite file first
   --metrics on|off   push-appserver's Prometheus metrics (metrics.enabled; default on, as operators run it)
   --json             print one JSON object on the last line of stdout
@@ -80,6 +85,7 @@ interface Options {
   latencyCsv: string | undefined;
   stallDir: string | undefined;
   baseline: boolean;
+  instances: number;
   faultRate: number;
   outageS: number;
   metrics: boolean;
@@ -114,6 +120,7 @@ function parseOptions(argv: string[]): Options {
       'latency-csv': { type: 'string' },
       'stall-report': { type: 'string' },
       baseline: { type: 'boolean' },
+      instances: { type: 'string' },
       'fault-rate': { type: 'string' },
       'outage-s': { type: 'string' },
       metrics: { type: 'string' },
@@ -131,6 +138,10 @@ function parseOptions(argv: string[]): Options {
   const baseline = values.baseline === true;
   if (baseline && provider !== 'apns') throw new Error('--baseline needs --provider apns (the forwarder talks to the APNS mock)');
   if (baseline && scale) throw new Error('--baseline with --scale is not supported (the forwarder keeps its targets in memory)');
+  const instances = positiveInt('instances', values.instances, 1);
+  const store = values.store ?? 'sqlite';
+  if (instances > 1 && store !== 'postgres' && !/^postgres(ql)?:\/\//.test(store)) throw new Error('--instances above 1 needs a shared store: --store postgres');
+  if (instances > 1 && values['stall-report'] !== undefined) throw new Error('--stall-report watches one push-appserver: not with --instances');
   const faultRate = values['fault-rate'] === undefined ? 0 : Number(values['fault-rate']);
   if (!(faultRate >= 0 && faultRate < 1)) throw new Error(`--fault-rate must be a fraction from 0 up to (not including) 1, got "${values['fault-rate']}"`);
   if (baseline && (faultRate > 0 || values['outage-s'] !== undefined)) throw new Error('--baseline measures the healthy path: not with --fault-rate or --outage-s');
@@ -143,7 +154,7 @@ function parseOptions(argv: string[]): Options {
     concurrency: positiveInt('concurrency', values.concurrency, 100),
     rate: values.rate === undefined ? undefined : positiveInt('rate', values.rate, 0),
     provider,
-    store: values.store ?? 'sqlite',
+    store,
     scale,
     seeded: scale ? positiveInt('scale-registrations', values['scale-registrations'], SCALE_REGISTRATIONS) : 0,
     json: values.json === true,
@@ -155,6 +166,7 @@ function parseOptions(argv: string[]): Options {
     latencyCsv: values['latency-csv'],
     stallDir: values['stall-report'] === undefined ? undefined : resolve(values['stall-report']),
     baseline,
+    instances,
     faultRate,
     outageS: positiveInt('outage-s', values['outage-s'], 0, 0),
     metrics: metrics === 'on',
@@ -204,6 +216,15 @@ ${options.appTable}
 `;
 }
 
+/** The postmaster's pid (first line of postmaster.pid in the data directory). */
+function postmasterPid(database: PostgresInstance): number | undefined {
+  try {
+    return Number(readFileSync(join(database.dir, 'data', 'postmaster.pid'), 'utf8').split('\n')[0]) || undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 async function waitForHealth(baseUrl: string, server: Child, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
@@ -250,12 +271,20 @@ async function main(): Promise<number> {
   process.once('exit', removeDir);
   const runId = randomBytes(4).toString('hex');
   const notes: string[] = [];
-  let server: Child | undefined;
+  const servers: Child[] = [];
   let provider: ProviderSetup | undefined;
   let peer: XmppPeer | undefined;
-  let watcher: ProcessWatcher | undefined;
+  let watcher: GroupWatcher | undefined;
+  let database: PostgresInstance | undefined;
   try {
-    const storage = storageUrl(options.store, dir);
+    let storage: string;
+    if (options.store === 'postgres') {
+      progress('starting PostgreSQL in a temp dir (initdb, a free loopback port)…');
+      database = await startPostgres();
+      storage = database.url(await database.createDatabase('bench'));
+    } else {
+      storage = storageUrl(options.store, dir);
+    }
     let seedSeconds: number | null = null;
     if (options.seeded > 0) {
       if (!storage.startsWith('sqlite:') || storage === 'sqlite::memory:') throw new Error('--scale needs a SQLite file store');
@@ -275,11 +304,17 @@ async function main(): Promise<number> {
     } : undefined;
     provider = await startProviderSetup(options.provider, options.stallDir ? stallMonitorForChild(options.stallDir, 'mock') : undefined, faults);
     const secret = randomBytes(12).toString('hex');
-    peer = new XmppPeer({ componentJid: COMPONENT_JID, secret });
+    peer = new XmppPeer({ componentJid: COMPONENT_JID, secret, connections: options.instances });
     const xmppPort = await peer.listen();
-    const httpPort = await freePort();
-    const configFile = join(dir, 'push-appserver.toml');
-    writeFileSync(configFile, configToml({ xmppPort, httpPort, secret, storage, appTable: provider.appTable, metrics: options.metrics, faults: faulty }));
+    // One config per instance; they differ in the HTTP port only (same component JID, same database).
+    const instanceConfigs: Array<{ file: string; httpPort: number }> = [];
+    for (let i = 0; i < options.instances; i++) {
+      const httpPort = await freePort();
+      const file = join(dir, options.instances === 1 ? 'push-appserver.toml' : `push-appserver-${i + 1}.toml`);
+      writeFileSync(file, configToml({ xmppPort, httpPort, secret, storage, appTable: provider.appTable, metrics: options.metrics, faults: faulty }));
+      instanceConfigs.push({ file, httpPort });
+    }
+    const configFile = instanceConfigs[0].file;
 
     const env = { ...process.env };
     if (options.serverNodeOptions) env.NODE_OPTIONS = `${env.NODE_OPTIONS ?? ''} ${options.serverNodeOptions}`.trim();
@@ -297,12 +332,14 @@ async function main(): Promise<number> {
     } catch (error) {
       throw new Error(`push-appserver check-config failed:\n${String((error as { stderr?: Buffer }).stderr ?? (error as Error).message)}`);
     }
-    progress(`starting push-appserver (provider ${options.provider}, storage ${storage})`);
-    server = new Child('push-appserver', join(ROOT, 'bin/push-appserver'), ['serve', '--config', configFile], { cwd: dir, env: serveEnv, flag: / (WARN|ERROR) / });
-    watcher = new ProcessWatcher(server.pid, 100);
-    const baseUrl = `http://127.0.0.1:${httpPort}`;
+    progress(`starting ${options.instances === 1 ? 'push-appserver' : `${options.instances} push-appserver instances`} (provider ${options.provider}, storage ${storage.replace(/\/\/([^:@/]+):[^@]*@/, '//$1:…@')})`);
+    for (const [i, instance] of instanceConfigs.entries()) {
+      servers.push(new Child(options.instances === 1 ? 'push-appserver' : `push-appserver-${i + 1}`, join(ROOT, 'bin/push-appserver'), ['serve', '--config', instance.file], { cwd: dir, env: serveEnv, flag: / (WARN|ERROR) / }));
+    }
+    watcher = new GroupWatcher(servers.map((s) => s.pid), 100);
+    const baseUrl = `http://127.0.0.1:${instanceConfigs[0].httpPort}`;
     const timeoutMs = options.timeoutS * 1000;
-    await Promise.all([peer.waitOnline(30_000), waitForHealth(baseUrl, server, 30_000)]);
+    await Promise.all([peer.waitOnline(30_000), ...servers.map((s, i) => waitForHealth(`http://127.0.0.1:${instanceConfigs[i].httpPort}`, s, 30_000))]);
     await sleep(1000);
     const idle = watcher.sample();
     const rssIdleMb = idle?.rssMb ?? null;
@@ -338,6 +375,8 @@ async function main(): Promise<number> {
     const delivery = provider.delivery;
     const stopOwnMonitor = options.stallDir ? startStallMonitor('load-generator', options.stallDir) : undefined;
     let cpuAtCountStart: number | undefined;
+    let databaseCpuAtCountStart: number | undefined;
+    const databasePid = database ? postmasterPid(database) : undefined;
     let countingStartedAtMs = 0;
     const push = await runPushPhase({
       peer,
@@ -350,6 +389,7 @@ async function main(): Promise<number> {
       onSent: delivery ? (index, token, at) => delivery.sent(index >= options.warmup, token, at, index) : undefined,
       onCountingStarts: () => {
         cpuAtCountStart = watcher!.sample()?.cpuS;
+        databaseCpuAtCountStart = databasePid === undefined ? undefined : processTreeCpuS(databasePid);
         countingStartedAtMs = monotonicMs();
       },
       onAnswered: delivery?.answered ? (index, ok, error) => delivery.answered!(index, ok || (error ?? '').startsWith('iq-error:wait/')) : undefined,
@@ -370,6 +410,7 @@ async function main(): Promise<number> {
       writeFileSync(options.latencyCsv, csv);
     }
     const afterPush = watcher.sample();
+    const databaseCpuAfterPush = databasePid === undefined ? undefined : processTreeCpuS(databasePid);
     const cpuAfterPush = afterPush?.cpuS ?? cpuAfterRegister;
     const rssPeakMb = Math.max(watcher.maxRssMb, afterPush?.peakRssMb ?? 0);
     if (faulty) progress('waiting for the server\'s retries to deliver every accepted push…');
@@ -378,7 +419,7 @@ async function main(): Promise<number> {
     watcher.stop();
 
     progress('stopping push-appserver…');
-    const exitCode = await server.stop(10_000);
+    const exitCodes = await Promise.all(servers.map((s) => s.stop(10_000)));
     const providerCpuS = provider.pid ? sampleProcess(provider.pid)?.cpuS ?? null : null;
     let baseline: BaselineResult | undefined;
     if (options.baseline) {
@@ -395,6 +436,7 @@ async function main(): Promise<number> {
         dir,
         env,
         profileDir: options.profileDir,
+        instances: options.instances,
       });
     }
     await provider.stop();
@@ -415,9 +457,10 @@ async function main(): Promise<number> {
     addAll(push.errors.byType, 'push:');
     if (deliveryLatency) addAll(deliveryLatency.errors.byType, 'delivery:');
     if (peer.handshakeFailures > 0) errors.set('xmpp:handshake-failed', peer.handshakeFailures);
-    const serverErrors = server.flaggedLines.filter((line) => / ERROR /.test(line));
+    const serverErrors = servers.flatMap((s) => s.flaggedLines.filter((line) => / ERROR /.test(line)).map((line) => servers.length > 1 ? `${s.name}: ${line}` : line));
     if (serverErrors.length > 0) errors.set('server-log:ERROR', serverErrors.length);
-    if (exitCode !== 0) errors.set('server-exit-code', 1);
+    const failedExits = exitCodes.filter((code) => code !== 0).length;
+    if (failedExits > 0) errors.set('server-exit-code', failedExits);
     if (baseline) for (const [type, n] of baseline.errors) errors.set(`baseline:${type}`, n);
     const errorTotal = [...errors.values()].reduce((a, b) => a + b, 0);
     const samples = [...register.errorSamples, ...push.errorSamples].map(([type, text]) => `${type}: ${text}`);
@@ -444,8 +487,9 @@ async function main(): Promise<number> {
       cpu_s: round3(cpuAfterPush - cpuAtStart),
       cpu_s_including_startup: round3(cpuAfterPush),
       cpu_s_by_phase: { register: round3(cpuAfterRegister - cpuAtStart), push: round3(cpuAfterPush - cpuAfterRegister) },
-      // push-appserver's CPU (all threads, from /proc) from the first counted publish to the last answer, per counted push.
+      // push-appserver's CPU (all threads, from /proc; summed over --instances) from the first counted publish to the last answer, per counted push.
       cpu_ms_per_push: ourCpuMsPerPush,
+      ...(database ? { database_cpu_ms_per_push: cpuMsPerPush(databaseCpuAtCountStart, databaseCpuAfterPush, push.timedCompleted) } : {}),
       ...(baseline ? {
         baseline: {
           pushes_per_s: baseline.pushesPerS,
@@ -474,6 +518,7 @@ async function main(): Promise<number> {
         registrations_in_store: targets.count,
         seeded_registrations: options.seeded,
         baseline: options.baseline,
+        instances: options.instances,
         fault_rate: options.faultRate,
         outage_s: options.outageS,
       },
@@ -485,6 +530,8 @@ async function main(): Promise<number> {
         publishes_to_a_node_already_in_flight: push.sharedNode,
         deliveries_timed: deliveryPercentiles?.count ?? null,
         publishes_without_receipt: deliveryLatency?.unmatched ?? null,
+        // Warm-up included, per component connection (--instances: one per push-appserver process).
+        publishes_by_connection: [...peer.publishesByConnection],
       },
       ...(stalls ? { stalls } : {}),
       notes,
@@ -521,16 +568,17 @@ async function main(): Promise<number> {
     if (serverErrors.length > 0) out += serverErrors.slice(0, 5).map((line) => `server: ${line}`).join('\n') + '\n';
     if (options.profileDir) out += `CPU profile of push-appserver written to ${options.profileDir}\n`;
     process.stdout.write(out);
-    if (options.serverLog) process.stdout.write(`--- push-appserver stderr (last lines) ---\n${server.stderrTail()}\n`);
+    if (options.serverLog) for (const s of servers) process.stdout.write(`--- ${s.name} stderr (last lines) ---\n${s.stderrTail()}\n`);
     if (options.json) process.stdout.write(JSON.stringify(report) + '\n');
     return errorTotal === 0 ? 0 : 1;
   } catch (error) {
     process.stderr.write(`bench: ${(error as Error).message}\n`);
-    if (server) process.stderr.write(`--- push-appserver stderr (last lines) ---\n${server.stderrTail()}\n`);
+    for (const s of servers) process.stderr.write(`--- ${s.name} stderr (last lines) ---\n${s.stderrTail()}\n`);
     return 1;
   } finally {
     watcher?.stop();
-    await server?.stop(2000);
+    await Promise.all(servers.map((s) => s.stop(2000)));
+    await database?.stop();
     await provider?.stop();
     await peer?.close().catch(() => {});
     removeDir();
