@@ -59,12 +59,15 @@ class ReceiptMatcher implements DeliveryTracker {
   private latency = new Samples();
   private errors = new ErrorTally();
   private lastReceiptAt = 0;
+  /** Set by collect(): the report is made; later receipts are not ours (until reset(): a --baseline run). */
+  private collected = false;
 
   reset(): void {
     this.waiting = new Map();
     this.latency = new Samples();
     this.errors = new ErrorTally();
     this.lastReceiptAt = 0;
+    this.collected = false;
   }
 
   sent(counted: boolean, token: string, at: number): void {
@@ -74,6 +77,7 @@ class ReceiptMatcher implements DeliveryTracker {
   }
 
   receipt(token: string, at: number): void {
+    if (this.collected) return;
     this.lastReceiptAt = performance.now();
     const list = this.waiting.get(token);
     const first = list?.shift();
@@ -91,6 +95,7 @@ class ReceiptMatcher implements DeliveryTracker {
     while (this.waiting.size > 0 && performance.now() - started < 5000 && performance.now() - this.lastReceiptAt < 1000) {
       await new Promise((r) => setTimeout(r, 50));
     }
+    this.collected = true;
     let unmatched = 0;
     for (const list of this.waiting.values()) unmatched += list.length;
     if (unmatched > allowedUnmatched) this.errors.add('publish-without-receipt', unmatched - allowedUnmatched);

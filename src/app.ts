@@ -136,7 +136,7 @@ export class PushAppServer {
     // Asked in this order: a stored node wins over the stateless reading of the same publish.
     this.dispatcher.addResolver(new RegisteredNodes(store, apps, logger.child('dispatch'), Date.now, this.telemetry));
     this.dispatcher.addResolver(new StatelessDialect(store, apps, logger.child('stateless')));
-    this.dispatcher.addResolver(new Push2Resolver(store, apps, logger.child('push2'), { audiences: config.push2.audiences, clockSkewS: config.push2.clockSkewS }));
+    this.dispatcher.addResolver(new Push2Resolver(store, apps, logger.child('push2'), { audiences: config.push2.audiences, clockSkewS: config.push2.clockSkewS, telemetry: this.telemetry }));
     this.xmpp = new XmppService({
       jid: config.xmpp.componentJid,
       host: config.xmpp.serverHost,
@@ -198,6 +198,7 @@ export class PushAppServer {
           pushTimeoutMs: config.push.timeoutMs,
           telemetry: this.telemetry,
           logger: logger.child('admin'),
+          trustProxy: config.http.trustProxy,
         });
       }
     }

@@ -41,6 +41,13 @@ export interface LoggerOptions {
 const SECRET_FIELD = /(^|_)(secret|password|passphrase|authorization|jwt|private_key|admin_token|bearer)$/i;
 /** Field names holding a device token (or a WebPush subscription): written shortened. */
 const TOKEN_FIELD = /(^|_)token$/i;
+/**
+ * A `node` is ours (a UUID) or the client's choice, but the stateless dialects have no node and
+ * log the device token as one (or the target key `app\0token`): long node values are shortened
+ * like tokens, part by part.
+ */
+const NODE_FIELD = /^node$/i;
+const LONGEST_NODE_SHOWN = 40;
 const SECRET_QUERY = /([?&](?:token|secret|password)=)[^&#\s]*/gi;
 /** Tokens up to this length are test or dry-run values (the log provider shows them whole too). */
 const SHORT_TOKEN = 16;
@@ -58,6 +65,7 @@ function redact(key: string, value: unknown, depth = 0): unknown {
   if (SECRET_FIELD.test(key)) return value === '' ? '' : '********';
   if (typeof value === 'string') {
     if (TOKEN_FIELD.test(key)) return shortenToken(value);
+    if (NODE_FIELD.test(key) && (value.length > LONGEST_NODE_SHOWN || value.includes('\u0000'))) return value.split('\u0000').map(shortenToken).join('/');
     return value.includes('=') ? value.replace(SECRET_QUERY, '$1********') : value;
   }
   if (value instanceof Error) return value;

@@ -11,7 +11,6 @@ import { pushDocument, type Config } from './config/schema.ts';
 import { createLogger } from './log.ts';
 import { copyRegistrations } from './store/copy.ts';
 import { openStore } from './store/open.ts';
-import { PostgresStore } from './store/postgres.ts';
 import { generateVapidKeys } from './providers/web-push-crypto.ts';
 import { sendTestCommand, statsCommand } from './ops/cli.ts';
 
@@ -159,7 +158,8 @@ async function migrate(configPath: string | undefined): Promise<number> {
   const { config } = loadConfig(configPath);
   const store = await openStore(config.storage.url, undefined, { poolSize: 1 });
   try {
-    const applied = store instanceof PostgresStore ? store.appliedAtOpen : [];
+    // SQLite migrates at open without a record of what it applied; PostgreSQL reports it.
+    const applied = 'appliedAtOpen' in store ? (store as { appliedAtOpen: number[] }).appliedAtOpen : [];
     const what = applied.length > 0 ? `applied migration${applied.length > 1 ? 's' : ''} ${applied.join(', ')}` : 'nothing to apply';
     process.stdout.write(`${store.kind} schema is up to date (${what})\n`);
     return 0;

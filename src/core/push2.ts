@@ -14,6 +14,8 @@
  *   `…/<APNS token>#<topic>` (optionally `#<topic>&<VoIP token>`) is delivered with nothing
  *   stored, after the same JWT checks, and a dead token goes on the fpush dialect's block list.
  *
+ * - Notify-only (no ciphertext, no JWT) proves nothing about its sender: `not-authorized`, always.
+ *
  * Answers (DESIGN §4 as Push 2.0 message errors, see xmpp/handlers/push2.ts): unknown client or
  * dead token → not-found; foreign domain → forbidden; a JWT that fails → forbidden with condition
  * `not-authorized`; no ciphertext → rejected.
@@ -25,7 +27,9 @@ import type { App, AppDirectory } from './apps.ts';
 import { domainOf, type DispatchResult, type PushRequest } from './dispatcher.ts';
 import { canonicalP256Key, decodeBase64Any, p256KeyOf, verifyEs256Jwt } from './jwt-verify.ts';
 import type { Resolution, ResolvedTarget, Resolver } from './pipeline.ts';
+import { registrationOrigin } from './registrations.ts';
 import { DEFAULT_BLOCK_MS } from './stateless.ts';
+import type { Telemetry } from './telemetry.ts';
 
 export const PUSH2_NS = 'urn:xmpp:push2:0';
 
@@ -50,6 +54,8 @@ export interface Push2Options {
   /** How long a stateless token the provider called dead stays blocked. */
   blockForMs?: number;
   now?: () => number;
+  /** A registration removed for a dead token is reported (the registration gauge follows it). */
+  telemetry?: Telemetry;
 }
 
 type Route =
@@ -100,6 +106,25 @@ export function push2TargetKey(target: string): string {
   return `${target}\u0000push2`;
 }
 
+/** The request option that marks a `<voip/>` notification, so a stored retry finds the VoIP token again. */
+const VOIP_OPTION = 'push2-voip';
+
+/**
+ * The options of a Push 2.0 request: the stored retry keeps a request's options but not its
+ * notification, and a stateless client with a VoIP token must be retried on the token it used.
+ */
+export function push2RequestOptions(notification: Push2Notification): ReadonlyMap<string, string> {
+  return notification.voip ? new Map([[VOIP_OPTION, '1']]) : new Map();
+}
+
+/** The JWT replaces the XEP-0357 secret: without one, nothing says the notification is the client's. */
+const NOTIFY_ONLY_REFUSED = 'a notification without a JWT (the notify-only profile) is not accepted: the JWT is what authenticates it';
+
+/** PUSH2.md: the notify-only profile sends neither a ciphertext nor a JWT. */
+function isNotifyOnly(notification: Push2Notification): boolean {
+  return notification.jwt === null && notification.payload === null;
+}
+
 /** Notification urgency from `<priority>`: `low` is a silent wake-up, anything else is for a person. */
 export function urgencyOfPriority(priority: Push2Priority): Notification['urgency'] {
   return priority === 'low' ? 'normal' : 'high';
@@ -142,6 +167,7 @@ export class Push2Resolver implements Resolver {
       if (registration.boundDomain !== null && publisherDomain !== registration.boundDomain) {
         return answer(app.name, { kind: 'forbidden', reason: `this client accepts notifications only from ${registration.boundDomain}` });
       }
+      if (isNotifyOnly(notification)) return answer(app.name, notAuthorized(NOTIFY_ONLY_REFUSED));
       const verified = this.verify(notification);
       if (!verified.ok) return answer(app.name, notAuthorized(verified.reason));
       const pinned = registration.push2Key ?? null;
@@ -169,6 +195,7 @@ export class Push2Resolver implements Resolver {
     }
 
     const { app } = route;
+    if (isNotifyOnly(notification)) return answer(app.name, notAuthorized(NOTIFY_ONLY_REFUSED));
     const token = notification.voip && route.voipToken !== undefined ? route.voipToken : route.token;
     const invalid = app.provider.validateToken(token);
     if (invalid) {
@@ -197,6 +224,7 @@ export class Push2Resolver implements Resolver {
     const fields = { app: target.app.name, reason: outcome.reason };
     if (target.registration) {
       const removed = await this.store.removeIfNotRenewedSince(target.node, outcome.since ?? this.now());
+      if (removed) this.options.telemetry?.registrationChanged(target.app.name, registrationOrigin(target.registration), 'token_dead');
       this.logger.info(removed ? 'token is dead, registration removed' : 'token reported dead, but the device re-registered since', { ...fields, node: target.node });
       return removed ? { kind: 'not-found' } : { kind: 'temporary', reason: outcome.reason };
     }
@@ -217,9 +245,9 @@ export class Push2Resolver implements Resolver {
     const publisherDomain = request.from === null ? null : domainOf(request.from);
     const notification: Notification = { summary: {}, urgency: 'high' };
     if (route.kind === 'stateless') {
-      // Which of the two tokens the first attempt used is not stored: such a retry is not guessed at.
-      if (route.voipToken !== undefined) return answer(route.app.name, { kind: 'not-found' });
-      return { kind: 'target', dialect: 'push2', target: { app: route.app, key: push2TargetKey(`${route.app.name}\u0000${route.token}`), node: route.token, token: route.token, notification, publisherDomain } };
+      // The request's options say whether the first attempt went to the VoIP token (push2RequestOptions).
+      const token = request.options.get(VOIP_OPTION) === '1' && route.voipToken !== undefined ? route.voipToken : route.token;
+      return { kind: 'target', dialect: 'push2', target: { app: route.app, key: push2TargetKey(`${route.app.name}\u0000${token}`), node: token, token, notification, publisherDomain } };
     }
     const { registration } = route;
     const app = this.apps.get(registration.app);
@@ -254,7 +282,7 @@ export class Push2Resolver implements Resolver {
   private verify(notification: Push2Notification):
     | { ok: true; key: string; payload: { ok: true; push2: Push2Payload } | { ok: false; reason: string } }
     | { ok: false; reason: string } {
-    if (!notification.jwt) return { ok: false, reason: 'the notification carries no JWT (the notify-only profile is not accepted)' };
+    if (!notification.jwt) return { ok: false, reason: 'the notification carries a ciphertext but no JWT' };
     const key = canonicalP256Key(notification.jwt.key);
     const keyObject = key === null ? null : p256KeyOf(decodeBase64Any(notification.jwt.key)!);
     if (key === null || keyObject === null) return { ok: false, reason: 'the jwt key is not a P-256 public key' };

@@ -121,6 +121,11 @@ function besideKeyOf(key: string, token: string): string {
   return `${key}#${createHash('sha256').update(token).digest('hex').slice(0, 32)}`;
 }
 
+/** Which API made a registration, for the metrics: HTTP-made device keys start with `|`. */
+export function registrationOrigin(registration: Registration): 'http' | 'xmpp' {
+  return registration.deviceKey.startsWith('|') ? 'http' : 'xmpp';
+}
+
 /** HTTP-made, bound to no domain: what the original API let anyone remove by type and node. */
 export function isAnonymous(registration: Registration): boolean {
   return registration.boundDomain === null && registration.deviceKey.startsWith('|');

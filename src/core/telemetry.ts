@@ -17,8 +17,11 @@ export type ProviderRequestOutcome = 'delivered' | 'token_dead' | 'retry' | 'cre
 
 export type RegistrationAction = 'created' | 'renewed' | 'removed' | 'token_dead' | 'expired';
 
-/** Who made or changed a registration: the HTTP API or an ad-hoc command (XEP-0050). */
-export type RegistrationDialect = 'http' | 'xmpp';
+/**
+ * Who made or changed a registration: the HTTP API, an ad-hoc command (XEP-0050), or the expiry
+ * sweep (`expiry`: registrations it removes are counted after the fact, per app, origin unknown).
+ */
+export type RegistrationDialect = 'http' | 'xmpp' | 'expiry';
 
 export type RetryResult = 'delivered' | 'rescheduled' | 'token_dead' | 'expired' | 'dropped';
 

@@ -36,8 +36,9 @@ export async function sendTestCommand(config: Config, node: string, io: Output =
         io.err(`push-appserver: the registration names app "${registration.app}", which is not configured`);
         return 1;
       }
-      const result = await sendTestPush(app, registration, { timeoutMs: config.push.timeoutMs });
+      const result = await sendTestPush(app, registration, { timeoutMs: config.push.timeoutMs, store });
       io.out(`${app.name} (${app.providerKind}): ${describeAnswer(result)}`);
+      if (result.removed) io.out(`registration ${node} removed: its token is dead`);
       return result.outcome.kind === 'delivered' ? 0 : 1;
     } finally {
       await apps.close();

@@ -151,13 +151,13 @@ export class PrometheusTelemetry implements Telemetry {
 
   /**
    * After an expiry sweep (which reports only how many it removed): the gauge takes the new counts
-   * and the drop per app is counted as `expired`. Expired registrations carry no dialect; they are
-   * counted under `http`.
+   * and the drop per app is counted as `expired` under `dialect="expiry"` (the sweep removed them;
+   * which API made them is not known any more, and counting them as `http` would be a lie).
    */
   registrationsExpired(counts: ReadonlyMap<string, number>): void {
     for (const [app, before] of this.registrationCounts) {
       const after = counts.get(app) ?? 0;
-      if (before > after) this.registrationChanges.cell(app, 'http', 'expired').value += before - after;
+      if (before > after) this.registrationChanges.cell(app, 'expiry', 'expired').value += before - after;
       this.registrationCounts.set(app, after);
     }
     for (const [app, count] of counts) if (!this.registrationCounts.has(app)) this.registrationCounts.set(app, count);

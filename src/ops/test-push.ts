@@ -1,18 +1,22 @@
 /**
  * One test push to one registration through its app's provider, for the admin page's button and
  * `push-appserver send-test`: the provider's answer is the point, so it is returned as it came
- * (kind, HTTP status, reason or id), and nothing is decided from it (a dead token is shown, not
- * removed: the operator asked a question).
+ * (kind, HTTP status, reason or id). One thing is decided from it, as for any push: a token the
+ * service calls dead removes the registration (unless the device re-registered since), because no
+ * push will ever reach it again and the operator would otherwise have to remove it by hand.
  */
 import type { App } from '../core/apps.ts';
 import type { ProviderRequestOutcome, Telemetry } from '../core/telemetry.ts';
 import type { Outcome } from '../providers/types.ts';
-import type { Registration } from '../store/types.ts';
+import type { Registration, Store } from '../store/types.ts';
+import { registrationOrigin } from '../core/registrations.ts';
 
 export interface TestPushResult {
   at: number;
   outcome: Outcome | { kind: 'error'; reason: string; status?: undefined };
   seconds: number;
+  /** The token was dead and the registration was removed for it. */
+  removed?: boolean;
 }
 
 export function providerOutcomeLabel(kind: TestPushResult['outcome']['kind']): ProviderRequestOutcome {
@@ -40,7 +44,14 @@ export function describeAnswer(result: TestPushResult): string {
   }
 }
 
-export async function sendTestPush(app: App, registration: Registration, options: { timeoutMs: number; telemetry?: Telemetry }): Promise<TestPushResult> {
+export interface TestPushOptions {
+  timeoutMs: number;
+  telemetry?: Telemetry;
+  /** Where a dead token's registration is removed. */
+  store: Pick<Store, 'removeIfNotRenewedSince'>;
+}
+
+export async function sendTestPush(app: App, registration: Registration, options: TestPushOptions): Promise<TestPushResult> {
   const started = performance.now();
   const at = Date.now();
   let timer: NodeJS.Timeout | undefined;
@@ -59,5 +70,8 @@ export async function sendTestPush(app: App, registration: Registration, options
   }
   const seconds = (performance.now() - started) / 1000;
   options.telemetry?.providerRequest(app.name, app.providerKind, providerOutcomeLabel(outcome.kind), outcome.status, seconds);
-  return { at, outcome, seconds };
+  if (outcome.kind !== 'token-dead') return { at, outcome, seconds };
+  const removed = await options.store.removeIfNotRenewedSince(registration.node, outcome.since ?? at);
+  if (removed) options.telemetry?.registrationChanged(app.name, registrationOrigin(registration), 'token_dead');
+  return { at, outcome, seconds, removed };
 }

@@ -2,7 +2,6 @@
 import type { Logger } from '../log.ts';
 import type { Store } from './types.ts';
 import { SqliteStore, sqlitePathFromUrl } from './sqlite.ts';
-import { PostgresStore } from './postgres.ts';
 
 export interface OpenStoreOptions {
   /** PostgreSQL connections in the pool (`storage.pool_size`). */
@@ -22,6 +21,8 @@ export async function openStore(url: string, logger?: Logger, options: OpenStore
     });
   }
   if (isPostgresUrl(url)) {
+    // Loaded only when asked for: an SQLite deployment never loads the driver.
+    const { PostgresStore } = await import('./postgres.ts');
     return await PostgresStore.open(url, {
       poolSize: options.poolSize,
       onFlushError: (error) => logger?.warn('push bookkeeping not written yet (database unavailable); it is kept and written later', { error }),

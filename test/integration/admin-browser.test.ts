@@ -12,15 +12,17 @@ import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { startAppServer, type TestAppServer } from '../support/app-server.ts';
+import { integrationSkipped, missingPart } from '../support/real-parts.ts';
 import { createTestApnsKey, startMockApns, testDeviceToken, type MockApns } from '../support/mock-apns.ts';
+import { jwtKeyPair } from '../support/push2.ts';
 
 const CHROMIUM = '/usr/bin/chromium';
 const ADMIN_TOKEN = 'admin-token-for-the-browser-test-0123456789';
 const TOPIC = 'org.example.chat';
 const ARTIFACTS = resolve(dirname(fileURLToPath(import.meta.url)), '../../test-artifacts/admin');
 
-// Under CI a missing browser is a failure, never a skip.
-const skip = !existsSync(CHROMIUM) && process.env.CI !== 'true' ? `${CHROMIUM} is not installed (apt-get install chromium)` : false;
+// A missing browser is a failure (in `before`), never a skip; only the explicit opt-out skips, loudly.
+const skip = integrationSkipped('Chromium');
 
 describe('the admin page in Chromium', { skip, timeout: 180_000 }, () => {
   let apns: MockApns;
@@ -29,12 +31,14 @@ describe('the admin page in Chromium', { skip, timeout: 180_000 }, () => {
   let page: Page;
   let profileDir: string;
   const nodes: Record<string, string> = {};
+  const carolPush2Key = jwtKeyPair();
 
   async function shot(name: string, target: Page = page): Promise<void> {
     await target.screenshot({ path: join(ARTIFACTS, `${name}.png`), fullPage: true });
   }
 
   before(async () => {
+    if (!existsSync(CHROMIUM)) throw missingPart(`Chromium (${CHROMIUM})`, 'apt-get install chromium');
     mkdirSync(ARTIFACTS, { recursive: true });
     const key = createTestApnsKey();
     apns = await startMockApns({ keys: [{ keyId: key.keyId, teamId: key.teamId, key: key.privateKey }], topics: [TOPIC] });
@@ -46,7 +50,8 @@ describe('the admin page in Chromium', { skip, timeout: 180_000 }, () => {
       },
     });
     for (const [name, n] of [['alice', 1], ['bob', 2], ['carol', 3]] as const) {
-      const reply = await app.post('/push_appserver/v1/register', { type: 'ios', node: `${name}-phone`, token: testDeviceToken(n), jid: `${name}@example.org` });
+      const push2: Record<string, string> = name === 'carol' ? { push2_key: carolPush2Key.publicBase64 } : {};
+      const reply = await app.post('/push_appserver/v1/register', { type: 'ios', node: `${name}-phone`, token: testDeviceToken(n), jid: `${name}@example.org`, ...push2 });
       assert.equal(reply.status, 200, reply.body);
       nodes[name] = reply.body.split('\n')[1];
     }
@@ -166,5 +171,29 @@ describe('the admin page in Chromium', { skip, timeout: 180_000 }, () => {
     assert.ok(overflow <= 0, `no sideways scrolling on a phone (overflow ${overflow}px)`);
     await shot('10-overview-phone', phone);
     await phone.close();
+  });
+
+  test('a registration\'s page shows its Push 2.0 key, or that none is pinned yet', async () => {
+    await page.goto(`${app.httpUrl}/admin/registration?node=${encodeURIComponent(nodes.carol)}`);
+    const pinned = await page.textContent('main') ?? '';
+    assert.match(pinned, new RegExp(`Push 2\\.0 key\\s*${carolPush2Key.publicRaw.toString('base64url')}`), 'the key as stored (base64url of the point)');
+    await page.goto(`${app.httpUrl}/admin/registration?node=${encodeURIComponent(nodes.bob)}`);
+    assert.match(await page.textContent('main') ?? '', /Push 2\.0 key\s*none yet/);
+  });
+
+  test('a test push to a dead token removes the registration like any push, and the page says so', async () => {
+    const token = testDeviceToken(5);
+    const reply = await app.post('/push_appserver/v1/register', { type: 'ios', node: 'erin-phone', token, jid: 'erin@example.org' });
+    const node = reply.body.split('\n')[1];
+    apns.setBehaviour(token, { kind: 'unregistered' });
+    await page.goto(`${app.httpUrl}/admin/registration?node=${encodeURIComponent(node)}`);
+    await Promise.all([page.waitForNavigation(), page.click('button:has-text("Send test push")')]);
+    assert.equal(await page.textContent('h1'), 'Registration removed');
+    assert.match(await page.textContent('#test-result') ?? '', /token dead \(HTTP 410\)/);
+    assert.match(await page.textContent('#removed') ?? '', /this token is dead, so the registration .* was removed/);
+    assert.equal(await app.server.store.getByNode(node), undefined, 'the registration is gone');
+    const metrics = await (await fetch(`${app.httpUrl}/metrics`)).text();
+    assert.match(metrics, /^push_appserver_registrations_total\{app="ios",dialect="http",action="token_dead"\} 1$/m);
+    await shot('11-test-push-dead-token');
   });
 });

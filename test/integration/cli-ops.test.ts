@@ -43,11 +43,13 @@ describe('send-test and stats', { timeout: 120_000 }, () => {
     const key = createTestApnsKey();
     apns = await startMockApns({ keys: [{ keyId: key.keyId, teamId: key.teamId, key: key.privateKey }], topics: [TOPIC] });
     apns.setBehaviour(testDeviceToken(602), { kind: 'unregistered', timestamp: 1_700_000_000_000 });
+    apns.setBehaviour(testDeviceToken(603), { kind: 'unregistered' });
     const dir = testTempDir('push-appserver-cli-ops-');
     const database = join(dir, 'push.db');
     const store = new SqliteStore(database);
     await store.insert(registration('ios-good', 'ios', testDeviceToken(601)));
     await store.insert(registration('ios-dead', 'ios', testDeviceToken(602)));
+    await store.insert(registration('ios-gone', 'ios', testDeviceToken(603)));
     await store.insert(registration('android-1', 'android', 'android-token-000000000001'));
     store.recordFailure('android-1', Date.UTC(2026, 0, 2, 3, 4, 5), 'FCM 503 UNAVAILABLE');
     await store.saveRetry({
@@ -90,7 +92,17 @@ provider = "log"
   test('send-test exits 1 and prints the provider\'s refusal when the push is not delivered', async () => {
     const result = await cli(['send-test', 'ios-dead', '--config', configFile]);
     assert.equal(result.status, 1);
+    // APNS dates the token's death before the registration was made: the device registered again since, so it stays.
     assert.equal(result.stdout, 'ios (apns): token dead (HTTP 410): APNS 410 Unregistered\n');
+  });
+
+  test('send-test to a token that died after it was registered removes the registration, like any push, and says so', async () => {
+    const result = await cli(['send-test', 'ios-gone', '--config', configFile]);
+    assert.equal(result.status, 1);
+    assert.equal(result.stdout, 'ios (apns): token dead (HTTP 410): APNS 410 Unregistered\nregistration ios-gone removed: its token is dead\n');
+    const again = await cli(['send-test', 'ios-gone', '--config', configFile]);
+    assert.equal(again.status, 1);
+    assert.match(again.stderr, /no registration with node ios-gone/);
   });
 
   test('send-test for an unknown node says so and exits 1; without a node it prints the usage', async () => {

@@ -93,7 +93,7 @@ describe('several instances on one PostgreSQL, one component JID on ejabberd', {
         await eventually(() => devices.every(({ token }) => delivered(token) >= round) || undefined, `round ${round} delivered to every device`);
       }
       assert.deepEqual(devices.map(({ token }) => delivered(token)), devices.map(() => rounds));
-      const pushedBy = (app: TestAppServer) => app.countLog(/msg="pushed"|pushed app=ios/);
+      const pushedBy = (app: TestAppServer) => app.countLog(/\] pushed .*app=ios/);
       assert.ok(pushedBy(one) > 0 && pushedBy(two) > 0, `both instances pushed (${pushedBy(one)} and ${pushedBy(two)})`);
       assert.equal(pushedBy(one) + pushedBy(two), devices.length * rounds);
       // The bookkeeping of both lands on the same rows.
@@ -132,6 +132,8 @@ timeout_ms = 1000
 retry_max_backoff_s = 1
 [log]
 level = "debug"
+[registration]
+http_per_ip_per_minute = 0
 [apps.ios]
 ${Object.entries(app).map(([k, v]) => `${k} = ${JSON.stringify(v)}`).join('\n')}
 `);
@@ -160,8 +162,9 @@ ${Object.entries(app).map(([k, v]) => `${k} = ${JSON.stringify(v)}`).join('\n')}
           method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' },
           body: new URLSearchParams({ type: 'ios', node: `crash-${i}`, token }).toString(),
         });
-        const [ok, node, secret] = (await response.text()).split('\n');
-        assert.equal(ok, 'OK');
+        const body = await response.text();
+        const [ok, node, secret] = body.split('\n');
+        assert.equal(ok, 'OK', body);
         return { token, node, secret, answer: undefined as string | undefined, detail: '' };
       }));
       apns.setDefaultBehaviour({ kind: 'server-error', status: 503 });
@@ -200,8 +203,8 @@ ${Object.entries(app).map(([k, v]) => `${k} = ${JSON.stringify(v)}`).join('\n')}
       assert.deepEqual(owed.filter((d) => delivered(d.token) !== 1).map((d) => [d.node, delivered(d.token)]), []);
       for (const device of devices) assert.ok(delivered(device.token) <= 1, `${device.node} delivered at most once`);
       // The pushes the killed instance had accepted were sent by the survivor.
-      const acceptedByVictim = new Set([...victim.log().matchAll(/push will be retried app=ios node=(crash-\d+) /g)].map((m) => m[1]));
-      const pushedBySurvivor = new Set([...survivor.log().matchAll(/pushed app=ios node=(crash-\d+) /g)].map((m) => m[1]));
+      const acceptedByVictim = new Set([...victim.log().matchAll(/\] push will be retried .*?node=(crash-\d+)\b/g)].map((m) => m[1]));
+      const pushedBySurvivor = new Set([...survivor.log().matchAll(/\] pushed .*?node=(crash-\d+)\b/g)].map((m) => m[1]));
       assert.ok(acceptedByVictim.size > 0);
       assert.deepEqual([...acceptedByVictim].filter((node) => !pushedBySurvivor.has(node)), []);
     } finally {

@@ -130,6 +130,24 @@ describe('metrics and readiness through Prosody', { skip, timeout: 180_000 }, ()
     assert.equal(health.status, 200, 'liveness keeps its contract');
     assert.equal(await health.text(), 'RUNNING');
   });
+
+  test('a Prosody restart shows in the metrics: component_connected goes 0 then 1, reconnects_total counts one', async () => {
+    const url = stack.app.httpUrl;
+    const before = await scrape(url);
+    assert.equal(before.get('push_appserver_component_connected'), 1);
+    assert.equal(before.get('push_appserver_component_reconnects_total'), 0);
+    let whileDown: Map<string, number> | undefined;
+    await stack.prosody.restart(async () => {
+      whileDown = await metricsUntil(url, (s) => s.get('push_appserver_component_connected') === 0);
+    });
+    assert.equal(whileDown?.get('push_appserver_component_connected'), 0, 'disconnected while Prosody is down');
+    assert.equal(whileDown?.get('push_appserver_component_reconnects_total'), 0, 'nothing re-established yet');
+    const after = await metricsUntil(url, (s) => s.get('push_appserver_component_connected') === 1 && s.get('push_appserver_component_reconnects_total') === 1);
+    assert.equal(after.get('push_appserver_component_connected'), 1);
+    assert.equal(after.get('push_appserver_component_reconnects_total'), 1);
+    const ready = await fetch(`${url}/push_appserver/v1/ready`, { headers: { accept: 'application/json' } });
+    assert.equal((await ready.json() as any).component.state, 'online');
+  });
 });
 
 describe('readiness without the XMPP server', () => {

@@ -186,6 +186,12 @@ describe('Push 2.0 through a real Prosody with mod_push2', { skip, timeout: 240_
     assert.deepEqual(request.payload?.aps, { alert: { body: ALERT }, 'mutable-content': 1 });
     assert.equal(forwardedBody(decryptApns(request, alice.ua)), 'Push 2.0 over APNS');
     assert.equal((await app.server.store.getByNode(alice.node))?.push2Key, alice.jwt.publicRaw.toString('base64url'));
+    // The same metrics as every dialect, labelled push2.
+    const metrics = await eventually(async () => {
+      const text = await (await fetch(`${app.httpUrl}/metrics`)).text();
+      return /^push_appserver_publishes_total\{app="ios",dialect="push2",result="delivered"\} [1-9]/m.test(text) ? text : undefined;
+    }, 'the Push 2.0 delivery in /metrics');
+    assert.match(metrics, /^push_appserver_publish_duration_seconds_count\{dialect="push2"\} [1-9]/m);
   });
 
   test('FCM (registered over HTTP with push2=1): one data message whose "push2" decrypts to the forwarded message', async () => {

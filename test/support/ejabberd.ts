@@ -15,9 +15,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createConnection } from 'node:net';
 import { freePort } from './ports.ts';
+import { integrationSkipped, missingPart } from './real-parts.ts';
 
 const EJABBERDCTL = '/usr/sbin/ejabberdctl';
-const INSTALL = 'ejabberd is not installed: apt-get install ejabberd (the tests start their own server; CI installs it)';
 
 export interface EjabberdOptions {
   hosts?: string[];
@@ -43,15 +43,11 @@ export function ejabberdAvailable(): boolean {
   return existsSync(EJABBERDCTL) && existsSync('/usr/bin/erl');
 }
 
-/** Like postgresMissing(): a missing ejabberd fails unless integration tests were opted out of. */
+/** For `describe(..., { skip: ejabberdMissing() })`: run (and fail if it is missing) unless integration tests were opted out of. */
 export function ejabberdMissing(): string | false {
   if (ejabberdAvailable()) return false;
-  if (process.env.PUSH_APPSERVER_TEST_SKIP_INTEGRATION === '1') {
-    const reason = `SKIPPED (PUSH_APPSERVER_TEST_SKIP_INTEGRATION=1): ${INSTALL}`;
-    process.stderr.write(`\n*** ${reason}\n`);
-    return reason;
-  }
-  return false;
+  // Missing: the tests run and fail saying how to install it, unless opted out (ignored under CI).
+  return integrationSkipped('ejabberd');
 }
 
 function runAs(): { uid: number; gid: number } | undefined {
@@ -75,7 +71,7 @@ async function listening(port: number): Promise<boolean> {
 let started = 0;
 
 export async function startEjabberd(options: EjabberdOptions = {}): Promise<EjabberdInstance> {
-  if (!ejabberdAvailable()) throw new Error(INSTALL);
+  if (!ejabberdAvailable()) throw missingPart('ejabberd', 'apt-get install ejabberd (the tests start their own server in a temp dir; .ci/run installs it)');
   const owner = runAs();
   const dir = mkdtempSync(join(tmpdir(), 'push-appserver-ejabberd-'));
   const spool = join(dir, 'spool');

@@ -1,8 +1,9 @@
 /**
  * The real Prosody mod_push2 (Push 2.0's reference user's-server side) for integration tests: the
  * copy and the Prosody 0.12 shims in ../shared/interop/prosody-mod_push2/ (its README says how),
- * loaded into a test Prosody by startProsody's options. Needs Debian's `lua-luaossl`; under CI=true
- * a missing part fails instead of skipping.
+ * loaded into a test Prosody by startProsody's options. Needs Debian's `lua-luaossl`. A missing part
+ * fails the tests with how to install it (never a skip), unless PUSH_APPSERVER_TEST_SKIP_INTEGRATION=1
+ * opts out loudly (see real-parts.ts).
  */
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
@@ -10,6 +11,7 @@ import { xml } from '@xmpp/client';
 import type { Element } from 'ltx';
 import type { ProsodyOptions } from './prosody.ts';
 import { prosodyAvailable } from './prosody.ts';
+import { integrationSkipped, missingPart } from './real-parts.ts';
 import type { JwtKeyPair, UserAgentKeys } from './push2.ts';
 
 const ROOT = resolve(import.meta.dirname, '../../..');
@@ -28,15 +30,19 @@ export function modPush2Available(): boolean {
   return prosodyAvailable() && existsSync(join(MOD_PUSH2_DIR, 'mod_push2', 'mod_push2.lua')) && luaosslInstalled();
 }
 
-/** For `describe(…, { skip })`: a reason outside CI, never a skip under CI=true. */
+/**
+ * For `describe(…, { skip })`: false (run, and fail in `modPush2ProsodyOptions` when a part is
+ * missing) unless the developer opted out of integration tests explicitly.
+ */
 export function modPush2Missing(): string | false {
-  if (modPush2Available()) return false;
-  if (process.env.CI === 'true') return false;
-  return `Prosody, lua-luaossl or mod_push2 (${MOD_PUSH2_DIR}) is missing; CI installs them`;
+  return integrationSkipped('a real Prosody with mod_push2 and lua-luaossl');
 }
 
 /** startProsody options that load mod_push2 on every VirtualHost. */
 export function modPush2ProsodyOptions(options: ProsodyOptions = {}): ProsodyOptions {
+  if (!modPush2Available()) {
+    throw missingPart(`Prosody, lua-luaossl or mod_push2 (${MOD_PUSH2_DIR})`, 'apt-get install prosody lua-luaossl, and the mod_push2 copy in shared/interop/prosody-mod_push2 (or MOD_PUSH2_DIR)');
+  }
   const lua = (value: string) => JSON.stringify(value);
   return {
     ...options,

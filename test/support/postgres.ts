@@ -4,8 +4,8 @@
  * temp dir, stopped and removed at the end. As root, the server runs as the `postgres` user (it
  * refuses to run as root) and the temp dir belongs to that user.
  *
- * A missing PostgreSQL is a failure with the command that installs it, never a silent skip; only
- * PUSH_APPSERVER_TEST_SKIP_INTEGRATION=1 (a quick local run) skips, and says so.
+ * A missing PostgreSQL is a failure with the command that installs it, never a silent skip
+ * (real-parts.ts).
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { chownSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -13,8 +13,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import postgres from 'postgres';
 import { freePort } from './ports.ts';
+import { integrationSkipped, missingPart } from './real-parts.ts';
 
-const INSTALL = 'PostgreSQL is not installed: apt-get install postgresql (the tests start their own server; CI installs it)';
 export const USER = 'push';
 export const PASSWORD = 'push-test-password';
 
@@ -29,18 +29,11 @@ export function postgresBinDir(): string | undefined {
   return candidates.find((dir) => existsSync(join(dir, 'initdb')) && existsSync(join(dir, 'postgres')));
 }
 
-/**
- * For `test(..., { skip: postgresMissing() })`: false (run, and fail loudly if it is missing)
- * unless the developer opted out of integration tests explicitly.
- */
+/** For `test(..., { skip: postgresMissing() })`: run (and fail if it is missing) unless integration tests were opted out of. */
 export function postgresMissing(): string | false {
   if (postgresBinDir() !== undefined) return false;
-  if (process.env.PUSH_APPSERVER_TEST_SKIP_INTEGRATION === '1') {
-    const reason = `SKIPPED (PUSH_APPSERVER_TEST_SKIP_INTEGRATION=1): ${INSTALL}`;
-    process.stderr.write(`\n*** ${reason}\n`);
-    return reason;
-  }
-  return false;
+  // Missing: the tests run and fail saying how to install it, unless opted out (ignored under CI).
+  return integrationSkipped('a PostgreSQL server');
 }
 
 export interface PostgresInstance {
@@ -76,7 +69,7 @@ export interface PostgresOptions {
 
 export async function startPostgres(options: PostgresOptions = {}): Promise<PostgresInstance> {
   const bin = postgresBinDir();
-  if (!bin) throw new Error(INSTALL);
+  if (!bin) throw missingPart('PostgreSQL', 'apt-get install postgresql (the tests start their own server in a temp dir; .ci/run installs it)');
   const owner = serverUser();
   const dir = mkdtempSync(join(tmpdir(), 'push-appserver-postgres-'));
   const data = join(dir, 'data');

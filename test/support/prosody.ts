@@ -38,7 +38,8 @@ export interface ProsodyInstance {
   componentPort: number;
   register(user: string, host: string, password: string): Promise<void>;
   /** Stops and starts again on the same ports (the component's reconnect is tested with this). */
-  restart(): Promise<void>;
+  /** Stops and starts again on the same ports; `whileDown` runs in between (to observe the outage). */
+  restart(whileDown?: () => Promise<void>): Promise<void>;
   stop(): Promise<void>;
   logText(): string;
 }
@@ -195,8 +196,9 @@ Component ${lua(componentJid)}
     async register(user, host, password) {
       await run('prosodyctl', ['--config', configFile, 'register', user, host, password], { env: { ...process.env, ...options.env } });
     },
-    async restart() {
+    async restart(whileDown) {
       await halt();
+      await whileDown?.();
       // Same ports, so the app server finds it again; they were ours a moment ago, so a bind
       // failure here is someone taking them in between: say so rather than retry elsewhere.
       const result = await launch([c2sPort, componentPort]);

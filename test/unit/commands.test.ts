@@ -101,6 +101,9 @@ describe('ad-hoc registration commands', () => {
     const reply = await router.handle(execute('v1-unregister-push', { type: 'monal-prod', node: 'device-1' }, { from: 'tybalt@capulet.example/x' }));
     assert.deepEqual(errorOf(reply).condition, 'item-not-found');
     assert.ok(await store.getByNode(registered.node));
+    // "Not yours" is told apart from "no such registration" by nothing: type, condition and text alike.
+    const unknown = await router.handle(execute('v1-unregister-push', { type: 'monal-prod', node: 'no-such-device' }, { from: 'tybalt@capulet.example/x' }));
+    assert.deepEqual(errorOf(reply), errorOf(unknown));
   });
 
   test('register-push-fcm maps to the configured app with a random node', async () => {

@@ -219,6 +219,65 @@ describe('dispatcher limits, for every dialect', () => {
     assert.equal((await first).kind, 'delivered');
   });
 
+  async function registeredNode(dispatcherStore: SqliteStore, apps: AppDirectory, deviceId: string) {
+    const registered = await new Registrations(dispatcherStore, apps).register({ app: 'monal', deviceId, token: `tok-${deviceId}` });
+    assert.ok(registered.ok);
+    return registered.registration;
+  }
+
+  function wiredRegistered(options: Partial<ConstructorParameters<typeof Dispatcher>[3]>, provider: ScriptedProvider, allowedDomains?: string[]) {
+    const store = new SqliteStore(':memory:');
+    const apps = new AppDirectory([{ name: 'monal', providerKind: 'scripted', provider, stateless: false, allowedDomains }]);
+    const warnings: string[] = [];
+    const logger = { ...silentLogger, warn: (message: string) => { warnings.push(message); }, child: () => logger };
+    const dispatcher = new Dispatcher(store, apps, logger, { ...DOMAIN_LIMITS, ...options });
+    dispatcher.addResolver(new RegisteredNodes(store, apps, silentLogger));
+    return { store, apps, dispatcher, warnings };
+  }
+
+  const registeredPublish = (registration: { node: string; secret: string }, from: string): PushRequest => ({
+    dialect: 'xep0357', node: registration.node, secret: registration.secret, from, summary: {}, options: new Map(),
+  });
+
+  test('registered publishes from one domain over its limit are limited with one warning, another domain still gets through', async () => {
+    const provider = scriptedProvider();
+    const { store, apps, dispatcher, warnings } = wiredRegistered({ maxPublishesPerDomainPerS: 1, publishBurstPerDomain: 2, now: () => 5000 }, provider);
+    // Distinct devices, so coalescing cannot explain a refusal: only the per-domain limit does.
+    const devices = await Promise.all(['d0', 'd1', 'd2', 'd3', 'd4', 'd5'].map((id) => registeredNode(store, apps, id)));
+    const flood = [];
+    for (const device of devices.slice(0, 5)) flood.push(await dispatcher.dispatch(registeredPublish(device, 'flood.example')));
+    assert.deepEqual(flood.map((r) => r.kind), ['delivered', 'delivered', 'limited', 'limited', 'limited']);
+    const limited = flood[2];
+    assert.ok(limited.kind === 'limited' && limited.retryAfterMs > 0, 'a limited publish says when to come back');
+    assert.equal((await dispatcher.dispatch(registeredPublish(devices[5], 'calm.example'))).kind, 'delivered');
+    assert.equal(provider.calls.length, 3);
+    assert.equal(warnings.filter((line) => /over the limit/.test(line)).length, 1, `one warning for three refusals: ${warnings.join(' | ')}`);
+  });
+
+  test('a stateless flood over its per-domain limit is logged once, not once per refused publish', async () => {
+    const provider = scriptedProvider();
+    const store = new SqliteStore(':memory:');
+    const apps = new AppDirectory([{ name: 'monal', providerKind: 'scripted', provider, stateless: true }]);
+    const warnings: string[] = [];
+    const logger = { ...silentLogger, warn: (message: string) => { warnings.push(message); }, child: () => logger };
+    const dispatcher = new Dispatcher(store, apps, logger, { ...DOMAIN_LIMITS, maxStatelessPerDomainPerS: 1, statelessBurstPerDomain: 1, now: () => 5000 });
+    dispatcher.addResolver(new StatelessDialect(store, apps, silentLogger));
+    const kinds = [];
+    for (let i = 0; i < 20; i++) kinds.push((await dispatcher.dispatch(statelessPublish('flood.example', `tok-${i}`))).kind);
+    assert.equal(kinds.filter((kind) => kind === 'limited').length, 19);
+    assert.equal(warnings.filter((line) => /over the limit/.test(line)).length, 1, warnings.join(' | '));
+  });
+
+  test('allowed_domains refuses a publish for a registered node from a domain not on the list', async () => {
+    const provider = scriptedProvider();
+    const { store, apps, dispatcher } = wiredRegistered({}, provider, ['good.example']);
+    const device = await registeredNode(store, apps, 'phone');
+    assert.equal((await dispatcher.dispatch(registeredPublish(device, 'evil.example'))).kind, 'forbidden');
+    assert.equal(provider.calls.length, 0);
+    assert.equal((await dispatcher.dispatch(registeredPublish(device, 'good.example'))).kind, 'delivered');
+    assert.equal(provider.calls.length, 1);
+  });
+
   test('allowed_domains refuses a publishing domain not on the list, stateless included', async () => {
     const provider = scriptedProvider();
     const dispatcher = wired({}, provider, ['good.example']);

@@ -2,7 +2,11 @@
  * Fuzzing (fast-check, seeded and bounded so `npm test` stays fast and repeatable): hostile bytes,
  * stanzas, forms, HTTP requests and TOML documents. Properties: nothing throws out of a handler,
  * every iq get/set with an id gets exactly one answer, memory stays bounded, the server keeps
- * serving. A failing seed is kept below as a regression case (REGRESSIONS) when one is found.
+ * serving — for the iq handlers alone and end to end on one component stream.
+ *
+ * Regression cases: a failure found here is kept as a plain test of the unit it broke, named after
+ * its seed, so it runs whatever the seed or the generators become. So far: stream-parser.test.ts,
+ * "a stanza limit smaller than the stream header still lets the stream open" (seed 20240610).
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
@@ -23,6 +27,8 @@ import { publishHandler } from '../../src/xmpp/handlers/publish.ts';
 import { IqRouter } from '../../src/xmpp/iq-router.ts';
 import { NS } from '../../src/xmpp/stanzas.ts';
 import { StreamParser } from '../../src/xmpp/stream-parser.ts';
+import { XmppService } from '../../src/xmpp/service.ts';
+import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { directoryOf, scriptedProvider } from '../support/fakes.ts';
 
 const SEED = 20_240_610;
@@ -256,5 +262,122 @@ describe('fuzz: configuration loader', () => {
         assert.ok(error.key !== '');
       }
     }), runs(3000));
+  });
+});
+
+describe('fuzz: the component stream, end to end', () => {
+  // A scripted XMPP server on loopback and a real XmppService (stream parser, component, router):
+  // iqs of every kind, some oversized, deeply nested or with an opening tag over the limit, in random
+  // chunkings on ONE stream. Every iq get/set with an id whose opening tag fits is answered exactly
+  // once (an oversized one with an error); nothing else is; the stream never drops.
+  const LIMIT = 2048;
+  let server: Server;
+  let service: XmppService;
+  let store: SqliteStore;
+  let peer: Socket;
+  let connections = 0;
+  const replies = new Map<string, number>();
+
+  before(async () => {
+    let handshaken!: () => void;
+    const online = new Promise<void>((resolve) => { handshaken = resolve; });
+    server = createServer((socket) => {
+      connections += 1;
+      peer = socket;
+      socket.on('error', () => {});
+      const reader = new StreamParser({
+        streamStart: () => {
+          socket.write(`<?xml version='1.0'?><stream:stream xmlns='jabber:component:accept' xmlns:stream='http://etherx.jabber.org/streams' id='fz' from='push.fuzz'>`);
+        },
+        stanza: (element) => {
+          if (element.name === 'handshake') {
+            socket.write('<handshake/>');
+            handshaken();
+          } else if (element.name === 'iq') {
+            const id = String(element.attrs.id);
+            replies.set(id, (replies.get(id) ?? 0) + 1);
+          }
+        },
+        oversized: () => assert.fail('the component sent a reply over the limit'),
+        streamEnd: () => {},
+        error: (error) => assert.fail(`the component sent XML that is not well-formed: ${error.message}`),
+      }, 1 << 20);
+      socket.on('data', (chunk: Buffer) => reader.write(chunk));
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    store = new SqliteStore(':memory:');
+    const apps = directoryOf({ apns: scriptedProvider() });
+    const dispatcher = new Dispatcher(store, apps, silentLogger, { timeoutMs: 500, retryMaxAttempts: 0, retryMaxDelayMs: 1000 });
+    service = new XmppService({
+      jid: 'push.fuzz', host: '127.0.0.1', port: (server.address() as AddressInfo).port, secret: 's',
+      reconnectInitialMs: 50, reconnectMaxMs: 100, authFailureRetryMs: 1000, maxStanzaBytes: LIMIT,
+    }, dispatcher, silentLogger);
+    service.start();
+    await online;
+    const deadline = Date.now() + 10_000;
+    while (service.component.state !== 'online') {
+      assert.ok(Date.now() < deadline, 'the component came online');
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+  });
+
+  after(async () => {
+    await service?.stop();
+    server?.close();
+    await store?.close();
+  });
+
+  async function until(condition: () => boolean, what: string): Promise<void> {
+    const deadline = Date.now() + 10_000;
+    while (!condition()) {
+      if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`);
+      await new Promise((resolve) => setTimeout(resolve, 2));
+    }
+  }
+
+  type Kind = 'ping' | 'publish' | 'unknown' | 'two-payloads' | 'big-body' | 'deep' | 'huge-tag' | 'result' | 'no-id' | 'message';
+  const kind = fc.constantFrom<Kind>('ping', 'publish', 'unknown', 'two-payloads', 'big-body', 'deep', 'huge-tag', 'result', 'no-id', 'message');
+  const size = fc.integer({ min: LIMIT + 1, max: 40_000 });
+  const item = fc.tuple(kind, fc.constantFrom('get', 'set'), size);
+
+  function render(id: string, [what, type, bytes]: [Kind, string, number]): { xml: string; answered: boolean } {
+    const to = `from='x@remote.example/r' to='push.fuzz'`;
+    switch (what) {
+      case 'ping': return { xml: `<iq type='${type}' id='${id}' ${to}><ping xmlns='urn:xmpp:ping'/></iq>`, answered: true };
+      case 'publish': return { xml: `<iq type='set' id='${id}' ${to}><pubsub xmlns='${NS.pubsub}'><publish node='n-${id}'><item><notification xmlns='${NS.push}'/></item></publish></pubsub></iq>`, answered: true };
+      case 'unknown': return { xml: `<iq type='${type}' id='${id}' ${to}><q xmlns='urn:example:nope'/></iq>`, answered: true };
+      case 'two-payloads': return { xml: `<iq type='${type}' id='${id}' ${to}><a xmlns='urn:a'/><b xmlns='urn:b'/></iq>`, answered: true };
+      case 'big-body': return { xml: `<iq type='${type}' id='${id}' ${to}><q xmlns='urn:big'>${'x'.repeat(bytes)}</q></iq>`, answered: true };
+      case 'deep': return { xml: `<iq type='${type}' id='${id}' ${to}>${'<d>'.repeat(100)}${'</d>'.repeat(100)}</iq>`, answered: true };
+      // The builder's rule: an iq whose opening tag alone is over the limit has nobody to answer.
+      case 'huge-tag': return { xml: `<iq type='${type}' id='${id}' ${to} pad='${'p'.repeat(bytes)}'><ping xmlns='urn:xmpp:ping'/></iq>`, answered: false };
+      case 'result': return { xml: `<iq type='result' id='${id}' ${to}/>`, answered: false };
+      case 'no-id': return { xml: `<iq type='${type}' ${to}><ping xmlns='urn:xmpp:ping'/></iq>`, answered: false };
+      case 'message': return { xml: `<message id='${id}' ${to}><body>hi</body></message>`, answered: false };
+    }
+  }
+
+  let run = 0;
+  test('every iq get/set with an id is answered exactly once, nothing else is, and the stream stays up', async () => {
+    await fc.assert(fc.asyncProperty(fc.array(item, { minLength: 1, maxLength: 8 }).chain((items) => {
+      run += 1;
+      const rendered = items.map((entry, i) => render(`r${run}-${i}`, entry));
+      const ids = items.map((_, i) => `r${run}-${i}`);
+      const bytes = Buffer.from(rendered.map((r) => r.xml).join(' '));
+      return fc.tuple(fc.constant(ids), fc.constant(rendered.map((r) => r.answered)), chunked(bytes));
+    }), async ([ids, answered, chunks]) => {
+      for (const chunk of chunks) peer.write(chunk);
+      const expected = ids.filter((_, i) => answered[i]);
+      await until(() => expected.every((id) => replies.has(id)), `answers to ${expected.join(', ')}`);
+      // A later iq on the same stream: a late second answer to any of them would come before its own.
+      const sentinel = `${ids[0]}-sentinel`;
+      peer.write(`<iq type='get' id='${sentinel}' to='push.fuzz'><ping xmlns='urn:xmpp:ping'/></iq>`);
+      await until(() => replies.has(sentinel), 'the answer to the sentinel ping');
+      for (const [i, id] of ids.entries()) assert.equal(replies.get(id) ?? 0, answered[i] ? 1 : 0, `answers to ${id}`);
+      assert.equal(replies.get(sentinel), 1);
+      assert.equal(service.component.state, 'online');
+      assert.equal(connections, 1, 'no reconnect');
+      assert.equal(service.component.pendingBytes, 0, 'nothing piles up in the outbox');
+    }), runs(100));
   });
 });

@@ -46,6 +46,21 @@ test('secrets are masked and device tokens shortened in both formats, nested fie
   }
 });
 
+test('a device token logged as a stateless target\'s node or key is shortened; our UUID nodes are shown whole', () => {
+  for (const format of ['text', 'json'] as const) {
+    const { logger, lines } = capture({ format });
+    logger.info('push will be retried', { node: APNS_TOKEN });
+    logger.info('pending retry dropped: its target is gone', { node: `ios\u0000${APNS_TOKEN}\u0000push2` });
+    logger.info('retried push', { node: '0f8fad5b-d9cb-469f-a165-70867728950e' });
+    for (const line of lines.slice(0, 2)) {
+      assert.ok(!line.includes(APNS_TOKEN), `${format} line leaks the token: ${line}`);
+      assert.ok(line.includes('a1b2c3d4…c3d4'), `${format}: shortened, not dropped: ${line}`);
+    }
+    assert.ok(lines[1].includes('ios/a1b2c3d4…c3d4/push2'), `${format}: the key's parts: ${lines[1]}`);
+    assert.ok(lines[2].includes('0f8fad5b-d9cb-469f-a165-70867728950e'), `${format}: a UUID node stays whole: ${lines[2]}`);
+  }
+});
+
 test('an error carries its stack only at debug level', () => {
   const error = new Error('boom');
   const atInfo = capture({ format: 'json', level: 'info' });

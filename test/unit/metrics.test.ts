@@ -132,12 +132,13 @@ test('the admin page\'s hour counts deliveries and errors per app and keeps the 
   assert.deepEqual(recent.lastHour('never-used'), { delivered: 0, errors: 0, failures: [] });
 });
 
-test('after an expiry sweep the gauge takes the recount and the drop is counted as expired', async () => {
+test('after an expiry sweep the gauge takes the recount and the drop is counted as expired under dialect="expiry"', async () => {
   const telemetry = new PrometheusTelemetry({ sources: sources({ connected: true, degraded: {} }), processMetrics: false });
   telemetry.setRegistrationCounts(new Map([['ios', 10], ['android', 4]]));
   telemetry.registrationsExpired(new Map([['ios', 7], ['android', 4]]));
   const s = await samples(telemetry);
   assert.equal(s.get('push_appserver_registrations{app="ios"}'), 7);
-  assert.equal(s.get('push_appserver_registrations_total{app="ios",dialect="http",action="expired"}'), 3);
-  assert.equal(s.has('push_appserver_registrations_total{app="android",dialect="http",action="expired"}'), false);
+  assert.equal(s.get('push_appserver_registrations_total{app="ios",dialect="expiry",action="expired"}'), 3);
+  assert.equal(s.has('push_appserver_registrations_total{app="ios",dialect="http",action="expired"}'), false, 'not counted as made over HTTP');
+  assert.equal(s.has('push_appserver_registrations_total{app="android",dialect="expiry",action="expired"}'), false);
 });

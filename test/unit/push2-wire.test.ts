@@ -81,6 +81,14 @@ describe('Push 2.0 message answers', () => {
     assert.equal(seen[0].node, 'n');
     assert.equal(seen[0].from, 'example.org');
     assert.equal(seen[0].push2?.client, 'n');
+    assert.equal(seen[0].options.size, 0);
+  });
+
+  test('a <voip/> notification\'s request says so in its options, which a stored retry keeps', async () => {
+    const { handler, seen } = answering({ kind: 'delivered' });
+    await handler(message('<client>n</client><voip/>'));
+    assert.equal(seen[0].push2?.voip, true);
+    assert.deepEqual([...seen[0].options], [['push2-voip', '1']]);
   });
 
   test('each dispatch result maps to its message error, addressed back to the sender with the same id', async () => {

@@ -4,9 +4,10 @@ import { beforeEach, describe, test } from 'node:test';
 import { Dispatcher, type PushRequest } from '../../src/core/dispatcher.ts';
 import { readConfig } from '../../src/config/schema.ts';
 import { AppDirectory } from '../../src/core/apps.ts';
-import { Push2Resolver, type Push2Notification, type Push2Result } from '../../src/core/push2.ts';
+import { Push2Resolver, push2RequestOptions, type Push2Notification, type Push2Result } from '../../src/core/push2.ts';
 import type { Resolution } from '../../src/core/pipeline.ts';
 import { Registrations } from '../../src/core/registrations.ts';
+import { noTelemetry } from '../../src/core/telemetry.ts';
 import { silentLogger } from '../../src/log.ts';
 import { SqliteStore } from '../../src/store/sqlite.ts';
 import { scriptedProvider, type ScriptedProvider } from '../support/fakes.ts';
@@ -24,6 +25,7 @@ describe('Push 2.0 resolver', () => {
   let ios: ScriptedProvider;
   let now: number;
   let key: JwtKeyPair;
+  let reported: Array<[string, string, string]>;
 
   const jwtFor = (pair: JwtKeyPair, overrides: Record<string, unknown> = {}) => ({ token: es256Jwt(pair.privateKey, push2Claims(AUD, now, overrides)), key: pair.publicBase64 });
 
@@ -60,7 +62,9 @@ describe('Push 2.0 resolver', () => {
       { name: 'ios-closed', providerKind: 'apns', provider: scriptedProvider(), stateless: false, push2Stateless: false, apnsTopic: 'org.closed' },
     ]);
     registrations = new Registrations(store, apps, () => now);
-    resolver = new Push2Resolver(store, apps, silentLogger, { audiences: [AUD, 'xmpp:push.example.org'], clockSkewS: 30, now: () => now });
+    reported = [];
+    const telemetry = { ...noTelemetry, registrationChanged: (app: string, dialect: string, action: string) => { reported.push([app, dialect, action]); } };
+    resolver = new Push2Resolver(store, apps, silentLogger, { audiences: [AUD, 'xmpp:push.example.org'], clockSkewS: 30, now: () => now, telemetry });
     key = jwtKeyPair();
   });
 
@@ -181,11 +185,12 @@ describe('Push 2.0 resolver', () => {
     assert.deepEqual(answerOf(await resolver.resolve(request({ client: `https://p.example/apns/${APNS_TOKEN}#${TOPIC}` }))), { kind: 'not-found' });
   });
 
-  test('a dead token of a registered client removes the registration', async () => {
-    const registration = await register();
+  test('a dead token of a registered client removes the registration and reports it as token_dead', async () => {
+    const registration = await register({ boundDomain: 'example.org' });
     const target = targetOf(await resolver.resolve(request({ client: registration.node })));
     assert.deepEqual(await resolver.tokenDead(target, { kind: 'token-dead', reason: 'Unregistered', since: now }), { kind: 'not-found' });
     assert.equal(await store.getByNode(registration.node), undefined);
+    assert.deepEqual(reported, [['chat', 'xmpp', 'token_dead']]);
   });
 
   test('registration: a push2 key that is not a P-256 point is refused naming the field; base64url is accepted', async () => {
@@ -215,6 +220,23 @@ describe('Push 2.0 resolver', () => {
     const again = await register({ push2Key: key.publicBase64 });
     assert.equal(again.node, first.node);
     assert.equal((await store.getByNode(first.node))?.push2Key, key.publicRaw.toString('base64url'));
+  });
+
+  test('notify-only (no ciphertext, no JWT) is not-authorized for every client, bound, unbound, signing or stateless, and reaches no provider', async () => {
+    const notifyOnly = { payload: null, jwt: null };
+    const bound = await register({ boundDomain: 'example.org', deviceId: 'bound' });
+    assert.equal(answerOf(await resolver.resolve(request({ client: bound.node, ...notifyOnly }, 'example.org'))).condition, 'not-authorized');
+    assert.equal(answerOf(await resolver.resolve(request({ client: bound.node, ...notifyOnly }, 'mallory@example.org'))).condition, 'not-authorized');
+    const unbound = await register({ deviceId: 'unbound' });
+    assert.equal(answerOf(await resolver.resolve(request({ client: unbound.node, ...notifyOnly }, 'example.org'))).condition, 'not-authorized');
+    const signing = await register({ boundDomain: 'example.org', deviceId: 'signing', push2Key: key.publicBase64 });
+    const refused = answerOf(await resolver.resolve(request({ client: signing.node, ...notifyOnly }, 'example.org')));
+    assert.equal(refused.condition, 'not-authorized');
+    assert.match((refused as { reason: string }).reason, /without a JWT/);
+    const stateless = answerOf(await resolver.resolve(request({ client: `https://push.example.org/apns/${APNS_TOKEN}#${TOPIC}`, ...notifyOnly }, 'example.org')));
+    assert.equal(stateless.condition, 'not-authorized');
+    assert.equal((await store.getByNode(bound.node))?.push2Key ?? null, null, 'no key pinned');
+    assert.equal(chat.calls.length + ios.calls.length, 0);
   });
 
   test('a stored retry (the request without its notification) finds the registered target again, domain binding included', async () => {
@@ -265,6 +287,31 @@ describe('Push 2.0 in the dispatch pipeline', () => {
     assert.equal(ios.calls[0].target.token, APNS_TOKEN);
     assert.equal((await dispatcher.dispatch(push('ef'.repeat(32)))).kind, 'limited');
     assert.equal(ios.calls.length, 1);
+    await store.close();
+  });
+
+  test('a stateless VoIP notification the provider asks to retry is retried on the VoIP token, as a VoIP push', async () => {
+    const store = new SqliteStore(':memory:');
+    const ios = scriptedProvider([{ kind: 'retry-after', ms: 1000, reason: '503 ServiceUnavailable' }, { kind: 'delivered' }]);
+    ios.validateToken = () => null;
+    let now = Date.now();
+    const apps = new AppDirectory([{ name: 'ios', providerKind: 'apns', provider: ios, stateless: false, push2Stateless: true, apnsTopic: TOPIC }]);
+    const dispatcher = new Dispatcher(store, apps, silentLogger, { timeoutMs: 500, retryMaxAttempts: 3, retryMaxDelayMs: 60_000, now: () => now });
+    dispatcher.addResolver(new Push2Resolver(store, apps, silentLogger, { audiences: [AUD], clockSkewS: 30, now: () => now }));
+    const pair = jwtKeyPair();
+    const voipToken = 'cd'.repeat(32);
+    const client = `https://p.example/apns/${APNS_TOKEN}#${TOPIC}&${voipToken}`;
+    const notification: Push2Notification = { client, priority: 'high', voip: true, payload: Buffer.from('sealed'), jwt: { token: es256Jwt(pair.privateKey, push2Claims(AUD, now)), key: pair.publicBase64 } };
+    const result = await dispatcher.dispatch({ dialect: 'push2', node: client, secret: null, from: 'example.org', summary: {}, options: push2RequestOptions(notification), push2: notification });
+    assert.equal(result.kind, 'temporary');
+    assert.equal(await store.countRetries(), 1, 'the retry is stored, not dropped');
+    now += 60_000;
+    assert.equal(await dispatcher.runDueRetries(), 1);
+    assert.equal(ios.calls.length, 2);
+    assert.equal(ios.calls[1].target.token, voipToken, 'the VoIP token again, not the alert token');
+    assert.equal(ios.calls[1].notification.push2?.voip, true);
+    assert.deepEqual(ios.calls[1].notification.push2?.ciphertext, Buffer.from('sealed'));
+    assert.equal(await store.countRetries(), 0);
     await store.close();
   });
 });

@@ -13,6 +13,7 @@ import type { Store } from '../../store/types.ts';
 import type { AppDirectory } from '../apps.ts';
 import { domainOf, type DispatchResult, type PushRequest } from '../dispatcher.ts';
 import type { Resolution, ResolvedTarget, Resolver } from '../pipeline.ts';
+import { registrationOrigin } from '../registrations.ts';
 import { secretsEqual } from '../secrets.ts';
 import { urgencyOf } from '../summary.ts';
 import { noTelemetry, type Telemetry } from '../telemetry.ts';
@@ -62,8 +63,7 @@ export class RegisteredNodes implements Resolver {
 
   async tokenDead(target: ResolvedTarget, outcome: Extract<Outcome, { kind: 'token-dead' }>): Promise<DispatchResult> {
     const removed = await this.store.removeIfNotRenewedSince(target.node, outcome.since ?? this.now());
-    // For the registration gauge; a domain-bound registration was (almost always) made over XMPP.
-    if (removed) this.telemetry.registrationChanged(target.app.name, target.registration?.boundDomain ? 'xmpp' : 'http', 'token_dead');
+    if (removed && target.registration) this.telemetry.registrationChanged(target.app.name, registrationOrigin(target.registration), 'token_dead');
     this.logger.info(removed ? 'token is dead, registration removed' : 'token reported dead, but the device re-registered since', { app: target.app.name, node: target.node, reason: outcome.reason });
     return removed ? { kind: 'not-found' } : { kind: 'temporary', reason: outcome.reason };
   }

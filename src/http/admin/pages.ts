@@ -175,6 +175,7 @@ export function registrationDetailPage(r: Registration, history: TestPushResult[
     ['Registered by', h(jidOf(r) ?? 'anonymous (HTTP)')],
     ['Device key', `<code>${h(r.deviceKey)}</code>`],
     ['Bound to domain', h(r.boundDomain ?? '—')],
+    ['Push 2.0 key', r.push2Key ? `<code>${h(r.push2Key)}</code>` : '<span class="muted">none yet (the first notification whose JWT verifies pins its key)</span>'],
     ['Registered', h(iso(r.registeredAt))],
     ['Renewed', h(iso(r.renewedAt))],
     ['Pushes', h(r.pushCount)],
@@ -191,6 +192,13 @@ export function registrationDetailPage(r: Registration, history: TestPushResult[
 </div></section>
 <section><h2>Test pushes from this page</h2>
 ${tests ? `<table><thead><tr><th>When</th><th>Answer</th></tr></thead><tbody>${tests}</tbody></table>` : '<p class="muted">None yet.</p>'}</section>`, { csrf });
+}
+
+/** A test push found the token dead: the registration is gone, as after any push with a dead token. */
+export function testPushRemovedPage(r: Registration, result: TestPushResult, csrf: string): string {
+  return layout('Registration removed', `${resultCard(result)}
+<section class="error" id="removed"><p>The push service says this token is dead, so the registration <code>${h(r.node)}</code> of app <strong>${h(r.app)}</strong> was removed, as it is after any push to a dead token. The device gets pushes again once it registers again.</p>
+<p><a href="/admin/registrations">Registrations</a></p></section>`, { csrf });
 }
 
 export function confirmRemovePage(r: Registration, csrf: string): string {

@@ -1,18 +1,21 @@
 /**
  * `GET /admin` and its pages (issue #12), served only when `http.admin_token` is set: overview,
  * registrations search, one registration with **Send test push** and **Remove** (confirmed).
- * Reads go to the store; a test push goes to the app's provider directly (ops/test-push.ts).
+ * Reads go to the store; a test push goes to the app's provider directly (ops/test-push.ts), and a
+ * dead token it finds removes the registration as any push would (the page says so).
  */
 import type { AppDirectory } from '../../core/apps.ts';
+import { KeyedRateLimiter } from '../../core/rate-limit.ts';
 import type { Telemetry } from '../../core/telemetry.ts';
 import type { Logger } from '../../log.ts';
 import type { RecentActivity } from '../../ops/recent.ts';
 import { sendTestPush, type TestPushResult } from '../../ops/test-push.ts';
 import type { Store } from '../../store/types.ts';
+import { clientAddress } from '../client-address.ts';
 import { secretMatches } from '../ops.ts';
 import { text, type HttpReply, type HttpRequest, type HttpServer } from '../server.ts';
 import {
-  confirmRemovePage, messagePage, overviewPage, registrationDetailPage, registrationsPage, signInPage, STYLESHEET,
+  confirmRemovePage, messagePage, testPushRemovedPage, overviewPage, registrationDetailPage, registrationsPage, signInPage, STYLESHEET,
 } from './pages.ts';
 import { cookie, cookiesOf, csrfMatches, LOGIN_COOKIE, randomToken, SESSION_COOKIE, Sessions, type Session } from './session.ts';
 
@@ -27,7 +30,18 @@ export interface AdminDependencies {
   pushTimeoutMs: number;
   telemetry: Telemetry;
   logger: Logger;
+  /** `http.trust_proxy`: sign-in attempts are limited per client address, as the HTTP API's are. */
+  trustProxy?: boolean;
+  /** Tests only: the sign-in limiter's clock. */
+  now?: () => number;
 }
+
+/**
+ * Guessing the admin token: 5 attempts at once per client address (IPv6 per /64), then one every
+ * 12 s. An operator signs in once per session; a script guessing tokens gets 7200 tries a day.
+ */
+export const SIGN_IN_BURST = 5;
+export const SIGN_IN_PER_SECOND = 1 / 12;
 
 const PAGE_SIZE = 25;
 const TESTS_KEPT_PER_NODE = 10;
@@ -52,6 +66,7 @@ function param(request: HttpRequest, name: string, from: 'query' | 'form' = 'que
 
 export function addAdminRoutes(http: HttpServer, deps: AdminDependencies): void {
   const sessions = new Sessions();
+  const signInAttempts = new KeyedRateLimiter({ perSecond: SIGN_IN_PER_SECOND, burst: SIGN_IN_BURST, maxKeys: 10_000, now: deps.now });
   const testPushes = new Map<string, TestPushResult[]>();
 
   const remember = (node: string, result: TestPushResult) => {
@@ -101,6 +116,14 @@ export function addAdminRoutes(http: HttpServer, deps: AdminDependencies): void 
   http.add('POST', '/admin/login', async (request) => {
     const loginCsrf = cookiesOf(request).get(LOGIN_COOKIE);
     if (loginCsrf === undefined || !csrfMatches(loginCsrf, request)) return signIn('The sign-in form expired or was not sent from this page; try again.', 403);
+    const client = clientAddress(request.remoteAddress, request.headers, deps.trustProxy === true);
+    const attempt = signInAttempts.take(client);
+    if (!attempt.allowed) {
+      const seconds = Math.max(1, Math.ceil(attempt.retryAfterMs / 1000));
+      deps.logger.warn('admin sign-in attempts over the limit', { client });
+      const reply = signIn(`Too many sign-in attempts from your address; try again in ${seconds} s.`, 429);
+      return { ...reply, headers: { ...reply.headers, 'retry-after': String(seconds) } };
+    }
     if (!secretMatches(deps.adminToken, request.form.get('token') ?? '')) {
       deps.logger.warn('admin sign-in with a wrong token');
       return signIn('Wrong admin token.', 403);
@@ -136,9 +159,13 @@ export function addAdminRoutes(http: HttpServer, deps: AdminDependencies): void 
     if (!registration) return html(404, messagePage('Not found', 'No registration with this node.', session.csrf));
     const app = deps.apps.get(registration.app);
     if (!app) return html(409, messagePage('App not configured', `The registration names app "${registration.app}", which is not configured.`, session.csrf));
-    const result = await sendTestPush(app, registration, { timeoutMs: deps.pushTimeoutMs, telemetry: deps.telemetry });
+    const result = await sendTestPush(app, registration, { timeoutMs: deps.pushTimeoutMs, telemetry: deps.telemetry, store: deps.store });
+    deps.logger.info('admin test push', { app: app.name, node: registration.node, result: result.outcome.kind, status: result.outcome.status, removed: result.removed });
+    if (result.removed) {
+      testPushes.delete(registration.node);
+      return html(200, testPushRemovedPage(registration, result, session.csrf));
+    }
     remember(registration.node, result);
-    deps.logger.info('admin test push', { app: app.name, node: registration.node, result: result.outcome.kind, status: result.outcome.status });
     return html(200, registrationDetailPage(registration, testPushes.get(registration.node) ?? [], session.csrf, result));
   }));
 

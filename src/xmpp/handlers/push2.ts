@@ -14,7 +14,7 @@
 import { Element } from 'ltx';
 import type { Logger } from '../../log.ts';
 import type { PushRequest } from '../../core/dispatcher.ts';
-import { MAX_CLIENT_LENGTH, PUSH2_NS, type Push2Notification, type Push2Result } from '../../core/push2.ts';
+import { MAX_CLIENT_LENGTH, PUSH2_NS, push2RequestOptions, type Push2Notification, type Push2Result } from '../../core/push2.ts';
 import type { Push2Priority } from '../../providers/types.ts';
 import { NS, type ErrorCondition, type ErrorType } from '../stanzas.ts';
 import type { PushDispatcher } from './publish.ts';
@@ -105,7 +105,7 @@ export function push2Handler(dispatcher: PushDispatcher, logger: Logger): Messag
       secret: null,
       from: message.attrs.from ?? null,
       summary: {},
-      options: new Map(),
+      options: push2RequestOptions(notification),
       push2: notification,
     };
     try {
