@@ -108,6 +108,7 @@ export class PushAppServer {
       maxPerJid: config.registration.maxPerJid,
       allowedDomains: (app) => config.apps.get(app)?.allowedDomains,
       telemetry: this.telemetry,
+      logger,
     });
     this.expiry = new ExpirySweeper(store, logger.child('expiry'), {
       expireDays: config.registration.expireDays,

@@ -17,11 +17,13 @@
  * - "no such registration" and "not yours" are one answer, so nodes and domains cannot be probed.
  */
 import { createHash } from 'node:crypto';
+import type { Logger } from '../log.ts';
 import type { Registration, Store } from '../store/types.ts';
 import type { AppDirectory } from './apps.ts';
 import { canonicalP256Key } from './jwt-verify.ts';
 import { newNode, newSecret, secretsEqual } from './secrets.ts';
 import { noTelemetry, type RegistrationDialect, type Telemetry } from './telemetry.ts';
+import { ThrottledWarning } from './throttled-warning.ts';
 
 export const LIMITS = { app: 64, deviceId: 256, token: 4096, scope: 3071 } as const;
 
@@ -31,7 +33,9 @@ export type RegistrationFailure =
   | { code: 'not-found'; message: string }
   | { code: 'forbidden'; message: string }
   /** A limit (registrations per JID) is reached: a `wait` error, HTTP 429. */
-  | { code: 'limited'; message: string; retryAfterMs: number };
+  | { code: 'limited'; message: string; retryAfterMs: number }
+  /** Our store refused the read or write (locked, full, down): XMPP `wait`/`internal-server-error`, HTTP 503. */
+  | { code: 'unavailable'; message: string; retryAfterMs: number };
 
 export type RegisterResult = { ok: true; registration: Registration; created: boolean } | { ok: false; failure: RegistrationFailure };
 export type UnregisterResult = { ok: true; node: string } | { ok: false; failure: RegistrationFailure };
@@ -89,6 +93,8 @@ export interface RegistrationsOptions {
   allowedDomains?: (app: string) => readonly string[] | undefined;
   /** Every registration created, renewed or removed is reported here (the registration gauge). */
   telemetry?: Telemetry;
+  /** Where a store error is reported (a WARN with the store's message, at most once a minute). */
+  logger?: Logger;
 }
 
 /** The one answer for "no such registration" and "not yours". */
@@ -137,6 +143,7 @@ export class Registrations {
   private readonly now: () => number;
   private readonly options: RegistrationsOptions;
   private readonly telemetry: Telemetry;
+  private readonly storeWarning: ThrottledWarning | undefined;
 
   constructor(store: Store, apps: AppDirectory, now: () => number = Date.now, options: RegistrationsOptions = {}) {
     this.store = store;
@@ -144,9 +151,25 @@ export class Registrations {
     this.now = now;
     this.options = options;
     this.telemetry = options.telemetry ?? noTelemetry;
+    this.storeWarning = options.logger ? new ThrottledWarning(options.logger, 'the store refused a registration change; the client was asked to try again') : undefined;
+  }
+
+  /** A store that cannot answer (a write lock held elsewhere beyond the short busy timeout, a full disk) is a temporary failure. */
+  private unavailable(error: unknown, action: string): { ok: false; failure: RegistrationFailure } {
+    const message = (error as Error)?.message ?? String(error);
+    this.storeWarning?.note({ action, error: message });
+    return { ok: false, failure: { code: 'unavailable', message: `the app server cannot ${action} registrations right now: try again`, retryAfterMs: 1000 } };
   }
 
   async register(input: RegisterInput): Promise<RegisterResult> {
+    try {
+      return await this.registerInStore(input);
+    } catch (error) {
+      return this.unavailable(error, 'store');
+    }
+  }
+
+  private async registerInStore(input: RegisterInput): Promise<RegisterResult> {
     const invalid =
       missingOrTooLong('type', input.app, LIMITS.app) ??
       missingOrTooLong('node', input.deviceId, LIMITS.deviceId) ??
@@ -244,6 +267,14 @@ export class Registrations {
    * one, or any it names the secret of. Everything else is the one NOT_FOUND answer.
    */
   async unregister(input: UnregisterInput): Promise<UnregisterResult> {
+    try {
+      return await this.unregisterInStore(input);
+    } catch (error) {
+      return this.unavailable(error, 'remove');
+    }
+  }
+
+  private async unregisterInStore(input: UnregisterInput): Promise<UnregisterResult> {
     const invalid = missingOrTooLong('type', input.app, LIMITS.app) ?? missingOrTooLong('node', input.deviceId, LIMITS.deviceId);
     if (invalid) return { ok: false, failure: invalid };
     if (!this.apps.get(input.app)) {

@@ -54,6 +54,8 @@ function failureReply(failure: RegistrationFailure): HttpReply {
       return text(403, `ERROR\n${failure.message}`);
     case 'limited':
       return text(429, `ERROR\n${failure.message}`, retryAfterHeader(failure.retryAfterMs));
+    case 'unavailable':
+      return text(503, `ERROR\n${failure.message}`, retryAfterHeader(failure.retryAfterMs));
     default:
       return text(400, `ERROR\n${failure.message}`);
   }

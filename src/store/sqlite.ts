@@ -174,6 +174,12 @@ export interface SqliteStoreOptions {
   /** A bookkeeping write failed (kept, retried with backoff): told at most once a minute with SQLite's message. */
   onWriteFailure?: (message: string, pending: number) => void;
   onWriteRecovered?: (downMs: number) => void;
+  /**
+   * PRAGMA max_page_count for this connection: the database may not grow beyond this many pages
+   * (writes that need more fail with SQLITE_FULL, as on a full disk). For tests of a full database;
+   * unset: SQLite's default (no practical limit).
+   */
+  maxPageCount?: number;
 }
 
 export class SqliteStore implements Store {
@@ -197,6 +203,7 @@ export class SqliteStore implements Store {
     this.db = new DatabaseSync(path);
     this.db.exec(`PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = ${BUSY_TIMEOUT_MS}; PRAGMA foreign_keys = ON;`);
     this.migrate();
+    if (options.maxPageCount !== undefined) this.db.exec(`PRAGMA max_page_count = ${Math.max(1, Math.floor(options.maxPageCount))}`);
     if (path !== ':memory:') this.checkpointer = new WalCheckpointer(this.db, path, { onFallback: options.onCheckpointFallback });
     const p = (sql: string) => this.db.prepare(sql);
     this.statements = {
@@ -310,9 +317,13 @@ export class SqliteStore implements Store {
   }
 
   async remove(node: string): Promise<boolean> {
+    let removed = false;
+    this.transaction(() => {
+      this.statements.retryDelete.run(node);
+      removed = Number(this.statements.remove.run(node).changes) > 0;
+    });
+    // Only once the row is gone: a refused removal keeps the registration's unwritten bookkeeping.
     this.pending.delete(node);
-    this.statements.retryDelete.run(node);
-    const removed = Number(this.statements.remove.run(node).changes) > 0;
     this.checkpointer?.noteWrite();
     return removed;
   }
@@ -400,11 +411,14 @@ export class SqliteStore implements Store {
       return;
     }
     this.checkpointer?.noteWrite();
-    if (this.writeFailure) {
-      const downMs = Date.now() - this.writeFailure.since;
-      this.writeFailure = undefined;
-      this.onWriteRecovered(downMs);
-    }
+    this.writesRecovered();
+  }
+
+  private writesRecovered(): void {
+    if (!this.writeFailure) return;
+    const downMs = Date.now() - this.writeFailure.since;
+    this.writeFailure = undefined;
+    this.onWriteRecovered(downMs);
   }
 
   private keepUnwritten(batch: Array<[string, PendingStats]>, message: string): void {
@@ -421,12 +435,17 @@ export class SqliteStore implements Store {
         this.pending.set(node, stats);
       }
     }
+    this.noteWriteFailure(message, true);
+  }
+
+  /** Degraded until a write succeeds; pending bookkeeping is tried again after a backoff. `warn`: a bookkeeping write (retry rows are reported by their caller). */
+  private noteWriteFailure(message: string, warn: boolean): void {
     const now = Date.now();
     const failure = this.writeFailure ?? { message, since: now, delayMs: WRITE_RETRY_MIN_MS / 2, warnedAt: 0 };
     failure.message = message;
     failure.delayMs = Math.min(WRITE_RETRY_MAX_MS, failure.delayMs * 2);
     this.writeFailure = failure;
-    if (now - failure.warnedAt >= 60_000) {
+    if (warn && now - failure.warnedAt >= 60_000) {
       failure.warnedAt = now;
       this.onWriteFailure(message, this.pending.size);
     }
@@ -441,7 +460,7 @@ export class SqliteStore implements Store {
   }
 
   health(): StoreHealth {
-    return this.writeFailure ? { state: 'degraded', detail: `bookkeeping writes failing since ${new Date(this.writeFailure.since).toISOString()}: ${this.writeFailure.message}` } : { state: 'ok' };
+    return this.writeFailure ? { state: 'degraded', detail: `writes (bookkeeping or retries) failing since ${new Date(this.writeFailure.since).toISOString()}: ${this.writeFailure.message}` } : { state: 'ok' };
   }
 
   async list(options: { after?: string; limit: number }): Promise<Registration[]> {
@@ -478,9 +497,16 @@ export class SqliteStore implements Store {
     // A Push 2.0 ciphertext is end-to-end encrypted for the device: persisting it reveals nothing.
     const notification = { summary: retry.notification.summary, urgency: retry.notification.urgency, firstAttemptAt: retry.notification.firstAttemptAt,
       ...(push2 ? { push2: { ...push2, ciphertext: push2.ciphertext.toString('base64') } } : {}) };
-    this.statements.retrySave.run(retry.key, retry.dueAt, retry.attempt, retry.notification.urgency, retry.reason, retry.dialect, retry.app,
-      JSON.stringify(retry.request), JSON.stringify(notification), retry.firstAttemptAt);
+    try {
+      this.statements.retrySave.run(retry.key, retry.dueAt, retry.attempt, retry.notification.urgency, retry.reason, retry.dialect, retry.app,
+        JSON.stringify(retry.request), JSON.stringify(notification), retry.firstAttemptAt);
+    } catch (error) {
+      // The caller keeps the retry in memory; health() says degraded until a write succeeds again.
+      this.noteWriteFailure((error as Error).message, false);
+      throw error;
+    }
     this.checkpointer?.noteWrite();
+    this.writesRecovered();
   }
 
   async leaseDueRetries(now: number, limit: number, leaseUntil: number): Promise<StoredRetry[]> {

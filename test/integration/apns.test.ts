@@ -58,7 +58,7 @@ describe('APNS through Prosody', { skip, timeout: 180_000 }, () => {
   let app: TestAppServer;
   let bob: TestClient;
   let nextToken = 1;
-  const users = ['alice', 'carol', 'dave', 'erin', 'frank', 'gina', 'hank', 'ivy'];
+  const users = ['alice', 'carol', 'dave', 'erin', 'frank', 'gina', 'hank', 'ivy', 'jack'];
 
   before(async () => {
     tokenApns = await startMockApns({ keys: [{ keyId: key.keyId, teamId: key.teamId, key: key.privateKey }], topics: [TOPIC] });
@@ -70,6 +70,7 @@ describe('APNS through Prosody', { skip, timeout: 180_000 }, () => {
     app = await startAppServer({
       apps: {
         ios: { provider: 'apns', topic: TOPIC, ttl: 3600, collapse_id: 'xmpp-push', ...tokenAuth },
+        iosbadge: { provider: 'apns', topic: TOPIC, ttl: 3600, collapse_id: 'xmpp-push', badge: true, alert_text: 'You have a message', ...tokenAuth },
         ioscert: { provider: 'apns', topic: CERT_TOPIC, ttl: 600, endpoint: certApns.origin, ca_file: certApns.caFile, cert_file: identity.certFile, key_file: identity.keyFile },
         iosvoip: { provider: 'apns', topic: TOPIC, push_type: 'voip', ...tokenAuth },
         iossilent: { provider: 'apns', topic: TOPIC, priority: 'silent', ...tokenAuth },
@@ -126,6 +127,22 @@ describe('APNS through Prosody', { skip, timeout: 180_000 }, () => {
     assert.equal(request.jwt?.claims.iss, key.teamId);
     // The delivery is recorded once APNS's answer is back, which is after the mock saw the request.
     await eventually(async () => ((await app.server.store.getByNode(device.node))?.pushCount === 1 ? true : undefined), 'the delivery to be recorded');
+  });
+
+  test('a push retried after a 503 is the same push: alert push type, priority, alert text, badge, collapse id and the first attempt\'s expiration', async () => {
+    const device = await offlineDevice('jack', 'iosbadge');
+    // Retry-After 2 s: the retry is sent in a later second than the first attempt, so an expiration computed anew would differ.
+    tokenApns.setBehaviour(device.token, [{ kind: 'server-error', status: 503, retryAfterS: 2 }, { kind: 'ok' }]);
+    await bob.sendMessage(device.jid, 'meet me at noon');
+    const [first, retried] = await pushesTo(tokenApns, device.token, 2);
+    assert.deepEqual([first.status, retried.status], [503, 200]);
+    assert.equal(retried.headers['apns-push-type'], 'alert', 'an alert stays an alert');
+    for (const header of ['apns-push-type', 'apns-priority', 'apns-collapse-id', 'apns-expiration', 'apns-topic']) {
+      assert.equal(retried.headers[header], first.headers[header], header);
+    }
+    assertExpiration(first, 3600);
+    assert.deepEqual(retried.payload, first.payload);
+    assert.deepEqual(first.payload, { aps: { alert: { body: 'You have a message' }, badge: 1, 'mutable-content': 1 } });
   });
 
   test('a token that is not 64 to 200 hex digits is refused at registration, so it never reaches APNS', async () => {

@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { after, before, describe, test } from 'node:test';
+import { xml } from '@xmpp/client';
 import { createTestApnsKey, startMockApns, testDeviceToken, type MockApns } from '../support/mock-apns.ts';
 import { prosodyMissing, startProsody, type ProsodyInstance } from '../support/prosody.ts';
 import { publishIq } from '../support/push-stack.ts';
@@ -18,6 +19,12 @@ import { connectClient, iqErrorOf, type TestClient } from '../support/xmpp-clien
 const skip = prosodyMissing();
 const TOPIC = 'org.example.chat';
 const THROTTLE_MS = 3000;
+const COMMANDS = 'http://jabber.org/protocol/commands';
+
+function registerCommand(fields: Record<string, string>) {
+  return xml('iq', { type: 'set', to: 'push.localhost' }, xml('command', { xmlns: COMMANDS, node: 'v1-register-push', action: 'execute' },
+    xml('x', { xmlns: 'jabber:x:data', type: 'submit' }, ...Object.entries(fields).map(([name, value]) => xml('field', { var: name }, xml('value', {}, value))))));
+}
 
 async function eventually<T>(probe: () => T | undefined | Promise<T | undefined>, what: string, timeoutMs = 30_000): Promise<T> {
   const deadline = performance.now() + timeoutMs;
@@ -173,7 +180,26 @@ team_id = "${key.teamId}"
       for (const device of devices) assert.equal(await publish(device.node, device.secret), 'result');
       const degraded = await eventually(async () => { const report = await health(); return report.store.state === 'degraded' ? report : undefined; }, 'health to show the store degraded');
       assert.match(degraded.store.error ?? '', /locked|busy/i);
-      await server.waitForLog(/the database refused a bookkeeping write/);
+      await server.waitForLog(/the database refused a bookkeeping write(?=.*sqlite=.*(locked|busy))/i);
+      // Registration writes cannot wait for the lock: a clear temporary answer, never a 500.
+      const form = async (path: string, fields: Record<string, string>) => {
+        const response = await fetch(`${server.httpUrl}/push_appserver/v1/${path}`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams(fields).toString() });
+        return { status: response.status, retryAfter: response.headers.get('retry-after'), body: await response.text() };
+      };
+      const attempts = [
+        ['a new registration', 'register', { type: 'ios', node: 'locked-new', token: testDeviceToken(nextToken++) }],
+        ['a renewal', 'register', { type: 'ios', node: 'locked-0', token: devices[0].token }],
+        ['a removal', 'unregister', { type: 'ios', node: 'locked-1' }],
+      ] as const;
+      for (const [what, path, fields] of attempts) {
+        const reply = await form(path, fields);
+        assert.equal(reply.status, 503, `${what}: ${reply.status} ${reply.body}`);
+        assert.ok(Number(reply.retryAfter) >= 1, `${what}: Retry-After ${reply.retryAfter}`);
+        assert.match(reply.body, /^ERROR\n.*try again/s, what);
+      }
+      const adHoc = await bob.iq(registerCommand({ type: 'ios', node: 'locked-adhoc', token: testDeviceToken(nextToken++) }), 20_000).then(() => undefined, (error) => iqErrorOf(error));
+      assert.deepEqual([adHoc?.type, adHoc?.condition], ['wait', 'internal-server-error']);
+      assert.equal(server.child.exitCode, null, 'the server is still running');
     } finally {
       locker.exec('COMMIT');
       locker.close();

@@ -117,12 +117,22 @@ describe('FCM through real Prosody', { skip, timeout: 120_000 }, () => {
   test('a 503 UNAVAILABLE is retried later and then delivered', async () => {
     const token = fcmToken('frank');
     const { node } = await offlineUserWithPush('frank', token);
-    mock.fail(token, 'UNAVAILABLE', { retryAfterS: 1, times: 1 });
+    mock.fail(token, 'UNAVAILABLE', { retryAfterS: 2, times: 1 });
     await bob.sendMessage('frank@localhost', 'hello?');
     await app.waitForLog(new RegExp(`push will be retried(?=.* node=${node}(\\s|$))`));
     const [first, retried] = await waitForTokenRequests(token, 2);
     assert.equal(first.status, 503);
     assert.equal(retried.status, 200);
+    // The same push: its priority, collapse key and data, and the ttl left from the first attempt (not the whole ttl again).
+    assert.deepEqual(retried.body.message.data, first.body.message.data);
+    assert.equal(first.body.message.data.urgency, 'high');
+    const { ttl: firstTtl, ...firstAndroid } = first.body.message.android;
+    const { ttl: retriedTtl, ...retriedAndroid } = retried.body.message.android;
+    assert.deepEqual(retriedAndroid, firstAndroid);
+    assert.deepEqual(firstAndroid, { priority: 'HIGH', collapse_key: 'xmpp-wakeup' });
+    assert.equal(firstTtl, '3600s');
+    const left = Number.parseInt(retriedTtl, 10);
+    assert.ok(left < 3600 && left >= 3500, `the retry's ttl ${retriedTtl}`);
     assert.ok(await app.server.store.getByNode(node), 'the registration stays');
   });
 

@@ -284,41 +284,53 @@ describe('sqlite store under write errors', () => {
     await store.close();
   });
 
-  test('a full database (max_page_count): registrations stay, publishes are answered, and their retries are still sent', async () => {
+  test('a full database (max_page_count): publishes are answered, retries it cannot hold are kept in memory and sent, health says so with SQLite\'s message, registrations stay, and it recovers by itself', async () => {
     const file = tempDb();
-    const store = new SqliteStore(file);
-    const provider = scriptedProvider([{ kind: 'retry-after', ms: 0, reason: '503' }, { kind: 'delivered' }]);
+    let now = 10_000_000;
+    const provider = scriptedProvider();
     const apps = new AppDirectory([{ name: 'apns', providerKind: 'apns', provider, stateless: false }]);
-    const registrations = new Registrations(store, apps);
-    const nodes: Array<{ node: string; secret: string }> = [];
-    for (let i = 0; i < 20; i++) {
-      const registered = await registrations.register({ app: 'apns', deviceId: `d${i}`, token: `t${i}` });
+    const register = async (target: Store, _apps: AppDirectory, deviceId: string, token: string) => {
+      const registered = await new Registrations(target, apps, () => now).register({ app: 'apns', deviceId, token });
       assert.ok(registered.ok);
-      nodes.push(registered.registration);
-    }
-    // The store's own connection may not grow the file any more: every new page fails with SQLITE_FULL.
-    const db = (store as unknown as { db: DatabaseSync }).db;
-    const { page_count: pages } = db.prepare('PRAGMA page_count').get() as { page_count: number };
-    db.exec(`PRAGMA max_page_count = ${pages}`);
-    let full = false;
-    for (let i = 0; i < 500 && !full; i++) {
-      try {
-        await registrations.register({ app: 'apns', deviceId: `more-${i}`, token: `more-token-${i}-${'x'.repeat(200)}` });
-      } catch (error) {
-        full = /full/i.test((error as Error).message);
-      }
-    }
-    assert.ok(full, 'the database is full');
-    let now = Date.now();
-    const dispatcher = new Dispatcher(store, apps, silentLogger, { timeoutMs: 200, retryMaxDelayMs: 60_000, now: () => now, random: () => 1 });
+      return registered.registration;
+    };
+    const publish = (node: string, secret: string): PushRequest => ({ dialect: 'xep0357', node, secret, from: 'example.org', summary: { messageCount: 1 }, options: new Map() });
+    const filling = new SqliteStore(file);
+    const nodes: Array<{ node: string; secret: string }> = [];
+    for (let i = 0; i < 60; i++) nodes.push(await register(filling, apps, `d${i}`, `t${i}`));
+    await filling.close();
+    const probe = new DatabaseSync(file, { readOnly: true });
+    const { page_count: pages } = probe.prepare('PRAGMA page_count').get() as { page_count: number };
+    probe.close();
+    // Not one page more than it has now: every write that needs a new page fails with SQLITE_FULL.
+    const store = new SqliteStore(file, { maxPageCount: pages });
+    const warnings: string[] = [];
+    const logger = { ...silentLogger, warn: (message: string, fields?: Record<string, unknown>) => { warnings.push(`${message} ${JSON.stringify(fields)}`); } };
+    const dispatcher = new Dispatcher(store, apps, logger, { timeoutMs: 200, retryMaxDelayMs: 60_000, now: () => now, random: () => 1 });
     dispatcher.addResolver(new RegisteredNodes(store, apps, silentLogger, () => now));
-    const request: PushRequest = { dialect: 'xep0357', node: nodes[0].node, secret: nodes[0].secret, from: 'example.org', summary: {}, options: new Map() };
-    assert.equal((await dispatcher.dispatch(request)).kind, 'temporary');
+    provider.outcomes = nodes.map(() => UNAVAILABLE);
+    for (const { node, secret } of nodes) assert.equal((await dispatcher.dispatch(publish(node, secret))).kind, 'temporary');
+    const saved = await store.countRetries();
+    assert.ok(saved < nodes.length, `the full database held ${saved} of ${nodes.length} retries`);
+    assert.ok(warnings.some((line) => /cannot save a retry/.test(line) && /full/i.test(line)), warnings.join('\n'));
+    assert.equal(store.health().state, 'degraded');
+    assert.match(store.health().detail ?? '', /full/i);
+    const refused = await new Registrations(store, apps, () => now).register({ app: 'apns', deviceId: 'one-more', token: `one-more-${'x'.repeat(3000)}` });
+    assert.deepEqual(refused.ok ? 'registered' : refused.failure.code, 'unavailable');
+
+    provider.outcomes = nodes.map(() => ({ kind: 'delivered' }));
     now += 2000;
     await dispatcher.runDueRetries();
-    assert.equal(provider.calls.length, 2, 'the retry went out');
-    for (const { node } of nodes) assert.ok(await store.getByNode(node), 'registrations stay');
-    db.exec('PRAGMA max_page_count = 1073741823');
+    const pushedTo = new Set(provider.calls.slice(nodes.length).map((call) => call.target.node));
+    assert.equal(pushedTo.size, nodes.length, 'every publish\'s retry went out, saved or not');
+    assert.equal(await store.countRetries(), 0);
+    for (const { node } of nodes) assert.ok(await store.getByNode(node), `registration ${node} stays`);
+    // The delivered retries freed their rows: the next write succeeds and health is ok again, without a restart.
+    store.flush();
+    assert.equal(store.health().state, 'ok');
+    provider.outcomes = [UNAVAILABLE];
+    await dispatcher.dispatch(publish(nodes[0].node, nodes[0].secret));
+    assert.equal(await store.countRetries(), 1, 'retries are saved again');
     await store.close();
   });
 });

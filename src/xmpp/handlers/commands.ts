@@ -109,6 +109,8 @@ function failureError(failure: RegistrationFailure, fieldNames: Record<string, s
       return iqError('auth', 'forbidden', failure.message);
     case 'limited':
       return iqError('wait', 'resource-constraint', failure.message);
+    case 'unavailable':
+      return iqError('wait', 'internal-server-error', failure.message);
   }
 }
 
