@@ -1,20 +1,27 @@
 /**
- * The bench's bare forwarder (`--baseline`): the least any app server must do per push, as its own
- * process. It attaches as an XEP-0114 component, and for each publish finds the node's device token
- * in a Map, makes one HTTP/2 request to the APNS mock with one reused JWT, and answers `result`
- * (or a `wait` error for anything but 200). No store, no secret check, no coalescing, no retries,
- * no logging, no metrics: what push-appserver does beyond this is what `ratio_to_baseline` prices.
+ * The benchmark's yardstick (`--baseline`, issue 13): the least an XEP-0114 component must do to turn
+ * an XEP-0357 publish into an APNS request, written for speed and nothing else. Same protocol work
+ * as push-appserver on the hot path, none of its safety:
+ * - the component connection and SHA-1 handshake, then every stanza parsed by ltx (the XML library
+ *   push-appserver uses), here in one streaming pass over the socket;
+ * - per publish: the node's device token from an in-memory map (filled from a file at start), one
+ *   HTTP/2 request over TLS to the same APNS mock (same headers, a JSON payload, the ES256 provider
+ *   token signed once), and an iq `result` once APNS answered 200;
+ * - replies made in one turn of the event loop leave in one socket write, as push-appserver does.
+ * No store, no secret check, no limits, no timeouts, no retries, no metrics, no logs.
  *
- *   node bench/baseline-forwarder.ts CONFIG.json     (written by bench/run.ts)
+ *   node bench/baseline-forwarder.ts --config FILE   (JSON: see ForwarderConfig)
+ * Prints `ready` on stdout once the component is online.
  */
 import { createHash, createPrivateKey, sign } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { connect as http2Connect, constants } from 'node:http2';
-import { connect as netConnect } from 'node:net';
+import { connect as connectHttp2, type ClientHttp2Session } from 'node:http2';
+import { connect as connectTcp } from 'node:net';
+import { Element, Parser, escapeXML } from 'ltx';
 
-interface ForwarderConfig {
-  xmppPort: number;
+export interface ForwarderConfig {
   componentJid: string;
+  xmppPort: number;
   secret: string;
   origin: string;
   caFile: string;
@@ -22,121 +29,107 @@ interface ForwarderConfig {
   keyId: string;
   teamId: string;
   topic: string;
-  /** node → device token, what a store lookup would have given. */
-  tokens: Record<string, string>;
+  /** Lines of `node<TAB>token`. */
+  targetsFile: string;
 }
 
-const config = JSON.parse(readFileSync(process.argv[2], 'utf8')) as ForwarderConfig;
-const tokens = new Map(Object.entries(config.tokens));
+const configFile = process.argv[process.argv.indexOf('--config') + 1];
+const config = JSON.parse(readFileSync(configFile, 'utf8')) as ForwarderConfig;
 
-const base64url = (data: Buffer | string) => Buffer.from(data).toString('base64url');
-const header = base64url(JSON.stringify({ alg: 'ES256', kid: config.keyId }));
-const claims = base64url(JSON.stringify({ iss: config.teamId, iat: Math.floor(Date.now() / 1000) }));
-const signature = sign('sha256', Buffer.from(`${header}.${claims}`), { key: createPrivateKey(readFileSync(config.keyFile)), dsaEncoding: 'ieee-p1363' });
-const authorization = `bearer ${header}.${claims}.${base64url(signature)}`;
-const body = Buffer.from('{"aps":{"alert":{"body":"New Message"},"mutable-content":1}}');
+const tokenOf = new Map<string, string>();
+for (const line of readFileSync(config.targetsFile, 'utf8').split('\n')) {
+  const tab = line.indexOf('\t');
+  if (tab > 0) tokenOf.set(line.slice(0, tab), line.slice(tab + 1));
+}
 
-const session = http2Connect(config.origin, { ca: readFileSync(config.caFile) });
-session.on('error', (error) => {
-  process.stderr.write(`baseline: HTTP/2 session error: ${error.message}\n`);
-  process.exit(1);
-});
+const b64 = (value: string | Buffer) => Buffer.from(value).toString('base64url');
+const signingInput = `${b64(JSON.stringify({ alg: 'ES256', kid: config.keyId }))}.${b64(JSON.stringify({ iss: config.teamId, iat: Math.floor(Date.now() / 1000) }))}`;
+const jwt = `${signingInput}.${b64(sign('sha256', Buffer.from(signingInput), { key: createPrivateKey(readFileSync(config.keyFile)), dsaEncoding: 'ieee-p1363' }))}`;
+const authorization = `bearer ${jwt}`;
+const payload = JSON.stringify({ aps: { alert: { body: 'New Message' } } });
+const contentLength = String(Buffer.byteLength(payload));
 
-const socket = netConnect({ host: '127.0.0.1', port: config.xmppPort });
-socket.setEncoding('utf8');
+const apns: ClientHttp2Session = connectHttp2(config.origin, { ca: readFileSync(config.caFile) });
+apns.on('error', (error) => { process.stderr.write(`baseline: HTTP/2 session error: ${error.message}\n`); process.exit(1); });
+
+const socket = connectTcp({ host: '127.0.0.1', port: config.xmppPort });
 socket.setNoDelay(true);
-let outgoing: string[] = [];
-let flushScheduled = false;
-function send(stanza: string): void {
-  outgoing.push(stanza);
-  if (flushScheduled) return;
-  flushScheduled = true;
-  queueMicrotask(() => {
-    flushScheduled = false;
-    const data = outgoing.join('');
-    outgoing = [];
-    socket.write(data);
-  });
-}
-
-function attribute(text: string, name: string, from = 0): string | undefined {
-  let at = text.indexOf(` ${name}=`, from);
-  if (at === -1) return undefined;
-  at += name.length + 2;
-  const end = text.indexOf(text[at], at + 1);
-  return end === -1 ? undefined : text.slice(at + 1, end);
-}
-
-function answer(iq: string, ok: boolean): void {
-  const id = attribute(iq, 'id') ?? '';
-  const to = attribute(iq, 'from') ?? '';
-  send(ok
-    ? `<iq type='result' from='${config.componentJid}' to='${to}' id='${id}'/>`
-    : `<iq type='error' from='${config.componentJid}' to='${to}' id='${id}'><error type='wait'><resource-constraint xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>`);
-}
-
-function forward(iq: string): void {
-  const node = attribute(iq, 'node', iq.indexOf('<publish'));
-  const token = node === undefined ? undefined : tokens.get(node);
-  if (token === undefined) return answer(iq, false);
-  const stream = session.request([
-    constants.HTTP2_HEADER_METHOD, 'POST',
-    constants.HTTP2_HEADER_PATH, `/3/device/${token}`,
-    'apns-topic', config.topic,
-    'apns-push-type', 'alert',
-    'apns-priority', '10',
-    'authorization', authorization,
-  ] as unknown as Record<string, string>);
-  let status = 0;
-  stream.on('response', (headers) => { status = Number(headers[constants.HTTP2_HEADER_STATUS]); });
-  stream.on('error', () => {});
-  stream.on('data', () => {});
-  stream.on('close', () => answer(iq, status === 200));
-  stream.end(body);
-}
-
-let buffer = '';
-let handshakeSent = false;
-let online = false;
-socket.on('data', (chunk: string) => {
-  buffer += chunk;
-  if (!online) {
-    const streamAt = buffer.indexOf('<stream:stream');
-    if (streamAt === -1 || buffer.indexOf('>', streamAt) === -1) return;
-    if (!handshakeSent) {
-      handshakeSent = true;
-      const id = attribute(buffer, 'id', streamAt) ?? '';
-      socket.write(`<handshake>${createHash('sha1').update(id + config.secret).digest('hex')}</handshake>`);
-    }
-    const accepted = buffer.indexOf('<handshake/>');
-    if (accepted === -1) return;
-    online = true;
-    buffer = buffer.slice(accepted + '<handshake/>'.length);
-  }
-  let pos = 0;
-  for (;;) {
-    const start = buffer.indexOf('<iq', pos);
-    if (start === -1) break;
-    const end = buffer.indexOf('</iq>', start);
-    if (end === -1) {
-      pos = start;
-      break;
-    }
-    forward(buffer.slice(start, end + 5));
-    pos = end + 5;
-  }
-  buffer = buffer.slice(pos);
-});
+socket.setEncoding('utf8');
+socket.on('error', (error) => { process.stderr.write(`baseline: XMPP socket error: ${error.message}\n`); process.exit(1); });
+socket.on('close', () => process.exit(0));
 socket.on('connect', () => {
   socket.write(`<?xml version='1.0'?><stream:stream xmlns='jabber:component:accept' xmlns:stream='http://etherx.jabber.org/streams' to='${config.componentJid}'>`);
 });
-socket.on('close', () => process.exit(0));
-socket.on('error', (error) => {
-  process.stderr.write(`baseline: XMPP connection error: ${error.message}\n`);
-  process.exit(1);
+
+let outbox = '';
+const flush = () => {
+  socket.write(outbox);
+  outbox = '';
+};
+const reply = (stanza: string) => {
+  if (outbox === '') setImmediate(flush);
+  outbox += stanza;
+};
+const answer = (iq: Element, error?: string) => {
+  const head = `<iq type='${error ? 'error' : 'result'}' id='${escapeXML(iq.attrs.id ?? '')}' from='${escapeXML(iq.attrs.to ?? '')}' to='${escapeXML(iq.attrs.from ?? '')}'`;
+  reply(error ? `${head}>${error}</iq>` : `${head}/>`);
+};
+const stanzaError = (type: string, condition: string) => `<error type='${type}'><${condition} xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error>`;
+
+function forward(iq: Element): void {
+  const node = iq.getChild('pubsub')?.getChild('publish')?.attrs.node;
+  const token = node === undefined ? undefined : tokenOf.get(node);
+  if (token === undefined) return answer(iq, stanzaError('cancel', 'item-not-found'));
+  const stream = apns.request([
+    ':method', 'POST', ':path', `/3/device/${token}`,
+    'apns-topic', config.topic, 'apns-push-type', 'alert', 'apns-priority', '10',
+    'content-type', 'application/json',
+    'authorization', authorization, 'content-length', contentLength,
+  ]);
+  let status = 0;
+  stream.on('response', (headers) => { status = Number(headers[':status']); });
+  stream.on('data', () => {});
+  stream.on('error', () => {});
+  stream.on('close', () => answer(iq, status === 200 ? undefined : stanzaError('wait', 'internal-server-error')));
+  stream.end(payload);
+}
+
+// One SAX pass over the stream: depth 1 is inside <stream:stream>, each element closed there is a stanza.
+const sax = new Parser.prototype.DefaultParser();
+let depth = 0;
+let current: Element | undefined;
+let online = false;
+sax.on('startElement', (name, attrs) => {
+  depth += 1;
+  if (depth === 1) {
+    socket.write(`<handshake>${createHash('sha1').update(attrs.id + config.secret).digest('hex')}</handshake>`);
+    return;
+  }
+  const element = new Element(name, attrs);
+  current = current ? current.cnode(element) : element;
 });
+sax.on('endElement', () => {
+  depth -= 1;
+  if (depth === 0 || !current) return;
+  const element = current;
+  current = element.parent ?? undefined;
+  if (depth !== 1) return;
+  element.parent = null;
+  if (!online) {
+    if (element.name === 'handshake') {
+      online = true;
+      process.stdout.write('ready\n');
+    }
+    return;
+  }
+  if (element.name === 'iq' && element.attrs.type === 'set') forward(element);
+});
+sax.on('text', (text) => { current?.t(text); });
+sax.on('error', (error) => { process.stderr.write(`baseline: bad XML: ${error.message}\n`); process.exit(1); });
+socket.on('data', (chunk: string) => sax.write(chunk));
+
 process.on('SIGTERM', () => {
-  session.close();
-  socket.end();
-  process.exit(0);
+  apns.close();
+  socket.end('</stream:stream>');
+  setTimeout(() => process.exit(0), 500).unref();
 });

@@ -4,7 +4,7 @@
  * VmHWM is the kernel's own high-water mark, so a peak between two samples is not missed.
  */
 import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 
 export interface ProcSample {
   rssMb: number;
@@ -76,4 +76,57 @@ export class ProcessWatcher {
     clearInterval(this.timer);
     this.timer = undefined;
   }
+}
+
+/** Several processes watched as one (--instances): CPU summed over them, RSS of the largest. */
+export class GroupWatcher {
+  private readonly watchers: ProcessWatcher[];
+
+  constructor(pids: number[], intervalMs = 200) {
+    this.watchers = pids.map((pid) => new ProcessWatcher(pid, intervalMs));
+  }
+
+  get maxRssMb(): number {
+    return Math.max(0, ...this.watchers.map((w) => w.maxRssMb));
+  }
+
+  sample(): ProcSample | undefined {
+    const samples = this.watchers.map((w) => w.sample());
+    if (samples.some((s) => s === undefined)) return undefined;
+    return {
+      rssMb: Math.max(...samples.map((s) => s!.rssMb)),
+      peakRssMb: Math.max(...samples.map((s) => s!.peakRssMb)),
+      cpuS: samples.reduce((sum, s) => sum + s!.cpuS, 0),
+    };
+  }
+
+  stop(): void {
+    for (const watcher of this.watchers) watcher.stop();
+  }
+}
+
+/**
+ * CPU seconds of a process tree one level deep (a PostgreSQL postmaster and its backends): the
+ * process itself, its live children, and its children that exited (cutime/cstime, once reaped).
+ */
+export function processTreeCpuS(pid: number): number | undefined {
+  const ticks = clockTicks();
+  const fieldsOf = (p: string): string[] | undefined => {
+    try {
+      const stat = readFileSync(`/proc/${p}/stat`, 'utf8');
+      return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    } catch {
+      return undefined;
+    }
+  };
+  const own = fieldsOf(String(pid));
+  if (!own) return undefined;
+  // After the command name: [0] state, [1] ppid, … [11] utime, [12] stime, [13] cutime, [14] cstime.
+  let total = Number(own[11]) + Number(own[12]) + Number(own[13]) + Number(own[14]);
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry) || entry === String(pid)) continue;
+    const fields = fieldsOf(entry);
+    if (fields && Number(fields[1]) === pid) total += Number(fields[11]) + Number(fields[12]);
+  }
+  return total / ticks;
 }

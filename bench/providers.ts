@@ -25,15 +25,27 @@ export interface DeliveryTracker {
   answered?(index: number, accepted: boolean): void;
   /** Waits for the last receipts, then matches what is left. */
   collect(allowedUnmatched: number): Promise<DeliveryReport>;
+  /** Forgets every publish and receipt so far, for a second push phase against the same mock (--baseline). */
+  reset?(): void;
+}
+
+/** What a client of the APNS mock needs (the bench's own baseline forwarder reads it). */
+export interface ApnsMockInfo {
+  origin: string;
+  caFile: string;
+  keyFile: string;
+  keyId: string;
+  teamId: string;
+  topic: string;
 }
 
 export interface ProviderSetup {
   /** The body of `[apps.bench]` in the generated config. */
   appTable: string;
   delivery: DeliveryTracker | undefined;
+  /** For `apns`: where the mock listens and the credentials it accepts. */
+  apns?: ApnsMockInfo;
   pid: number | undefined;
-  /** For the bench's bare forwarder (--baseline): where and how to reach the APNS mock. */
-  apns?: { origin: string; caFile: string; keyFile: string; keyId: string; teamId: string; topic: string };
   stop(): Promise<void>;
 }
 
@@ -43,12 +55,20 @@ export interface ProviderSetup {
  * the one that caused it.
  */
 class ReceiptMatcher implements DeliveryTracker {
-  private readonly waiting = new Map<string, Array<{ at: number; counted: boolean }>>();
-  private readonly latency = new Samples();
-  private readonly errors = new ErrorTally();
+  private waiting = new Map<string, Array<{ at: number; counted: boolean }>>();
+  private latency = new Samples();
+  private errors = new ErrorTally();
   private lastReceiptAt = 0;
-  /** Set by collect(): the report is made; later receipts (a --baseline run) are not ours. */
+  /** Set by collect(): the report is made; later receipts are not ours (until reset(): a --baseline run). */
   private collected = false;
+
+  reset(): void {
+    this.waiting = new Map();
+    this.latency = new Samples();
+    this.errors = new ErrorTally();
+    this.lastReceiptAt = 0;
+    this.collected = false;
+  }
 
   sent(counted: boolean, token: string, at: number): void {
     const list = this.waiting.get(token);
@@ -204,10 +224,11 @@ async function startApnsMock(mockProcess: MockProcessOptions | undefined, faults
     mock.waitExit().then((code) => { throw new Error(`the APNS mock exited (code ${code}):\n${mock.stderrTail()}`); }),
     new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`the APNS mock did not start within 30 s:\n${mock.stderrTail()}`)), 30_000).unref()),
   ]);
+  const topic = 'org.example.bench';
   return {
     appTable: [
       'provider = "apns"',
-      'topic = "org.example.bench"',
+      `topic = ${JSON.stringify(topic)}`,
       `endpoint = ${JSON.stringify(info.origin)}`,
       `ca_file = ${JSON.stringify(info.caFile)}`,
       `key_file = ${JSON.stringify(info.keyFile)}`,
@@ -216,8 +237,8 @@ async function startApnsMock(mockProcess: MockProcessOptions | undefined, faults
       '',
     ].join('\n'),
     delivery: matcher,
+    apns: { origin: info.origin, caFile: info.caFile, keyFile: info.keyFile, keyId: info.keyId, teamId: info.teamId, topic },
     pid: mock.pid,
-    apns: { ...info, topic: 'org.example.bench' },
     stop: async () => { await mock.stop(); },
   };
 }

@@ -24,6 +24,8 @@ export interface PushPhaseOptions {
   deadline: number;
   /** Called as each publish is written, with a monotonic clock shared with the mock provider. */
   onSent?: (index: number, token: string, monotonicMs: number) => void;
+  /** Called just before the first counted publish leaves (to sample the server's CPU there). */
+  onCountingStarts?: () => void;
   /** Called as each answer arrives; `error` is `iq-error:<type>/<condition>` for an error. */
   onAnswered?: (index: number, ok: boolean, error: string | undefined) => void;
   /** Fault mode: a `wait` error is an accepted push (to be retried by the server), not an error. */
@@ -90,6 +92,7 @@ export async function runPushPhase(options: PushPhaseOptions): Promise<PushPhase
     busy[target] += 1;
     targetOf[index] = target;
     const { node, secret, token } = targets.get(target);
+    if (index === options.warmup) options.onCountingStarts?.();
     const now = performance.now();
     sentAt[index] = now;
     if (index === options.warmup) timedStart = now;

@@ -10,15 +10,16 @@
  */
 import { execFileSync } from 'node:child_process';
 import { randomBytes, createHash } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { availableParallelism, cpus, tmpdir, totalmem } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { cpuMsPerPush, runBaseline, type BaselineResult } from './baseline.ts';
 import { Child } from './children.ts';
 import { startProviderSetup, type DeliveryLedgerReport, type ProviderSetup } from './providers.ts';
-import { ProcessWatcher, sampleProcess } from './proc-stats.ts';
-import { runPushPhase, type PushTargets } from './push-load.ts';
+import { GroupWatcher, processTreeCpuS, sampleProcess } from './proc-stats.ts';
+import { monotonicMs, runPushPhase, type PushTargets } from './push-load.ts';
 import { runRegisterPhase } from './register-load.ts';
 import { formatStallReport, prepareStallDir, stallMonitorForChild, startStallMonitor, stallReport, type StallReport } from './stall-monitor.ts';
 import { seededNode, seededSecret, seededToken, seedRegistrations } from './seed.ts';
@@ -39,14 +40,11 @@ const USAGE = `npm run bench -- [options]
   --concurrency C    closed loop: publishes (and registrations) in flight (default 100)
   --rate R           open loop instead: offer R publishes per second
   --provider P       apns (the APNS mock over HTTP/2+TLS, default) or log (dry run; no delivery latency)
-  --store S          sqlite (a temp file, default), memory, postgres (a PostgreSQL the bench starts in
-                     its temp dir, as the tests do), or a storage url (sqlite:PATH, postgres://…)
-  --instances N      N push-appserver processes on one store (postgres, or a storage url), all attached as
-                     the same component JID; the load generator plays ejabberd and spreads the publishes
-                     over their connections in turn (default 1)
-  --baseline         also run the same publishes through the bench's own bare forwarder (parse the publish,
-                     one HTTP/2 request to the APNS mock, answer result; no store, no checks) and print
-                     ratio_to_baseline for throughput and CPU per push (needs --provider apns)
+  --store S          sqlite (a temp file, default), memory, postgres (a PostgreSQL the bench starts
+                     in a temp dir, as the tests do), or a storage url (sqlite:PATH, postgres://…)
+  --instances N      N push-appserver processes on one PostgreSQL (needs --store postgres), all
+                     connected as the same component JID: the load generator plays an ejabberd that
+                     spreads the publishes round-robin over the N connections (default 1)
   --scale            seed ${SCALE_REGISTRATIONS.toLocaleString('en')} registrations into the SQLite file first
   --metrics on|off   push-appserver's Prometheus metrics (metrics.enabled; default on, as operators run it)
   --json             print one JSON object on the last line of stdout
@@ -54,11 +52,15 @@ const USAGE = `npm run bench -- [options]
   --fault-rate F     the APNS mock answers this fraction (0…1) of requests 503; the JSON gains
                      accepted, delivered, lost (lost must be 0: every accepted push is delivered)
   --outage-s N       the APNS mock answers everything 503 for N seconds in the middle of the push phase
-  --profile DIR      write push-appserver's V8 CPU profile (node --cpu-prof) into DIR
+  --profile DIR      write push-appserver's V8 CPU profile (node --cpu-prof) into DIR; then
+                     node bench/profile-summary.ts DIR --per-push  says where the counted publishes' CPU went
   --server-node-options "…"   extra NODE_OPTIONS for push-appserver (experiments, e.g. GC flags)
   --server-log       print the last lines of push-appserver's log after the table
   --keep             keep the temp dir (config, SQLite file)
   --latency-csv FILE write every publish's send time and latency (ms) as CSV, to look at the tail
+  --baseline         then run the same push phase against the bench's bare forwarder
+                     (bench/baseline-forwarder.ts: ltx parse, one HTTP/2 request, iq result; no store,
+                     no checks) on the same APNS mock, and report ratio_to_baseline (ours / baseline)
   --stall-report DIR record every process's GC pauses and event-loop stalls into DIR and report
                      which of them the publishes at or above the p99 overlapped (perturbs the run: a 1 ms
                      timer in every process, and the preload adds memory to push-appserver)
@@ -82,11 +84,11 @@ interface Options {
   serverLog: boolean;
   latencyCsv: string | undefined;
   stallDir: string | undefined;
+  baseline: boolean;
+  instances: number;
   faultRate: number;
   outageS: number;
   metrics: boolean;
-  instances: number;
-  baseline: boolean;
 }
 
 function positiveInt(name: string, value: string | undefined, fallback: number, min = 1): number {
@@ -117,11 +119,11 @@ function parseOptions(argv: string[]): Options {
       'server-log': { type: 'boolean' },
       'latency-csv': { type: 'string' },
       'stall-report': { type: 'string' },
+      baseline: { type: 'boolean' },
+      instances: { type: 'string' },
       'fault-rate': { type: 'string' },
       'outage-s': { type: 'string' },
       metrics: { type: 'string' },
-      instances: { type: 'string' },
-      baseline: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -133,8 +135,16 @@ function parseOptions(argv: string[]): Options {
   const provider = values.provider ?? 'apns';
   if (provider !== 'apns' && provider !== 'log') throw new Error(`--provider must be apns or log, got "${provider}"`);
   const scale = values.scale === true || values['scale-registrations'] !== undefined;
+  const baseline = values.baseline === true;
+  if (baseline && provider !== 'apns') throw new Error('--baseline needs --provider apns (the forwarder talks to the APNS mock)');
+  if (baseline && scale) throw new Error('--baseline with --scale is not supported (the forwarder keeps its targets in memory)');
+  const instances = positiveInt('instances', values.instances, 1);
+  const store = values.store ?? 'sqlite';
+  if (instances > 1 && store !== 'postgres' && !/^postgres(ql)?:\/\//.test(store)) throw new Error('--instances above 1 needs a shared store: --store postgres');
+  if (instances > 1 && values['stall-report'] !== undefined) throw new Error('--stall-report watches one push-appserver: not with --instances');
   const faultRate = values['fault-rate'] === undefined ? 0 : Number(values['fault-rate']);
   if (!(faultRate >= 0 && faultRate < 1)) throw new Error(`--fault-rate must be a fraction from 0 up to (not including) 1, got "${values['fault-rate']}"`);
+  if (baseline && (faultRate > 0 || values['outage-s'] !== undefined)) throw new Error('--baseline measures the healthy path: not with --fault-rate or --outage-s');
   const metrics = values.metrics ?? 'on';
   if (metrics !== 'on' && metrics !== 'off') throw new Error(`--metrics must be on or off, got "${metrics}"`);
   return {
@@ -144,7 +154,7 @@ function parseOptions(argv: string[]): Options {
     concurrency: positiveInt('concurrency', values.concurrency, 100),
     rate: values.rate === undefined ? undefined : positiveInt('rate', values.rate, 0),
     provider,
-    store: values.store ?? 'sqlite',
+    store,
     scale,
     seeded: scale ? positiveInt('scale-registrations', values['scale-registrations'], SCALE_REGISTRATIONS) : 0,
     json: values.json === true,
@@ -155,23 +165,19 @@ function parseOptions(argv: string[]): Options {
     serverLog: values['server-log'] === true,
     latencyCsv: values['latency-csv'],
     stallDir: values['stall-report'] === undefined ? undefined : resolve(values['stall-report']),
+    baseline,
+    instances,
     faultRate,
     outageS: positiveInt('outage-s', values['outage-s'], 0, 0),
     metrics: metrics === 'on',
-    instances: positiveInt('instances', values.instances, 1),
-    baseline: values.baseline === true,
   };
 }
 
-async function storageUrl(store: string, dir: string): Promise<{ url: string; postgres?: PostgresInstance }> {
-  if (store === 'sqlite') return { url: `sqlite:${join(dir, 'push.db')}` };
-  if (store === 'memory') return { url: 'sqlite::memory:' };
-  if (store === 'postgres') {
-    const postgres = await startPostgres();
-    return { url: postgres.url(await postgres.createDatabase('bench')), postgres };
-  }
-  if (/^(sqlite:|postgres:\/\/|postgresql:\/\/)/.test(store)) return { url: store };
-  throw new Error(`--store must be sqlite, memory, postgres or a storage url, got "${store}"`);
+function storageUrl(store: string, dir: string): string {
+  if (store === 'sqlite') return `sqlite:${join(dir, 'push.db')}`;
+  if (store === 'memory') return 'sqlite::memory:';
+  if (/^(sqlite:|postgres:\/\/|postgresql:\/\/)/.test(store)) return store;
+  throw new Error(`--store must be sqlite, memory or a storage url, got "${store}"`);
 }
 
 /** With faults, retries are what is measured: a short backoff cap, so the run ends soon after the provider recovers. */
@@ -210,6 +216,15 @@ ${options.appTable}
 `;
 }
 
+/** The postmaster's pid (first line of postmaster.pid in the data directory). */
+function postmasterPid(database: PostgresInstance): number | undefined {
+  try {
+    return Number(readFileSync(join(database.dir, 'data', 'postmaster.pid'), 'utf8').split('\n')[0]) || undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 async function waitForHealth(baseUrl: string, server: Child, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
@@ -226,49 +241,6 @@ async function waitForHealth(baseUrl: string, server: Child, timeoutMs: number):
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-interface BaselineResult {
-  pushes_per_s: number;
-  cpu_ms_per_push: number | null;
-  latency_ms: { p50: number | null; p90: number | null; p99: number | null; max: number | null };
-  errors: number;
-}
-
-/** The same publish phase against bench/baseline-forwarder.ts instead of push-appserver. */
-async function runBaseline(options: Options, dir: string, apns: NonNullable<ProviderSetup['apns']>, targets: PushTargets, timeoutMs: number): Promise<BaselineResult> {
-  const secret = randomBytes(12).toString('hex');
-  const peer = new XmppPeer({ componentJid: COMPONENT_JID, secret });
-  const xmppPort = await peer.listen();
-  const tokens: Record<string, string> = {};
-  for (let i = 0; i < targets.count; i++) {
-    const target = targets.get(i);
-    tokens[target.node] = target.token;
-  }
-  const file = join(dir, 'baseline.json');
-  writeFileSync(file, JSON.stringify({ xmppPort, componentJid: COMPONENT_JID, secret, ...apns, tokens }));
-  const forwarder = new Child('baseline-forwarder', process.execPath, ['--disable-warning=ExperimentalWarning', join(ROOT, 'bench/baseline-forwarder.ts'), file], { cwd: dir });
-  const watcher = new ProcessWatcher(forwarder.pid, 100);
-  try {
-    await peer.waitOnline(30_000);
-    await sleep(500);
-    const cpuBefore = watcher.sample()?.cpuS ?? 0;
-    const push = await runPushPhase({
-      peer, targets, pushes: options.pushes, warmup: options.warmup, concurrency: options.concurrency, rate: options.rate, deadline: Date.now() + timeoutMs,
-    });
-    const cpuAfter = watcher.sample()?.cpuS ?? cpuBefore;
-    const p = push.latency.percentiles();
-    return {
-      pushes_per_s: Math.round(push.perSecond),
-      cpu_ms_per_push: push.completed > 0 ? round3(((cpuAfter - cpuBefore) * 1000) / push.completed) : null,
-      latency_ms: { p50: p?.p50 ?? null, p90: p?.p90 ?? null, p99: p?.p99 ?? null, max: p?.max ?? null },
-      errors: [...push.errors.byType.values()].reduce((a, b) => a + b, 0),
-    };
-  } finally {
-    watcher.stop();
-    await forwarder.stop(2000);
-    await peer.close();
-  }
-}
 
 function machine() {
   return {
@@ -299,20 +271,20 @@ async function main(): Promise<number> {
   process.once('exit', removeDir);
   const runId = randomBytes(4).toString('hex');
   const notes: string[] = [];
-  let server: Child | undefined;
+  const servers: Child[] = [];
   let provider: ProviderSetup | undefined;
   let peer: XmppPeer | undefined;
-  let watcher: ProcessWatcher | undefined;
+  let watcher: GroupWatcher | undefined;
   let database: PostgresInstance | undefined;
-  const others: Array<{ server: Child; watcher: ProcessWatcher }> = [];
   try {
-    if (options.instances > 1 && (options.store === 'sqlite' || options.store === 'memory' || options.store.startsWith('sqlite:'))) {
-      throw new Error('--instances above 1 needs a shared store: --store postgres (or a postgres:// url)');
+    let storage: string;
+    if (options.store === 'postgres') {
+      progress('starting PostgreSQL in a temp dir (initdb, a free loopback port)…');
+      database = await startPostgres();
+      storage = database.url(await database.createDatabase('bench'));
+    } else {
+      storage = storageUrl(options.store, dir);
     }
-    if (options.store === 'postgres') progress('starting PostgreSQL (initdb in the temp dir)…');
-    const opened = await storageUrl(options.store, dir);
-    database = opened.postgres;
-    const storage = opened.url;
     let seedSeconds: number | null = null;
     if (options.seeded > 0) {
       if (!storage.startsWith('sqlite:') || storage === 'sqlite::memory:') throw new Error('--scale needs a SQLite file store');
@@ -332,11 +304,17 @@ async function main(): Promise<number> {
     } : undefined;
     provider = await startProviderSetup(options.provider, options.stallDir ? stallMonitorForChild(options.stallDir, 'mock') : undefined, faults);
     const secret = randomBytes(12).toString('hex');
-    peer = new XmppPeer({ componentJid: COMPONENT_JID, secret, maxConnections: options.instances });
+    peer = new XmppPeer({ componentJid: COMPONENT_JID, secret, connections: options.instances });
     const xmppPort = await peer.listen();
-    const httpPort = await freePort();
-    const configFile = join(dir, 'push-appserver.toml');
-    writeFileSync(configFile, configToml({ xmppPort, httpPort, secret, storage, appTable: provider.appTable, metrics: options.metrics, faults: faulty }));
+    // One config per instance; they differ in the HTTP port only (same component JID, same database).
+    const instanceConfigs: Array<{ file: string; httpPort: number }> = [];
+    for (let i = 0; i < options.instances; i++) {
+      const httpPort = await freePort();
+      const file = join(dir, options.instances === 1 ? 'push-appserver.toml' : `push-appserver-${i + 1}.toml`);
+      writeFileSync(file, configToml({ xmppPort, httpPort, secret, storage, appTable: provider.appTable, metrics: options.metrics, faults: faulty }));
+      instanceConfigs.push({ file, httpPort });
+    }
+    const configFile = instanceConfigs[0].file;
 
     const env = { ...process.env };
     if (options.serverNodeOptions) env.NODE_OPTIONS = `${env.NODE_OPTIONS ?? ''} ${options.serverNodeOptions}`.trim();
@@ -354,32 +332,18 @@ async function main(): Promise<number> {
     } catch (error) {
       throw new Error(`push-appserver check-config failed:\n${String((error as { stderr?: Buffer }).stderr ?? (error as Error).message)}`);
     }
-    progress(`starting push-appserver (provider ${options.provider}, storage ${storage})`);
-    server = new Child('push-appserver', join(ROOT, 'bin/push-appserver'), ['serve', '--config', configFile], { cwd: dir, env: serveEnv, flag: / (WARN|ERROR) / });
-    watcher = new ProcessWatcher(server.pid, 100);
-    const baseUrl = `http://127.0.0.1:${httpPort}`;
-    const timeoutMs = options.timeoutS * 1000;
-    await waitForHealth(baseUrl, server, 30_000);
-    // Further instances: the same configuration but their own HTTP port (registrations go to the first).
-    for (let n = 2; n <= options.instances; n++) {
-      const otherPort = await freePort();
-      const otherConfig = join(dir, `push-appserver-${n}.toml`);
-      writeFileSync(otherConfig, configToml({ xmppPort, httpPort: otherPort, secret, storage, appTable: provider.appTable, metrics: options.metrics, faults: faulty }));
-      const other = new Child(`push-appserver-${n}`, join(ROOT, 'bin/push-appserver'), ['serve', '--config', otherConfig], { cwd: dir, env, flag: / (WARN|ERROR) / });
-      others.push({ server: other, watcher: new ProcessWatcher(other.pid, 100) });
-      await waitForHealth(`http://127.0.0.1:${otherPort}`, other, 30_000);
+    progress(`starting ${options.instances === 1 ? 'push-appserver' : `${options.instances} push-appserver instances`} (provider ${options.provider}, storage ${storage.replace(/\/\/([^:@/]+):[^@]*@/, '//$1:…@')})`);
+    for (const [i, instance] of instanceConfigs.entries()) {
+      servers.push(new Child(options.instances === 1 ? 'push-appserver' : `push-appserver-${i + 1}`, join(ROOT, 'bin/push-appserver'), ['serve', '--config', instance.file], { cwd: dir, env: serveEnv, flag: / (WARN|ERROR) / }));
     }
-    await peer.waitOnline(30_000, options.instances);
-    const watchers = [watcher, ...others.map((o) => o.watcher)];
-    /** CPU seconds of every instance together. */
-    const cpuOfAll = (fallback: number) => {
-      const samples = watchers.map((w) => w.sample());
-      return samples.every((sample) => sample !== undefined) ? samples.reduce((sum, sample) => sum + sample!.cpuS, 0) : fallback;
-    };
+    watcher = new GroupWatcher(servers.map((s) => s.pid), 100);
+    const baseUrl = `http://127.0.0.1:${instanceConfigs[0].httpPort}`;
+    const timeoutMs = options.timeoutS * 1000;
+    await Promise.all([peer.waitOnline(30_000), ...servers.map((s, i) => waitForHealth(`http://127.0.0.1:${instanceConfigs[i].httpPort}`, s, 30_000))]);
     await sleep(1000);
     const idle = watcher.sample();
     const rssIdleMb = idle?.rssMb ?? null;
-    const cpuAtStart = cpuOfAll(0);
+    const cpuAtStart = idle?.cpuS ?? 0;
 
     // Phase 1: registrations over HTTP.
     progress(`registering ${options.devices} devices over HTTP, ${options.concurrency} in flight…`);
@@ -394,7 +358,7 @@ async function main(): Promise<number> {
       token: deviceToken,
       deviceId: (i) => `bench-${runId}-${i}`,
     });
-    const cpuAfterRegister = cpuOfAll(cpuAtStart);
+    const cpuAfterRegister = watcher.sample()?.cpuS ?? cpuAtStart;
     const rssAfterRegisterMb = watcher.maxRssMb;
 
     // Phase 2: publishes.
@@ -410,6 +374,10 @@ async function main(): Promise<number> {
     progress(`publishing ${options.warmup} warm-up + ${options.pushes} counted pushes to ${targets.count.toLocaleString('en')} registrations, ${mode}…`);
     const delivery = provider.delivery;
     const stopOwnMonitor = options.stallDir ? startStallMonitor('load-generator', options.stallDir) : undefined;
+    let cpuAtCountStart: number | undefined;
+    let databaseCpuAtCountStart: number | undefined;
+    const databasePid = database ? postmasterPid(database) : undefined;
+    let countingStartedAtMs = 0;
     const push = await runPushPhase({
       peer,
       targets,
@@ -419,9 +387,19 @@ async function main(): Promise<number> {
       rate: options.rate,
       deadline: Date.now() + timeoutMs,
       onSent: delivery ? (index, token, at) => delivery.sent(index >= options.warmup, token, at, index) : undefined,
+      onCountingStarts: () => {
+        cpuAtCountStart = watcher!.sample()?.cpuS;
+        databaseCpuAtCountStart = databasePid === undefined ? undefined : processTreeCpuS(databasePid);
+        countingStartedAtMs = monotonicMs();
+      },
       onAnswered: delivery?.answered ? (index, ok, error) => delivery.answered!(index, ok || (error ?? '').startsWith('iq-error:wait/')) : undefined,
       waitIsAccepted: faulty,
     });
+    if (options.profileDir) {
+      // For bench/profile-summary.ts: V8 stamps profile samples on the same clock (µs).
+      mkdirSync(options.profileDir, { recursive: true });
+      writeFileSync(join(options.profileDir, 'push-phase.json'), JSON.stringify({ startUs: Math.round(countingStartedAtMs * 1000), endUs: Math.round(monotonicMs() * 1000), pushes: push.timedCompleted }));
+    }
     if (options.latencyCsv) {
       const { sentAtMs, latencyMs } = push.timeline;
       const epoch = push.timeline.startedAtEpochMs;
@@ -432,22 +410,34 @@ async function main(): Promise<number> {
       writeFileSync(options.latencyCsv, csv);
     }
     const afterPush = watcher.sample();
-    const cpuAfterPush = cpuOfAll(cpuAfterRegister);
-    const rssPeakMb = Math.max(...watchers.map((w) => w.maxRssMb), afterPush?.peakRssMb ?? 0);
+    const databaseCpuAfterPush = databasePid === undefined ? undefined : processTreeCpuS(databasePid);
+    const cpuAfterPush = afterPush?.cpuS ?? cpuAfterRegister;
+    const rssPeakMb = Math.max(watcher.maxRssMb, afterPush?.peakRssMb ?? 0);
     if (faulty) progress('waiting for the server\'s retries to deliver every accepted push…');
     const deliveryLatency = delivery ? await delivery.collect(push.sharedNode) : null;
     const ledger = deliveryLatency && 'lost' in deliveryLatency ? deliveryLatency as DeliveryLedgerReport : undefined;
-    for (const w of watchers) w.stop();
+    watcher.stop();
 
     progress('stopping push-appserver…');
-    const exitCodes = await Promise.all([server, ...others.map((o) => o.server)].map((child) => child.stop(10_000)));
-    const exitCode = exitCodes.every((code) => code === 0) ? 0 : exitCodes.find((code) => code !== 0);
+    const exitCodes = await Promise.all(servers.map((s) => s.stop(10_000)));
     const providerCpuS = provider.pid ? sampleProcess(provider.pid)?.cpuS ?? null : null;
     let baseline: BaselineResult | undefined;
     if (options.baseline) {
-      if (!provider.apns) throw new Error('--baseline needs --provider apns (the forwarder talks to the APNS mock)');
-      progress('baseline: the same publishes through the bench\'s bare forwarder…');
-      baseline = await runBaseline(options, dir, provider.apns, targets, timeoutMs);
+      progress(`baseline: the same ${options.warmup} + ${options.pushes} publishes against the bare forwarder, ${mode}…`);
+      baseline = await runBaseline({
+        provider,
+        targets,
+        componentJid: COMPONENT_JID,
+        pushes: options.pushes,
+        warmup: options.warmup,
+        concurrency: options.concurrency,
+        rate: options.rate,
+        timeoutMs,
+        dir,
+        env,
+        profileDir: options.profileDir,
+        instances: options.instances,
+      });
     }
     await provider.stop();
     await peer.close();
@@ -467,17 +457,19 @@ async function main(): Promise<number> {
     addAll(push.errors.byType, 'push:');
     if (deliveryLatency) addAll(deliveryLatency.errors.byType, 'delivery:');
     if (peer.handshakeFailures > 0) errors.set('xmpp:handshake-failed', peer.handshakeFailures);
-    const serverErrors = [server, ...others.map((o) => o.server)].flatMap((child) => child.flaggedLines.filter((line) => / ERROR /.test(line)));
+    const serverErrors = servers.flatMap((s) => s.flaggedLines.filter((line) => / ERROR /.test(line)).map((line) => servers.length > 1 ? `${s.name}: ${line}` : line));
     if (serverErrors.length > 0) errors.set('server-log:ERROR', serverErrors.length);
-    if (exitCode !== 0) errors.set('server-exit-code', 1);
+    const failedExits = exitCodes.filter((code) => code !== 0).length;
+    if (failedExits > 0) errors.set('server-exit-code', failedExits);
+    if (baseline) for (const [type, n] of baseline.errors) errors.set(`baseline:${type}`, n);
     const errorTotal = [...errors.values()].reduce((a, b) => a + b, 0);
     const samples = [...register.errorSamples, ...push.errorSamples].map(([type, text]) => `${type}: ${text}`);
 
     const resultLatency = push.latency.percentiles();
-    // The push phase's CPU over every publish it answered (warm-up included, as the CPU is).
-    const cpuMsPerPush = push.completed > 0 ? round3(((cpuAfterPush - cpuAfterRegister) * 1000) / push.completed) : null;
     const deliveryPercentiles = deliveryLatency?.latency.percentiles() ?? null;
     const strip = (p: Percentiles | null) => ({ p50: p?.p50 ?? null, p90: p?.p90 ?? null, p99: p?.p99 ?? null, max: p?.max ?? null });
+    const ourCpuMsPerPush = cpuMsPerPush(cpuAtCountStart, cpuAfterPush, push.timedCompleted);
+    const ratio = (ours: number | null, theirs: number | null | undefined) => ours === null || !theirs ? null : Math.round((ours / theirs) * 100) / 100;
     const report = {
       ...(ledger ? { accepted: ledger.accepted, delivered: ledger.delivered, lost: ledger.lost, answered_wait: push.waits } : {}),
       pushes_per_s: Math.round(push.perSecond),
@@ -495,13 +487,21 @@ async function main(): Promise<number> {
       cpu_s: round3(cpuAfterPush - cpuAtStart),
       cpu_s_including_startup: round3(cpuAfterPush),
       cpu_s_by_phase: { register: round3(cpuAfterRegister - cpuAtStart), push: round3(cpuAfterPush - cpuAfterRegister) },
-      cpu_ms_per_push: cpuMsPerPush,
+      // push-appserver's CPU (all threads, from /proc; summed over --instances) from the first counted publish to the last answer, per counted push.
+      cpu_ms_per_push: ourCpuMsPerPush,
+      ...(database ? { database_cpu_ms_per_push: cpuMsPerPush(databaseCpuAtCountStart, databaseCpuAfterPush, push.timedCompleted) } : {}),
       ...(baseline ? {
-        baseline,
-        // Absolute figures vary by machine; these do not (much): how we state performance.
+        baseline: {
+          pushes_per_s: baseline.pushesPerS,
+          cpu_ms_per_push: baseline.cpuMsPerPush,
+          cpu_s_push: baseline.cpuSPush,
+          latency_ms: { result: strip(baseline.result), delivery: strip(baseline.delivery) },
+          rss_peak_mb: baseline.rssPeakMb,
+          pushes_timed: baseline.timed,
+        },
         ratio_to_baseline: {
-          throughput: baseline.pushes_per_s > 0 ? round3(push.perSecond / baseline.pushes_per_s) : null,
-          cpu_per_push: cpuMsPerPush !== null && baseline.cpu_ms_per_push ? round3(cpuMsPerPush / baseline.cpu_ms_per_push) : null,
+          pushes_per_s: ratio(Math.round(push.perSecond), baseline.pushesPerS),
+          cpu_ms_per_push: ratio(ourCpuMsPerPush, baseline.cpuMsPerPush),
         },
       } : {}),
       load_generator_cpu_s: round3((process.cpuUsage().user + process.cpuUsage().system) / 1e6),
@@ -514,10 +514,11 @@ async function main(): Promise<number> {
         rate: options.rate ?? null,
         provider: options.provider,
         store: options.store,
-        instances: options.instances,
         scale: options.scale,
         registrations_in_store: targets.count,
         seeded_registrations: options.seeded,
+        baseline: options.baseline,
+        instances: options.instances,
         fault_rate: options.faultRate,
         outage_s: options.outageS,
       },
@@ -529,6 +530,8 @@ async function main(): Promise<number> {
         publishes_to_a_node_already_in_flight: push.sharedNode,
         deliveries_timed: deliveryPercentiles?.count ?? null,
         publishes_without_receipt: deliveryLatency?.unmatched ?? null,
+        // Warm-up included, per component connection (--instances: one per push-appserver process).
+        publishes_by_connection: [...peer.publishesByConnection],
       },
       ...(stalls ? { stalls } : {}),
       notes,
@@ -537,22 +540,25 @@ async function main(): Promise<number> {
     };
 
     const table: Array<[string, string]> = [
-      ['provider / store', `${options.provider} / ${options.store}${options.seeded > 0 ? ` + ${options.seeded.toLocaleString('en')} seeded` : ''}${options.instances > 1 ? ` · ${options.instances} instances` : ''}`],
+      ['provider / store', `${options.provider} / ${options.store}${options.seeded > 0 ? ` + ${options.seeded.toLocaleString('en')} seeded` : ''}`],
       ['registrations/s (HTTP)', `${report.registrations_per_s}  (${register.timed} timed, ${options.concurrency} in flight)`],
       ['pushes/s', `${report.pushes_per_s}  (${push.timedCompleted} timed, ${mode})`],
       ['publish → iq result', formatLatency(resultLatency)],
       ['publish → provider receipt', formatLatency(deliveryPercentiles)],
       ...(ledger ? [['accepted / delivered / lost', `${ledger.accepted} / ${ledger.delivered} / ${ledger.lost}  (${push.waits} answered wait; fault rate ${options.faultRate}, outage ${options.outageS} s)`] as [string, string]] : []),
       ['errors', errorTotal === 0 ? '0' : `${errorTotal}  ${JSON.stringify(report.errors_by_type)}`],
-      [options.instances > 1 ? 'push-appserver RSS (1st; peak: any)' : 'push-appserver RSS', `idle ${report.rss_idle_mb} MB · peak ${report.rss_peak_mb} MB`],
-      [options.instances > 1 ? `push-appserver CPU (all ${options.instances})` : 'push-appserver CPU', `${report.cpu_s} s  (register ${report.cpu_s_by_phase.register} s, push ${report.cpu_s_by_phase.push} s = ${report.cpu_ms_per_push} ms per push)`],
+      ['push-appserver RSS', `idle ${report.rss_idle_mb} MB · peak ${report.rss_peak_mb} MB`],
+      ['push-appserver CPU', `${report.cpu_s} s  (register ${report.cpu_s_by_phase.register} s, push ${report.cpu_s_by_phase.push} s)`],
+      ['CPU per push', `${report.cpu_ms_per_push ?? '-'} ms  (push-appserver, counted publishes)`],
       ['load generator / mock CPU', `${report.load_generator_cpu_s} s / ${report.provider_cpu_s ?? '-'} s`],
       ['machine', `${report.machine.nproc} × ${report.machine.cpu}, ${report.machine.memory_gb} GB, Node ${report.machine.node}`],
     ];
     if (baseline && report.ratio_to_baseline) {
-      table.splice(table.length - 1, 0,
-        ['baseline (bare forwarder)', `${baseline.pushes_per_s} pushes/s · ${baseline.cpu_ms_per_push} ms CPU per push · p50 ${baseline.latency_ms.p50} · p99 ${baseline.latency_ms.p99} ms${baseline.errors > 0 ? ` · ${baseline.errors} errors` : ''}`],
-        ['ratio_to_baseline', `throughput ${report.ratio_to_baseline.throughput} · CPU per push ${report.ratio_to_baseline.cpu_per_push}`]);
+      table.push(
+        ['baseline pushes/s', `${baseline.pushesPerS}  (${baseline.timed} timed; bare forwarder, same load and mock)`],
+        ['baseline CPU per push', `${baseline.cpuMsPerPush ?? '-'} ms  · publish → iq result ${formatLatency(baseline.result)}`],
+        ['ratio to baseline', `pushes/s ${report.ratio_to_baseline.pushes_per_s} · CPU per push ${report.ratio_to_baseline.cpu_ms_per_push}  (ours / baseline)`],
+      );
     }
     if (stalls) table.push(['pauses in the push phase', `(--stall-report ${options.stallDir})`], ...formatStallReport(stalls));
     const width = Math.max(...table.map(([key]) => key.length));
@@ -562,23 +568,19 @@ async function main(): Promise<number> {
     if (serverErrors.length > 0) out += serverErrors.slice(0, 5).map((line) => `server: ${line}`).join('\n') + '\n';
     if (options.profileDir) out += `CPU profile of push-appserver written to ${options.profileDir}\n`;
     process.stdout.write(out);
-    if (options.serverLog) process.stdout.write(`--- push-appserver stderr (last lines) ---\n${server.stderrTail()}\n`);
+    if (options.serverLog) for (const s of servers) process.stdout.write(`--- ${s.name} stderr (last lines) ---\n${s.stderrTail()}\n`);
     if (options.json) process.stdout.write(JSON.stringify(report) + '\n');
     return errorTotal === 0 ? 0 : 1;
   } catch (error) {
     process.stderr.write(`bench: ${(error as Error).message}\n`);
-    if (server) process.stderr.write(`--- push-appserver stderr (last lines) ---\n${server.stderrTail()}\n`);
+    for (const s of servers) process.stderr.write(`--- ${s.name} stderr (last lines) ---\n${s.stderrTail()}\n`);
     return 1;
   } finally {
     watcher?.stop();
-    for (const other of others) {
-      other.watcher.stop();
-      await other.server.stop(2000);
-    }
-    await server?.stop(2000);
+    await Promise.all(servers.map((s) => s.stop(2000)));
+    await database?.stop();
     await provider?.stop();
     await peer?.close().catch(() => {});
-    await database?.stop();
     removeDir();
     if (options.keep) progress(`kept ${dir}`);
   }

@@ -67,45 +67,142 @@ export interface XmppPeerOptions {
   /** The "user's server" the publishes come from. */
   from?: string;
   /**
-   * Component connections accepted at once. 1 (the default) refuses a second one with `conflict`,
-   * as Prosody does; more plays ejabberd, whose ejabberd_service takes several connections for one
-   * host and spreads stanzas over them (here: in turn).
+   * Component connections accepted for the JID (default 1, as Prosody allows). With more, the peer
+   * plays an ejabberd whose `ejabberd_service` takes several connections for one host: publishes go
+   * round-robin over the connections that are online.
    */
-  maxConnections?: number;
+  connections?: number;
 }
 
-/** One accepted component connection: stream header, handshake, then stanzas. */
-class ComponentConnection {
-  private readonly peer: XmppPeer;
+/** One component connection: its stream, its handshake and its write batching. */
+class PeerConnection {
   readonly socket: Socket;
-  private buffer = '';
+  buffer = '';
   phase: 'header' | 'handshake' | 'online' | 'closed' = 'header';
-  private streamId = '';
+  streamId = '';
   outgoing: string[] = [];
+  flushScheduled = false;
 
-  constructor(peer: XmppPeer, socket: Socket) {
-    this.peer = peer;
+  constructor(socket: Socket) {
     this.socket = socket;
-    socket.setEncoding('utf8');
-    socket.setNoDelay(true);
-    socket.on('data', (chunk: string) => this.onData(chunk));
-    socket.on('error', () => {});
+  }
+
+  queue(stanza: string): void {
+    this.outgoing.push(stanza);
+    if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      queueMicrotask(() => this.flush());
+    }
   }
 
   flush(): void {
+    this.flushScheduled = false;
     if (this.outgoing.length === 0) return;
     const data = this.outgoing.length === 1 ? this.outgoing[0] : this.outgoing.join('');
     this.outgoing = [];
-    if (this.phase === 'online') this.socket.write(data);
+    if (this.phase === 'online' && !this.socket.destroyed) this.socket.write(data);
+  }
+}
+
+/**
+ * One listening socket; the component's connections are accepted and authenticated, after which
+ * `publish()` writes stanzas (batched per event-loop turn and connection) and `onReply` reports each answer.
+ */
+export class XmppPeer {
+  private readonly options: XmppPeerOptions;
+  private readonly server: Server;
+  private readonly expected: number;
+  private readonly live: PeerConnection[] = [];
+  private online: PeerConnection[] = [];
+  private next = 0;
+  private onlineWaiters: Array<{ resolve: () => void; reject: (error: Error) => void }> = [];
+  private closing = false;
+  readonly from: string;
+  port = 0;
+  onReply: (reply: IqReply) => void = () => {};
+  /** Called when a component connection ends after it was online (an error during a run). */
+  onClose: (reason: string) => void = () => {};
+  handshakeFailures = 0;
+  /** Publishes written per connection, in the order the connections came online. */
+  readonly publishesByConnection: number[] = [];
+
+  constructor(options: XmppPeerOptions) {
+    this.options = options;
+    this.from = options.from ?? 'localhost';
+    this.expected = Math.max(1, options.connections ?? 1);
+    this.server = createServer((socket) => this.accept(socket));
   }
 
-  private fail(reason: string): void {
-    this.peer.connectionFailed(reason);
-    this.socket.end(`<stream:error><not-authorized xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error></stream:stream>`);
+  async listen(): Promise<number> {
+    await new Promise<void>((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(0, '127.0.0.1', () => resolve());
+    });
+    this.port = (this.server.address() as { port: number }).port;
+    return this.port;
   }
 
-  private onData(chunk: string): void {
-    const data = this.buffer.length > 0 ? this.buffer + chunk : chunk;
+  /** Resolves once every expected connection completed its handshake. */
+  waitOnline(timeoutMs: number): Promise<void> {
+    if (this.online.length >= this.expected) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`push-appserver did not complete the XEP-0114 handshake within ${timeoutMs} ms (${this.online.length} of ${this.expected} connections online)`)), timeoutMs);
+      this.onlineWaiters.push({
+        resolve: () => { clearTimeout(timer); resolve(); },
+        reject: (error) => { clearTimeout(timer); reject(error); },
+      });
+    });
+  }
+
+  /** Queues one publish on the next online connection; all queued in one turn of the event loop leave in one write each. */
+  publish(id: string, target: PublishTarget): void {
+    if (this.online.length === 0) return;
+    const index = this.next++ % this.online.length;
+    this.publishesByConnection[index] = (this.publishesByConnection[index] ?? 0) + 1;
+    this.online[index].queue(publishStanza(id, this.from, this.options.componentJid, target));
+  }
+
+  async close(): Promise<void> {
+    this.closing = true;
+    for (const connection of this.live) {
+      connection.phase = 'closed';
+      const socket = connection.socket;
+      if (!socket.destroyed) {
+        socket.end('</stream:stream>');
+        setTimeout(() => socket.destroy(), 1000).unref();
+      }
+    }
+    if (this.server.listening) await new Promise<void>((resolve) => this.server.close(() => resolve()));
+  }
+
+  private accept(socket: Socket): void {
+    if (this.live.length >= this.expected || this.closing) {
+      // No more connections for this JID than expected (Prosody allows one).
+      socket.end(`<?xml version='1.0'?><stream:stream xmlns:stream='${NS_STREAMS}' xmlns='jabber:component:accept' id='x'><stream:error><conflict xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error></stream:stream>`);
+      return;
+    }
+    const connection = new PeerConnection(socket);
+    this.live.push(connection);
+    socket.setEncoding('utf8');
+    socket.setNoDelay(true);
+    socket.on('data', (chunk: string) => this.onData(connection, chunk));
+    socket.on('error', () => {});
+    socket.on('close', () => {
+      const wasOnline = connection.phase === 'online';
+      connection.phase = 'closed';
+      this.live.splice(this.live.indexOf(connection), 1);
+      this.online = this.online.filter((c) => c !== connection);
+      if (wasOnline && !this.closing) this.onClose('the component closed its connection');
+    });
+  }
+
+  private fail(connection: PeerConnection, reason: string): void {
+    for (const waiter of this.onlineWaiters.splice(0)) waiter.reject(new Error(reason));
+    connection.socket.end(`<stream:error><not-authorized xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error></stream:stream>`);
+  }
+
+  private onData(connection: PeerConnection, chunk: string): void {
+    const data = connection.buffer.length > 0 ? connection.buffer + chunk : chunk;
     let pos = 0;
     for (;;) {
       const lt = data.indexOf('<', pos);
@@ -120,14 +217,14 @@ class ComponentConnection {
         continue;
       }
       if (data.startsWith('</stream:stream', lt)) {
-        this.socket.end('</stream:stream>');
+        connection.socket.end('</stream:stream>');
         pos = data.length;
         break;
       }
       const openEnd = data.indexOf('>', lt);
       if (openEnd === -1) { pos = lt; break; }
-      if (this.phase === 'header') {
-        this.onStreamHeader(data.slice(lt, openEnd + 1));
+      if (connection.phase === 'header') {
+        this.onStreamHeader(connection, data.slice(lt, openEnd + 1));
         pos = openEnd + 1;
         continue;
       }
@@ -146,31 +243,32 @@ class ComponentConnection {
         if (close === -1) { pos = lt; break; }
         end = close + name.length + 3;
       }
-      this.onElement(name, data.slice(lt, openEnd + 1), data, openEnd + 1, end);
+      this.onElement(connection, name, data.slice(lt, openEnd + 1), data, openEnd + 1, end);
       pos = end;
     }
-    this.buffer = pos >= data.length ? '' : data.slice(pos);
+    connection.buffer = pos >= data.length ? '' : data.slice(pos);
   }
 
-  private onStreamHeader(tag: string): void {
-    if (!tag.startsWith('<stream:stream')) return this.fail(`expected a stream header, got ${tag.slice(0, 40)}`);
-    this.streamId = randomBytes(8).toString('hex');
-    this.phase = 'handshake';
-    this.socket.write(`<?xml version='1.0'?><stream:stream xmlns:stream='${NS_STREAMS}' xmlns='jabber:component:accept' from='${this.peer.componentJid}' id='${this.streamId}'>`);
+  private onStreamHeader(connection: PeerConnection, tag: string): void {
+    if (!tag.startsWith('<stream:stream')) return this.fail(connection, `expected a stream header, got ${tag.slice(0, 40)}`);
+    connection.streamId = randomBytes(8).toString('hex');
+    connection.phase = 'handshake';
+    connection.socket.write(`<?xml version='1.0'?><stream:stream xmlns:stream='${NS_STREAMS}' xmlns='jabber:component:accept' from='${this.options.componentJid}' id='${connection.streamId}'>`);
   }
 
-  private onElement(name: string, openTag: string, data: string, contentStart: number, end: number): void {
-    if (this.phase === 'handshake') {
+  private onElement(connection: PeerConnection, name: string, openTag: string, data: string, contentStart: number, end: number): void {
+    if (connection.phase === 'handshake') {
       if (name !== 'handshake') return;
       const digest = data.slice(contentStart, end - '</handshake>'.length).trim().toLowerCase();
-      const expected = createHash('sha1').update(this.streamId + this.peer.secret).digest('hex');
+      const expected = createHash('sha1').update(connection.streamId + this.options.secret).digest('hex');
       if (digest !== expected) {
-        this.peer.handshakeFailures += 1;
-        return this.fail('the component sent a wrong handshake digest');
+        this.handshakeFailures += 1;
+        return this.fail(connection, 'the component sent a wrong handshake digest');
       }
-      this.phase = 'online';
-      this.socket.write('<handshake/>');
-      this.peer.connectionOnline();
+      connection.phase = 'online';
+      this.online.push(connection);
+      connection.socket.write('<handshake/>');
+      if (this.online.length >= this.expected) for (const waiter of this.onlineWaiters.splice(0)) waiter.resolve();
       return;
     }
     if (name !== 'iq') return;
@@ -178,139 +276,12 @@ class ComponentConnection {
     const id = attribute(openTag, 'id');
     if (id === undefined || (type !== 'result' && type !== 'error')) return;
     if (type === 'result') {
-      this.peer.onReply({ id, ok: true });
+      this.onReply({ id, ok: true });
       return;
     }
     const body = data.slice(contentStart, end);
     const condition = ERROR_CONDITION.exec(body);
     const text = ERROR_TEXT.exec(body);
-    this.peer.onReply({ id, ok: false, error: condition ? `iq-error:${condition[1]}/${condition[2]}` : 'iq-error:unparsed', text: text?.[1] });
-  }
-}
-
-/**
- * One listening socket; the component's connections are accepted and authenticated, after which
- * `publish()` writes stanzas (batched per event-loop turn and connection) and `onReply` reports
- * each answer.
- */
-export class XmppPeer {
-  private readonly options: XmppPeerOptions;
-  private readonly server: Server;
-  private readonly connections: ComponentConnection[] = [];
-  private next = 0;
-  private flushScheduled = false;
-  private closed = false;
-  private onlineWaiters: Array<{ count: number; resolve: () => void; reject: (error: Error) => void }> = [];
-  readonly from: string;
-  port = 0;
-  onReply: (reply: IqReply) => void = () => {};
-  /** Called when a component connection ends after it was online (an error during a run). */
-  onClose: (reason: string) => void = () => {};
-  handshakeFailures = 0;
-
-  constructor(options: XmppPeerOptions) {
-    this.options = options;
-    this.from = options.from ?? 'localhost';
-    this.server = createServer((socket) => this.accept(socket));
-  }
-
-  get componentJid(): string {
-    return this.options.componentJid;
-  }
-
-  get secret(): string {
-    return this.options.secret;
-  }
-
-  async listen(): Promise<number> {
-    await new Promise<void>((resolve, reject) => {
-      this.server.once('error', reject);
-      this.server.listen(0, '127.0.0.1', () => resolve());
-    });
-    this.port = (this.server.address() as { port: number }).port;
-    return this.port;
-  }
-
-  private onlineConnections(): ComponentConnection[] {
-    return this.connections.filter((connection) => connection.phase === 'online');
-  }
-
-  get online(): boolean {
-    return this.onlineConnections().length > 0;
-  }
-
-  /** Resolves once `count` component connections completed the handshake. */
-  waitOnline(timeoutMs: number, count = 1): Promise<void> {
-    if (this.onlineConnections().length >= count) return Promise.resolve();
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`push-appserver did not complete the XEP-0114 handshake within ${timeoutMs} ms (${this.onlineConnections().length} of ${count} online)`)), timeoutMs);
-      this.onlineWaiters.push({
-        count,
-        resolve: () => { clearTimeout(timer); resolve(); },
-        reject: (error) => { clearTimeout(timer); reject(error); },
-      });
-    });
-  }
-
-  /** Queues one publish on the next online connection in turn; all queued in one turn of the event loop leave in one write each. */
-  publish(id: string, target: PublishTarget): void {
-    const online = this.onlineConnections();
-    if (online.length === 0) return;
-    const connection = online[this.next++ % online.length];
-    connection.outgoing.push(publishStanza(id, this.from, this.options.componentJid, target));
-    if (!this.flushScheduled) {
-      this.flushScheduled = true;
-      queueMicrotask(() => this.flush());
-    }
-  }
-
-  flush(): void {
-    this.flushScheduled = false;
-    for (const connection of this.connections) connection.flush();
-  }
-
-  async close(): Promise<void> {
-    this.closed = true;
-    for (const connection of this.connections) {
-      connection.phase = 'closed';
-      const socket = connection.socket;
-      if (!socket.destroyed) {
-        socket.end('</stream:stream>');
-        setTimeout(() => socket.destroy(), 1000).unref();
-      }
-    }
-    if (this.server.listening) await new Promise<void>((resolve) => this.server.close(() => resolve()));
-  }
-
-  /** @internal */
-  connectionOnline(): void {
-    const online = this.onlineConnections().length;
-    this.onlineWaiters = this.onlineWaiters.filter((waiter) => {
-      if (online < waiter.count) return true;
-      waiter.resolve();
-      return false;
-    });
-  }
-
-  /** @internal */
-  connectionFailed(reason: string): void {
-    for (const waiter of this.onlineWaiters.splice(0)) waiter.reject(new Error(reason));
-  }
-
-  private accept(socket: Socket): void {
-    const live = this.connections.filter((connection) => !connection.socket.destroyed);
-    if (this.closed || live.length >= (this.options.maxConnections ?? 1)) {
-      socket.end(`<?xml version='1.0'?><stream:stream xmlns:stream='${NS_STREAMS}' xmlns='jabber:component:accept' id='x'><stream:error><conflict xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error></stream:stream>`);
-      return;
-    }
-    const connection = new ComponentConnection(this, socket);
-    this.connections.push(connection);
-    socket.on('close', () => {
-      const index = this.connections.indexOf(connection);
-      if (index !== -1) this.connections.splice(index, 1);
-      const wasOnline = connection.phase === 'online';
-      connection.phase = 'closed';
-      if (wasOnline && !this.closed) this.onClose('the component closed its connection');
-    });
+    this.onReply({ id, ok: false, error: condition ? `iq-error:${condition[1]}/${condition[2]}` : 'iq-error:unparsed', text: text?.[1] });
   }
 }

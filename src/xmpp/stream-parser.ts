@@ -87,7 +87,11 @@ export class StreamParser {
   private depth = 0;
   /** Element names of the stanza being buffered (not kept while skipping). */
   private readonly names: string[] = [];
-  private name: number[] | undefined;
+  /** A tag name is being read (not while skipping): it starts at nameStart of this chunk, after nameCarry. */
+  private inName = false;
+  private nameStart = 0;
+  /** The name's bytes from earlier chunks, when a chunk ended inside it. */
+  private nameCarry: Buffer | undefined;
   /** A unit (the stream header or a stanza) is being read from its `<` on. */
   private inUnit = false;
   /** Where the current chunk's bytes of the unit begin that are not yet kept; -1 outside a unit. */
@@ -110,6 +114,7 @@ export class StreamParser {
     if (this.failed || this.ended) return;
     const chunk = typeof data === 'string' ? Buffer.from(data, 'utf8') : data;
     this.mark = this.inUnit ? 0 : -1;
+    this.nameStart = 0;
     for (let i = 0; i < chunk.length; i += 1) {
       const byte = chunk[i];
       switch (this.state) {
@@ -120,12 +125,17 @@ export class StreamParser {
               this.inUnit = true;
               this.mark = i;
             }
+          } else {
+            // Text between tags says nothing about structure: jump to the next '<' (native search,
+            // not a JavaScript loop over every byte of every publish).
+            const next = chunk.indexOf(LT, i + 1);
+            i = (next === -1 ? chunk.length : next) - 1;
           }
           break;
         case State.TagOpen:
           if (byte === SLASH) {
             this.state = State.EndTag;
-            this.name = this.skipping ? undefined : [];
+            this.beginName(i + 1);
           } else if (byte === BANG || byte === QUESTION) {
             this.state = byte === BANG ? State.MarkupDecl : State.Pi;
             this.markup = '';
@@ -138,30 +148,35 @@ export class StreamParser {
             this.state = State.StartTag;
             this.quote = 0;
             this.lastWasSlash = false;
-            this.name = this.skipping ? undefined : [byte];
+            this.beginName(i);
           }
           break;
         case State.StartTag:
           if (this.quote !== 0) {
-            if (byte === this.quote) this.quote = 0;
+            // An attribute value: jump to its closing quote.
+            const close = chunk.indexOf(this.quote, i);
+            if (close === -1) {
+              i = chunk.length - 1;
+            } else {
+              i = close;
+              this.quote = 0;
+            }
           } else if (byte === DQUOTE || byte === SQUOTE) {
             this.quote = byte;
-            this.endName();
+            this.endName(chunk, i);
             this.lastWasSlash = false;
           } else if (byte === GT) {
-            this.endName();
+            this.endName(chunk, i);
             this.startTagClosed(chunk, i);
           } else if (isSpace(byte)) {
-            this.endName();
+            this.endName(chunk, i);
           } else {
-            if (byte === SLASH) this.endName();
-            else if (this.name) this.name.push(byte);
+            if (byte === SLASH) this.endName(chunk, i);
             this.lastWasSlash = byte === SLASH;
           }
           break;
         case State.EndTag:
           if (byte === GT) this.endTagClosed(chunk, i);
-          else if (this.name && !isSpace(byte)) this.name.push(byte);
           break;
         case State.MarkupDecl:
           this.markup += String.fromCharCode(byte);
@@ -193,13 +208,32 @@ export class StreamParser {
       }
       if (this.failed || this.ended) return;
     }
+    if (this.inName && this.nameStart < chunk.length) {
+      const rest = chunk.subarray(this.nameStart);
+      this.nameCarry = this.nameCarry ? Buffer.concat([this.nameCarry, rest]) : Buffer.from(rest);
+    }
     if (this.inUnit) this.keep(chunk, this.mark, chunk.length);
   }
 
-  private endName(): void {
-    if (!this.name) return;
-    this.names.push(Buffer.from(this.name).toString('utf8'));
-    this.name = undefined;
+  /** A tag name begins at chunk[at] (not recorded while skipping). */
+  private beginName(at: number): void {
+    this.inName = !this.skipping;
+    this.nameStart = at;
+    this.nameCarry = undefined;
+  }
+
+  /** The name that began at beginName() and ends before chunk[end]; undefined when none was being read. */
+  private takeName(chunk: Buffer, end: number): string | undefined {
+    if (!this.inName) return undefined;
+    this.inName = false;
+    const carry = this.nameCarry;
+    this.nameCarry = undefined;
+    return carry ? Buffer.concat([carry, chunk.subarray(this.nameStart, end)]).toString('utf8') : chunk.toString('utf8', this.nameStart, end);
+  }
+
+  private endName(chunk: Buffer, end: number): void {
+    const name = this.takeName(chunk, end);
+    if (name !== undefined) this.names.push(name);
   }
 
   private leaveUnit(): void {
@@ -210,7 +244,8 @@ export class StreamParser {
     this.rootTagBytes = 0;
     this.skipping = undefined;
     this.names.length = 0;
-    this.name = undefined;
+    this.inName = false;
+    this.nameCarry = undefined;
   }
 
   /** Holds on to chunk[from, to) for the unit being read, or starts skipping it when it is too large. */
@@ -236,7 +271,8 @@ export class StreamParser {
     this.buffered = [];
     this.bufferedBytes = 0;
     this.names.length = 0;
-    this.name = undefined;
+    this.inName = false;
+    this.nameCarry = undefined;
   }
 
   private prefix(bytes: number): string {
@@ -279,8 +315,9 @@ export class StreamParser {
   /** The `>` of an end tag at chunk[i]. */
   private endTagClosed(chunk: Buffer, i: number): void {
     this.state = State.Text;
-    const name = this.name ? Buffer.from(this.name).toString('utf8') : undefined;
-    this.name = undefined;
+    const taken = this.takeName(chunk, i);
+    // Whitespace inside an end tag's name is not part of it (`</iq >`).
+    const name = taken !== undefined && /[ \t\n\r]/.test(taken) ? taken.replace(/[ \t\n\r]/g, '') : taken;
     if (this.depth === 1) {
       this.leaveUnit();
       if (name !== 'stream:stream') return this.fail(`unexpected </${name ?? ''}>`);
@@ -315,7 +352,8 @@ export class StreamParser {
       this.events.oversized?.({ name: opening?.name ?? null, attrs: opening?.attrs ?? {}, bytes: total, reason: 'size' });
       return;
     }
-    const text = Buffer.concat(this.buffered).toString('utf8');
+    // Most stanzas arrive within one chunk: decode that slice, without copying it first.
+    const text = this.buffered.length === 1 ? this.buffered[0].toString('utf8') : Buffer.concat(this.buffered).toString('utf8');
     this.leaveUnit();
     let element: Element;
     try {

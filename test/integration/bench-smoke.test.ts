@@ -90,3 +90,19 @@ test('a tiny --stall-report run records every process and matches the slowest pu
   assert.ok(matched && slow.overlapping_none <= slow.count);
   assert.match(stdout, /publishes ≥ p99/);
 });
+
+test('a tiny --baseline run also pushes through the bench\'s bare forwarder and reports both CPU per push and their ratios', async () => {
+  const { code, stdout, stderr } = await runBench(['--devices', '20', '--pushes', '50', '--concurrency', '10', '--provider', 'apns', '--baseline', '--json']);
+  assert.equal(code, 0, `bench exited ${code}\n${stdout}\n${stderr}`);
+  const report = lastJsonLine(stdout);
+  assertReportShape(report);
+  assert.equal(report.errors, 0, JSON.stringify(report.errors_by_type));
+  assert.equal(report.parameters.baseline, true);
+  assert.equal(report.baseline.pushes_timed, 50, 'every counted publish was answered by the forwarder');
+  assert.equal(typeof report.baseline.latency_ms.delivery.p50, 'number', 'the forwarder\'s requests reached the APNS mock');
+  for (const key of ['pushes_per_s', 'cpu_ms_per_push']) {
+    assert.ok(key in report.baseline, `baseline.${key} is present`);
+    assert.ok(key in report.ratio_to_baseline, `ratio_to_baseline.${key} is present`);
+  }
+  assert.ok('cpu_ms_per_push' in report);
+});

@@ -87,6 +87,17 @@ test('multi-byte characters are counted in bytes and survive any chunking', () =
   assert.equal(events.stanzas[0].attrs.id, 'ü');
 });
 
+test('element names with multi-byte characters are matched whatever byte a chunk ends on', () => {
+  const bytes = Buffer.from(`${HEADER}<message id='1'><ünïcode-näme a='x'>t</ünïcode-näme ><x:日本 b="y"/></message>`);
+  for (let cut = 1; cut < bytes.length; cut += 1) {
+    const { parser, events } = collect();
+    parser.write(bytes.subarray(0, cut));
+    parser.write(bytes.subarray(cut));
+    assert.equal(events.errors.length, 0, `cut at byte ${cut}: ${events.errors[0]?.message}`);
+    assert.deepEqual(events.stanzas[0].children.map((child) => (child as Element).name), ['ünïcode-näme', 'x:日本'], `cut at byte ${cut}`);
+  }
+});
+
 test('comments and whitespace between stanzas are not part of any stanza', () => {
   const { parser, events } = collect(100);
   parser.write(`${HEADER}  <!-- ${'c'.repeat(500)} -->\n<iq id='1'/>`);
