@@ -66,6 +66,9 @@ function seeded(count: number): Registration[] {
     lastPushAt: i % 5 === 0 ? null : 1_700_000_000_000 + i,
     lastError: i % 7 === 0 ? 'provider said 503' : null,
     lastErrorAt: i % 7 === 0 ? 1_700_000_001_000 : null,
+    renewedAt: 1_700_000_000_000 + 3 * i,
+    // Push 2.0 registrations carry their pinned JWT key: a copy without it would lock the client out.
+    push2Key: i % 4 === 0 ? `BP2-key-${i}`.padEnd(87, 'x') : null,
   }));
 }
 
@@ -104,7 +107,7 @@ test('migrate against a database that refuses us exits 1 with the url, password 
   assert.doesNotMatch(result.stderr, /wrong-password/);
 });
 
-test('copy-store moves every registration from SQLite to PostgreSQL and back, nodes, secrets and counts intact', { skip }, async () => {
+test('copy-store moves every registration from SQLite to PostgreSQL and back, every field intact (node, secret, device key, domain, counts, times, last error, Push 2.0 key)', { skip }, async () => {
   const dir = testTempDir('push-appserver-store-cli-');
   const registrations = seeded(2345);
   const sqlite = new SqliteStore(join(dir, 'source.db'));
