@@ -53,10 +53,15 @@ describe('the app on PostgreSQL when the database goes away', { skip, timeout: 1
     assert.equal(down.status, 'degraded');
     assert.notEqual(down.store.state, 'ok');
     assert.ok(down.store.error);
+    const notReady = await fetch(`${stack.app.httpUrl}/push_appserver/v1/ready`);
+    assert.equal(notReady.status, 503, 'not ready while the database is down');
+    await notReady.text();
 
     await pg.resume();
     await eventually(async () => (await health(stack)).store.state === 'ok', 'the store to answer again');
     assert.equal((await stack.bob.iq(publishIq(node, secret))).attrs.type, 'result');
     assert.equal((await health(stack)).status, 'running');
+    const ready = await fetch(`${stack.app.httpUrl}/push_appserver/v1/ready`);
+    assert.equal([ready.status, (await ready.text()).trim()].join(' '), '200 READY');
   });
 });
