@@ -115,6 +115,12 @@ const OUTCOME_LABEL: Record<Outcome['kind'], ProviderRequestOutcome> = {
   rejected: 'rejected',
 };
 
+/** A publish for a key whose push is on its way is answered with that push's result. */
+async function rideAlong(pending: Promise<DispatchResult>): Promise<DispatchResult> {
+  const result = await pending;
+  return result.kind === 'delivered' ? { kind: 'delivered', coalesced: true } : result;
+}
+
 function publishLabel(result: DispatchResult): PublishResult {
   return result.kind === 'delivered' && result.coalesced ? 'coalesced' : PUBLISH_LABEL[result.kind];
 }
@@ -262,10 +268,7 @@ export class Dispatcher {
 
     // A device needs one wake-up: a publish arriving while one for its key is on the way rides along.
     const pending = this.inFlight.get(target.key);
-    if (pending) {
-      const result = await pending;
-      return result.kind === 'delivered' ? { kind: 'delivered', coalesced: true } : result;
-    }
+    if (pending) return rideAlong(pending);
     const now = this.options.now();
     const notification: Notification = { ...target.notification, firstAttemptAt: now };
     const later = (reason: string, dueAt: number) => this.persist(dialect, request, target, notification, { dueAt, attempt: 0, reason, firstAttemptAt: now });
@@ -282,11 +285,17 @@ export class Dispatcher {
       this.warnLimited('stateless-in-flight', 'too many stateless pushes on their way', { in_flight: this.statelessInFlight });
       return { kind: 'limited', reason: 'too many stateless pushes on their way', retryAfterMs: 1000 };
     }
-    const windowEnd = await this.throttledUntil(target, now);
-    if (windowEnd !== undefined) {
-      // Merged into one push at the window's end (crash-safe: it is a retry row like any other).
-      await later('throttled (push.min_interval_ms)', windowEnd);
-      return { kind: 'delivered', coalesced: true };
+    // Only a throttle asks the store here: without one, nothing yields between the in-flight check
+    // above and run() below, so publishes for one key can never both start a push.
+    if (this.options.minIntervalMs > 0) {
+      const windowEnd = await this.throttledUntil(target, now);
+      if (windowEnd !== undefined) {
+        // Merged into one push at the window's end (crash-safe: it is a retry row like any other).
+        await later('throttled (push.min_interval_ms)', windowEnd);
+        return { kind: 'delivered', coalesced: true };
+      }
+      const raced = this.inFlight.get(target.key);
+      if (raced) return rideAlong(raced);
     }
     const job: Job = { dialect, request, target: { ...target, notification }, resolver, firstAttemptAt: now, attempt: 0, abandoned: false };
     if (stateless) this.statelessInFlight += 1;
