@@ -270,15 +270,16 @@ export class Dispatcher {
     const pending = this.inFlight.get(target.key);
     if (pending) return rideAlong(pending);
     const now = this.options.now();
-    const notification: Notification = { ...target.notification, firstAttemptAt: now };
-    const later = (reason: string, dueAt: number) => this.persist(dialect, request, target, notification, { dueAt, attempt: 0, reason, firstAttemptAt: now });
+    // Resolvers build a fresh target per request (pipeline.ts), so it is the job's own to stamp.
+    const notification = target.notification;
+    notification.firstAttemptAt = now;
     if (this.closing) {
-      await later('the app server was stopping', now);
+      await this.persist(dialect, request, target, notification, { dueAt: now, attempt: 0, reason: 'the app server was stopping', firstAttemptAt: now });
       return { kind: 'temporary', reason: 'the app server is stopping', retryAfterMs: 1000 };
     }
     if (this.inFlight.size >= this.options.maxInFlight) {
       this.warnLimited('in-flight', 'overloaded: too many pushes on their way; publishes are queued as retries', { in_flight: this.inFlight.size });
-      await later('the app server was overloaded', now + 1000);
+      await this.persist(dialect, request, target, notification, { dueAt: now + 1000, attempt: 0, reason: 'the app server was overloaded', firstAttemptAt: now });
       return { kind: 'temporary', reason: 'the app server is overloaded', retryAfterMs: 1000 };
     }
     if (stateless && this.statelessInFlight >= this.options.maxStatelessInFlight) {
@@ -291,13 +292,13 @@ export class Dispatcher {
       const windowEnd = await this.throttledUntil(target, now);
       if (windowEnd !== undefined) {
         // Merged into one push at the window's end (crash-safe: it is a retry row like any other).
-        await later('throttled (push.min_interval_ms)', windowEnd);
+        await this.persist(dialect, request, target, notification, { dueAt: windowEnd, attempt: 0, reason: 'throttled (push.min_interval_ms)', firstAttemptAt: now });
         return { kind: 'delivered', coalesced: true };
       }
       const raced = this.inFlight.get(target.key);
       if (raced) return rideAlong(raced);
     }
-    const job: Job = { dialect, request, target: { ...target, notification }, resolver, firstAttemptAt: now, attempt: 0, abandoned: false };
+    const job: Job = { dialect, request, target, resolver, firstAttemptAt: now, attempt: 0, abandoned: false };
     if (stateless) this.statelessInFlight += 1;
     try {
       return await this.run(job);
@@ -307,18 +308,25 @@ export class Dispatcher {
   }
 
   /** Sends a job with coalescing by key; a graceful stop may answer it before the provider does. */
-  private async run(job: Job): Promise<DispatchResult> {
-    const interrupted = new Promise<DispatchResult>((resolve) => { job.interrupt = resolve; });
+  private run(job: Job): Promise<DispatchResult> {
     const sending = this.attempt(job);
-    const answer = Promise.race([sending, interrupted]);
+    // One promise per push: the attempt's end and a graceful stop's interrupt both settle it, the first wins.
+    let settle!: (result: DispatchResult) => void;
+    let fail!: (error: unknown) => void;
+    const answer: Promise<DispatchResult> = new Promise((resolve, reject) => {
+      settle = (result) => { this.forget(job, answer); resolve(result); };
+      fail = (error) => { this.forget(job, answer); reject(error); };
+    });
+    job.interrupt = settle;
     this.inFlight.set(job.target.key, answer);
     this.jobs.add(job);
-    try {
-      return await answer;
-    } finally {
-      this.jobs.delete(job);
-      if (this.inFlight.get(job.target.key) === answer) this.inFlight.delete(job.target.key);
-    }
+    sending.then(settle, fail);
+    return answer;
+  }
+
+  private forget(job: Job, answer: Promise<DispatchResult>): void {
+    this.jobs.delete(job);
+    if (this.inFlight.get(job.target.key) === answer) this.inFlight.delete(job.target.key);
   }
 
   /**
@@ -369,16 +377,15 @@ export class Dispatcher {
   }
 
   private overDomainLimit(dialect: Dialect, domain: string): DispatchResult | undefined {
-    const checks: Array<[KeyedRateLimiter, string]> = [[this.publishLimiter, 'publishes']];
-    if (dialect === 'stateless') checks.push([this.statelessLimiter, 'stateless publishes']);
-    for (const [limiter, what] of checks) {
-      const decision = limiter.take(domain);
-      if (!decision.allowed) {
-        this.warnLimited(`${what}:${domain}`, `${what} from one domain over the limit`, { domain });
-        return { kind: 'limited', reason: `too many ${what} from ${domain}`, retryAfterMs: decision.retryAfterMs };
-      }
-    }
-    return undefined;
+    return this.overLimit(this.publishLimiter, 'publishes', domain)
+      ?? (dialect === 'stateless' ? this.overLimit(this.statelessLimiter, 'stateless publishes', domain) : undefined);
+  }
+
+  private overLimit(limiter: KeyedRateLimiter, what: string, domain: string): DispatchResult | undefined {
+    const decision = limiter.take(domain);
+    if (decision.allowed) return undefined;
+    this.warnLimited(`${what}:${domain}`, `${what} from one domain over the limit`, { domain });
+    return { kind: 'limited', reason: `too many ${what} from ${domain}`, retryAfterMs: decision.retryAfterMs };
   }
 
   private warnLimited(key: string, message: string, fields: Record<string, unknown>): void {
@@ -391,30 +398,38 @@ export class Dispatcher {
   }
 
   /** Sends to an app's provider with the configured timeout; a throw or a timeout is a value here. */
-  async send(app: App, target: { node: string; token: string }, notification: Notification): Promise<Outcome> {
+  send(app: App, target: { node: string; token: string }, notification: Notification): Promise<Outcome> {
     const started = performance.now();
-    let timer: NodeJS.Timeout | undefined;
-    let answered = true;
-    const timeout = new Promise<Outcome>((resolve) => {
-      timer = setTimeout(() => {
-        answered = false;
-        resolve({ kind: 'retry-after', ms: 0, reason: `no answer from the provider within ${this.options.timeoutMs} ms` });
-      }, this.options.timeoutMs);
+    const timeoutMs = this.options.timeoutMs;
+    // One promise and one timer per push: whichever of the provider and the timer comes first answers.
+    return new Promise<Outcome>((resolve) => {
+      let pending = true;
+      const answer = (outcome: Outcome, label: ProviderRequestOutcome) => {
+        if (!pending) return;
+        pending = false;
+        clearTimeout(timer);
+        this.telemetry.providerRequest(app.name, app.providerKind, label, outcome.status, seconds(started));
+        resolve(outcome);
+      };
+      const timer = setTimeout(() => {
+        answer({ kind: 'retry-after', ms: 0, reason: `no answer from the provider within ${timeoutMs} ms` }, 'error');
+      }, timeoutMs);
       // A provider that never answers must not keep a stopping process alive.
       timer.unref();
+      let sending: Promise<Outcome>;
+      try {
+        sending = app.provider.send({ app: app.name, node: target.node, token: target.token }, notification);
+      } catch (error) {
+        sending = Promise.reject(error);
+      }
+      sending.then(
+        (outcome) => answer(outcome, OUTCOME_LABEL[outcome.kind]),
+        (error: unknown) => {
+          if (pending) this.logger.error('provider failed unexpectedly', { app: app.name, node: target.node, error });
+          answer({ kind: 'retry-after', ms: 0, reason: `provider error: ${(error as Error).message}` }, 'error');
+        },
+      );
     });
-    let outcome: Outcome;
-    try {
-      outcome = await Promise.race([app.provider.send({ app: app.name, node: target.node, token: target.token }, notification), timeout]);
-    } catch (error) {
-      this.logger.error('provider failed unexpectedly', { app: app.name, node: target.node, error });
-      answered = false;
-      outcome = { kind: 'retry-after', ms: 0, reason: `provider error: ${(error as Error).message}` };
-    } finally {
-      clearTimeout(timer);
-    }
-    this.telemetry.providerRequest(app.name, app.providerKind, answered ? OUTCOME_LABEL[outcome.kind] : 'error', outcome.status, seconds(started));
-    return outcome;
   }
 
   private async attempt(job: Job): Promise<DispatchResult> {
