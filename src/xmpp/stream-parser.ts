@@ -72,6 +72,37 @@ function parseOpeningTag(tag: string): { name: string; attrs: Record<string, str
   }
 }
 
+/** Short ASCII names seen before, by a hash of their bytes: a stanza's dozens of tag names cost no decoding and no new strings. */
+const NAME_CACHE_SIZE = 512;
+const MAX_CACHED_NAME = 64;
+const nameCache = new Map<number, { bytes: Uint8Array; name: string }>();
+
+function internedName(chunk: Buffer, start: number, end: number): string {
+  const length = end - start;
+  if (length <= 0 || length > MAX_CACHED_NAME) return chunk.toString('utf8', start, end);
+  let hash = length;
+  for (let i = start; i < end; i += 1) {
+    const byte = chunk[i];
+    if (byte >= 0x80) return chunk.toString('utf8', start, end);
+    hash = Math.imul(hash ^ byte, 0x01000193);
+  }
+  const cached = nameCache.get(hash);
+  if (cached !== undefined && cached.bytes.length === length) {
+    const { bytes } = cached;
+    let same = true;
+    for (let i = 0; i < length; i += 1) {
+      if (bytes[i] !== chunk[start + i]) {
+        same = false;
+        break;
+      }
+    }
+    if (same) return cached.name;
+  }
+  const name = chunk.toString('latin1', start, end);
+  if (cached === undefined && nameCache.size < NAME_CACHE_SIZE) nameCache.set(hash, { bytes: Uint8Array.prototype.slice.call(chunk, start, end), name });
+  return name;
+}
+
 export class StreamParser {
   private readonly events: StreamEvents;
   private readonly maxStanzaBytes: number;
@@ -228,7 +259,7 @@ export class StreamParser {
     this.inName = false;
     const carry = this.nameCarry;
     this.nameCarry = undefined;
-    return carry ? Buffer.concat([carry, chunk.subarray(this.nameStart, end)]).toString('utf8') : chunk.toString('utf8', this.nameStart, end);
+    return carry ? Buffer.concat([carry, chunk.subarray(this.nameStart, end)]).toString('utf8') : internedName(chunk, this.nameStart, end);
   }
 
   private endName(chunk: Buffer, end: number): void {
