@@ -137,3 +137,13 @@ test('a stanza limit smaller than the stream header still lets the stream open',
   assert.equal(events.oversized.length, 1);
   assert.deepEqual(events.stanzas.map((s) => s.name), ['p']);
 });
+
+test('end tags are matched by their bytes, also for names of the same length seen before', () => {
+  const { parser, events } = collect();
+  // The first stanza puts <ab> and <abc> among the names seen; the second closes <ac> with </ab>.
+  parser.write(`${HEADER}<message><ab/><abc></abc></message><message><ac></ab></message>`);
+  assert.equal(events.stanzas.length, 1);
+  assert.equal(events.stanzas[0].getChild('abc')?.name, 'abc');
+  assert.equal(events.errors.length, 1);
+  assert.match(events.errors[0].message, /unexpected <\/ab>, expected <\/ac>/);
+});
