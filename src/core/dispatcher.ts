@@ -449,6 +449,7 @@ export class Dispatcher {
     const { app } = target;
     const now = this.options.now();
     const registered = target.registration !== undefined;
+    const fields = { app: app.name, node: target.node };
     switch (outcome.kind) {
       case 'delivered': {
         if (registered) this.store.recordDelivery(target.node, now);
@@ -458,11 +459,10 @@ export class Dispatcher {
           this.warnLimited(`delivered:${job.dialect}`, 'a resolver could not note a delivery', { app: app.name, dialect: job.dialect, error: (error as Error).message });
         }
         await this.finish(job, 'delivered');
-        const removals = this.guard.delivered(app.name);
-        for (const deferred of removals) {
+        for (const deferred of this.guard.delivered(app.name)) {
           await deferred.resolver.tokenDead(deferred.target, deferred.outcome).catch(() => undefined);
         }
-        this.logger.debug('pushed', { app: app.name, node: target.node, id: outcome.id, attempt: job.attempt });
+        this.logger.debug('pushed', { ...fields, id: outcome.id, attempt: job.attempt });
         return { kind: 'delivered' };
       }
       case 'token-dead': {
@@ -473,7 +473,7 @@ export class Dispatcher {
         await this.finish(job, 'token_dead');
         if (defer) {
           if (registered) this.store.recordFailure(target.node, now, outcome.reason);
-          this.logger.info('token reported dead while the app has not proven its configuration: registration kept', { app: app.name, node: target.node, reason: outcome.reason });
+          this.logger.info('token reported dead while the app has not proven its configuration: registration kept', { ...fields, reason: outcome.reason });
           return { kind: 'temporary', reason: `${outcome.reason} (kept: the app looks misconfigured)` };
         }
         const result = await resolver.tokenDead(target, outcome);
@@ -484,7 +484,7 @@ export class Dispatcher {
       case 'credentials-rejected': {
         if (registered) this.store.recordFailure(target.node, now, outcome.reason);
         if (outcome.kind === 'credentials-rejected') {
-          this.warnLimited(`credentials:${app.name}`, 'the push service rejected OUR credentials: check the app configuration; pushes are kept and retried', { app: app.name, node: target.node, reason: outcome.reason });
+          this.warnLimited(`credentials:${app.name}`, 'the push service rejected OUR credentials: check the app configuration; pushes are kept and retried', { ...fields, reason: outcome.reason });
         }
         const retryAfterMs = outcome.kind === 'retry-after' ? outcome.ms : 0;
         await this.retryLater(job, outcome.reason, retryAfterMs);
@@ -494,7 +494,7 @@ export class Dispatcher {
       }
       case 'rejected':
         if (registered) this.store.recordFailure(target.node, now, outcome.reason);
-        this.logger.warn('push rejected', { app: app.name, node: target.node, reason: outcome.reason });
+        this.logger.warn('push rejected', { ...fields, reason: outcome.reason });
         await this.finish(job, 'dropped');
         return { kind: 'rejected', reason: outcome.reason };
     }

@@ -28,8 +28,6 @@ interface AppState<T> {
 }
 
 const DEFERRED_LIMIT = 10_000;
-/** What delivered() returns: nothing, and no new array per delivered push. */
-const NOTHING_DEFERRED: readonly never[] = Object.freeze([]);
 const REMOVED_LIMIT = 1000;
 
 export function likelyCause(providerKind: string): string {
@@ -89,19 +87,18 @@ export class TokenGuard<T> {
   }
 
   /** A push was delivered: the app works; returns removals to carry out now (none: deferred deaths are not believed). */
-  delivered(app: string): readonly T[] {
+  delivered(app: string): T[] {
     const state = this.state(app);
     state.lastDeliveryAt = this.options.now();
     if (state.deadSinceDelivery.size > 0) state.deadSinceDelivery.clear();
     if (state.removed.length > 0) state.removed = [];
-    const dropped = state.deferred.length;
-    if (dropped > 0) state.deferred.length = 0;
+    const deferred = state.deferred.splice(0);
     if (state.degradedSince !== undefined) {
-      this.logger.warn(`app "${app}": a push was delivered again; dead-token cleanup resumes`, { app, deferred_dropped: dropped });
+      this.logger.warn(`app "${app}": a push was delivered again; dead-token cleanup resumes`, { app, deferred_dropped: deferred.length });
       state.degradedSince = undefined;
     }
     // Deaths reported while the app looked misconfigured are not believed: those tokens are tried again.
-    return NOTHING_DEFERRED;
+    return [];
   }
 
   status(app: string): { state: 'degraded'; detail: string } | undefined {

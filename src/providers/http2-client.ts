@@ -406,10 +406,8 @@ export class Http2Client {
       }
       if (responseHeaders && ended && !(streamError instanceof Http2TransportError)) {
         const plain: Record<string, string | string[] | undefined> = {};
-        for (const name in responseHeaders) if (name.charCodeAt(0) !== 0x3a) plain[name] = responseHeaders[name];
-        // Push services answer in one DATA frame, if any: decode it without copying it first.
-        const body = chunks.length === 0 ? '' : chunks.length === 1 ? chunks[0].toString('utf8') : Buffer.concat(chunks, received).toString('utf8');
-        this.settle(job, { status, headers: plain, body });
+        for (const [name, value] of Object.entries(responseHeaders)) if (!name.startsWith(':')) plain[name] = value;
+        this.settle(job, { status, headers: plain, body: Buffer.concat(chunks).toString('utf8') });
       } else {
         const failure = streamError instanceof Http2TransportError
           ? streamError
