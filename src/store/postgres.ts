@@ -17,6 +17,7 @@ import type { ConnectionOptions } from 'node:tls';
 import postgres from 'postgres';
 import type { Notification, Urgency } from '../providers/types.ts';
 import type { PendingRetry, Registration, RegistrationPage, RegistrationQuery, Store, StoreHealth, StoredRetry } from './types.ts';
+import { toRegistration, withUnwritten, type PendingStats, type RegistrationRow } from './rows.ts';
 
 /** Each entry is one migration; never edit one that has shipped, append a new one. */
 const MIGRATIONS: string[] = [
@@ -83,29 +84,6 @@ export const DEFAULT_POOL_SIZE = 10;
 /** Every this many throttle claims, rows past their window (which mean nothing) are dropped. */
 const THROTTLE_SWEEP_EVERY = 1024;
 
-interface PendingStats {
-  deliveries: number;
-  lastPushAt: number | null;
-  lastErrorAt: number | null;
-  lastError: string | null;
-}
-
-interface Row {
-  node: string;
-  secret: string;
-  app: string;
-  token: string;
-  device_key: string;
-  bound_domain: string | null;
-  registered_at: number;
-  renewed_at: number;
-  last_push_at: number | null;
-  last_error_at: number | null;
-  last_error: string | null;
-  push_count: number;
-  push2_key: string | null;
-}
-
 interface RetryRow {
   node: string;
   /** The due time before this lease. */
@@ -142,24 +120,6 @@ function toStoredRetry(row: RetryRow): StoredRetry {
     attempt: row.attempt,
     reason: row.reason,
     revision: row.revision,
-  };
-}
-
-function toRegistration(row: Row): Registration {
-  return {
-    node: row.node,
-    secret: row.secret,
-    app: row.app,
-    token: row.token,
-    deviceKey: row.device_key,
-    boundDomain: row.bound_domain,
-    registeredAt: row.registered_at,
-    renewedAt: row.renewed_at,
-    lastPushAt: row.last_push_at,
-    lastErrorAt: row.last_error_at,
-    lastError: row.last_error,
-    pushCount: row.push_count,
-    push2Key: row.push2_key ?? null,
   };
 }
 
@@ -303,28 +263,17 @@ export class PostgresStore implements Store {
     return MIGRATIONS.length;
   }
 
-  private merged(row: Row | undefined): Registration | undefined {
-    if (!row) return undefined;
-    const registration = toRegistration(row);
-    for (const stats of [this.writing.get(registration.node), this.pending.get(registration.node)]) {
-      if (!stats) continue;
-      registration.pushCount += stats.deliveries;
-      if (stats.lastPushAt !== null) registration.lastPushAt = stats.lastPushAt;
-      if (stats.lastErrorAt !== null) {
-        registration.lastErrorAt = stats.lastErrorAt;
-        registration.lastError = stats.lastError;
-      }
-    }
-    return registration;
+  private merged(row: RegistrationRow | undefined): Registration | undefined {
+    return row ? withUnwritten(toRegistration(row), this.writing.get(row.node), this.pending.get(row.node)) : undefined;
   }
 
   async getByNode(node: string): Promise<Registration | undefined> {
-    const [row] = await this.sql<Row[]>`SELECT * FROM registrations WHERE node = ${node}`;
+    const [row] = await this.sql<RegistrationRow[]>`SELECT * FROM registrations WHERE node = ${node}`;
     return this.merged(row);
   }
 
   async getByDevice(app: string, deviceKey: string): Promise<Registration | undefined> {
-    const [row] = await this.sql<Row[]>`SELECT * FROM registrations WHERE app = ${app} AND device_key = ${deviceKey}`;
+    const [row] = await this.sql<RegistrationRow[]>`SELECT * FROM registrations WHERE app = ${app} AND device_key = ${deviceKey}`;
     return this.merged(row);
   }
 
@@ -475,8 +424,8 @@ export class PostgresStore implements Store {
   async list(options: { after?: string; limit: number }): Promise<Registration[]> {
     await this.flush();
     const rows = options.after === undefined
-      ? await this.sql<Row[]>`SELECT * FROM registrations ORDER BY node LIMIT ${options.limit}`
-      : await this.sql<Row[]>`SELECT * FROM registrations WHERE node > ${options.after} ORDER BY node LIMIT ${options.limit}`;
+      ? await this.sql<RegistrationRow[]>`SELECT * FROM registrations ORDER BY node LIMIT ${options.limit}`
+      : await this.sql<RegistrationRow[]>`SELECT * FROM registrations WHERE node > ${options.after} ORDER BY node LIMIT ${options.limit}`;
     return rows.map((row) => this.merged(row)!);
   }
 
@@ -670,7 +619,7 @@ export class PostgresStore implements Store {
     const where = conditions.length === 0 ? sql`` : conditions.slice(1).reduce((all, condition) => sql`${all} AND ${condition}`, sql`WHERE ${conditions[0]}`);
     const order = query.failedOnly ? sql`ORDER BY last_error_at DESC, node` : sql`ORDER BY node`;
     const [{ n }] = await sql<Array<{ n: number }>>`SELECT count(*) AS n FROM registrations ${where}`;
-    const rows = await sql<Row[]>`SELECT * FROM registrations ${where} ${order} LIMIT ${query.limit} OFFSET ${query.offset}`;
+    const rows = await sql<RegistrationRow[]>`SELECT * FROM registrations ${where} ${order} LIMIT ${query.limit} OFFSET ${query.offset}`;
     return { registrations: rows.map(toRegistration), total: n };
   }
 

@@ -10,6 +10,7 @@ import { dirname } from 'node:path';
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
 import type { PendingRetry, Registration, RegistrationPage, RegistrationQuery, Store, StoreHealth, StoredRetry } from './types.ts';
 import { WalCheckpointer } from './wal-checkpointer.ts';
+import { toRegistration, withUnwritten, type PendingStats, type RegistrationRow } from './rows.ts';
 import type { Notification, Urgency } from '../providers/types.ts';
 
 export const MIGRATIONS: string[] = [
@@ -124,47 +125,6 @@ const FLUSH_SLICE = 200;
 /** Beyond this many unwritten nodes everything is written at once, so memory stays bounded. */
 const FLUSH_BACKSTOP = 20_000;
 export const BLOCKED_TOKENS_LIMIT = 100_000;
-
-interface PendingStats {
-  deliveries: number;
-  lastPushAt: number | null;
-  lastErrorAt: number | null;
-  lastError: string | null;
-}
-
-interface Row {
-  node: string;
-  secret: string;
-  app: string;
-  token: string;
-  device_key: string;
-  bound_domain: string | null;
-  registered_at: number;
-  renewed_at: number;
-  last_push_at: number | null;
-  last_error_at: number | null;
-  last_error: string | null;
-  push_count: number;
-  push2_key: string | null;
-}
-
-function toRegistration(row: Row): Registration {
-  return {
-    node: row.node,
-    secret: row.secret,
-    app: row.app,
-    token: row.token,
-    deviceKey: row.device_key,
-    boundDomain: row.bound_domain,
-    registeredAt: row.registered_at,
-    renewedAt: row.renewed_at,
-    lastPushAt: row.last_push_at,
-    lastErrorAt: row.last_error_at,
-    lastError: row.last_error,
-    pushCount: row.push_count,
-    push2Key: row.push2_key ?? null,
-  };
-}
 
 /** `sqlite:data/push.db` → `data/push.db`; `sqlite::memory:` → an in-memory database. */
 export function sqlitePathFromUrl(url: string): string {
@@ -286,27 +246,16 @@ export class SqliteStore implements Store {
   }
 
   /** Merges bookkeeping not yet flushed, so readers never see stale counts. */
-  private withPending(row: Row | undefined): Registration | undefined {
-    if (!row) return undefined;
-    const registration = toRegistration(row);
-    const stats = this.pending.get(registration.node);
-    if (stats) {
-      registration.pushCount += stats.deliveries;
-      if (stats.lastPushAt !== null) registration.lastPushAt = stats.lastPushAt;
-      if (stats.lastErrorAt !== null) {
-        registration.lastErrorAt = stats.lastErrorAt;
-        registration.lastError = stats.lastError;
-      }
-    }
-    return registration;
+  private withPending(row: RegistrationRow | undefined): Registration | undefined {
+    return row ? withUnwritten(toRegistration(row), this.pending.get(row.node)) : undefined;
   }
 
   async getByNode(node: string): Promise<Registration | undefined> {
-    return this.withPending(this.statements.byNode.get(node) as Row | undefined);
+    return this.withPending(this.statements.byNode.get(node) as RegistrationRow | undefined);
   }
 
   async getByDevice(app: string, deviceKey: string): Promise<Registration | undefined> {
-    return this.withPending(this.statements.byDevice.get(app, deviceKey) as Row | undefined);
+    return this.withPending(this.statements.byDevice.get(app, deviceKey) as RegistrationRow | undefined);
   }
 
   async insert(r: Registration, replaces?: string): Promise<void> {
@@ -478,7 +427,7 @@ export class SqliteStore implements Store {
     const rows = options.after === undefined
       ? this.statements.listFirst.all(options.limit)
       : this.statements.listAfter.all(options.after, options.limit);
-    return (rows as unknown as Row[]).map(toRegistration);
+    return (rows as unknown as RegistrationRow[]).map(toRegistration);
   }
 
   async count(): Promise<number> {
@@ -637,7 +586,7 @@ export class SqliteStore implements Store {
     const order = query.failedOnly ? 'ORDER BY last_error_at DESC, node' : 'ORDER BY node';
     const { n } = this.db.prepare(`SELECT count(*) AS n FROM registrations ${condition}`).get(...values) as { n: number };
     const rows = this.db.prepare(`SELECT * FROM registrations ${condition} ${order} LIMIT ? OFFSET ?`)
-      .all(...values, query.limit, query.offset) as unknown as Row[];
+      .all(...values, query.limit, query.offset) as unknown as RegistrationRow[];
     return { registrations: rows.map(toRegistration), total: n };
   }
 

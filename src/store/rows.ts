@@ -1,0 +1,63 @@
+/**
+ * What every SQL store shares: the registrations table's row, its mapping to a Registration, and
+ * the batched push bookkeeping (counts, last push, last error) that readers merge in before it is
+ * written, so nobody sees stale counts.
+ */
+import type { Registration } from './types.ts';
+
+/** A row of the `registrations` table, as both SQLite and PostgreSQL return it. */
+export interface RegistrationRow {
+  node: string;
+  secret: string;
+  app: string;
+  token: string;
+  device_key: string;
+  bound_domain: string | null;
+  registered_at: number;
+  renewed_at: number;
+  last_push_at: number | null;
+  last_error_at: number | null;
+  last_error: string | null;
+  push_count: number;
+  push2_key: string | null;
+}
+
+/** Bookkeeping of one node not yet written. */
+export interface PendingStats {
+  deliveries: number;
+  lastPushAt: number | null;
+  lastErrorAt: number | null;
+  lastError: string | null;
+}
+
+export function toRegistration(row: RegistrationRow): Registration {
+  return {
+    node: row.node,
+    secret: row.secret,
+    app: row.app,
+    token: row.token,
+    deviceKey: row.device_key,
+    boundDomain: row.bound_domain,
+    registeredAt: row.registered_at,
+    renewedAt: row.renewed_at,
+    lastPushAt: row.last_push_at,
+    lastErrorAt: row.last_error_at,
+    lastError: row.last_error,
+    pushCount: row.push_count,
+    push2Key: row.push2_key ?? null,
+  };
+}
+
+/** Adds bookkeeping not yet written (oldest first) to a registration read from the table. */
+export function withUnwritten(registration: Registration, ...unwritten: Array<PendingStats | undefined>): Registration {
+  for (const stats of unwritten) {
+    if (!stats) continue;
+    registration.pushCount += stats.deliveries;
+    if (stats.lastPushAt !== null) registration.lastPushAt = stats.lastPushAt;
+    if (stats.lastErrorAt !== null) {
+      registration.lastErrorAt = stats.lastErrorAt;
+      registration.lastError = stats.lastError;
+    }
+  }
+  return registration;
+}
