@@ -17,7 +17,7 @@ import type { ConnectionOptions } from 'node:tls';
 import postgres from 'postgres';
 import type { Notification, Urgency } from '../providers/types.ts';
 import type { PendingRetry, Registration, RegistrationPage, RegistrationQuery, Store, StoreHealth, StoredRetry } from './types.ts';
-import { toRegistration, withUnwritten, type PendingStats, type RegistrationRow } from './rows.ts';
+import { toRegistration, toStoredRetry, withUnwritten, type PendingStats, type RegistrationRow, type RetryRowFields } from './rows.ts';
 
 /** Each entry is one migration; never edit one that has shipped, append a new one. */
 const MIGRATIONS: string[] = [
@@ -84,43 +84,11 @@ export const DEFAULT_POOL_SIZE = 10;
 /** Every this many throttle claims, rows past their window (which mean nothing) are dropped. */
 const THROTTLE_SWEEP_EVERY = 1024;
 
-interface RetryRow {
-  node: string;
+interface RetryRow extends RetryRowFields {
   /** The due time before this lease. */
   leased_from: number;
-  attempt: number;
-  urgency: Urgency;
-  reason: string;
-  dialect: string;
-  app: string;
   request: StoredRetry['request'] | null;
   notification: Notification | null;
-  first_attempt_at: number;
-  revision: number;
-  reg_secret: string | null;
-  reg_domain: string | null;
-  reg_app: string | null;
-}
-
-function toStoredRetry(row: RetryRow): StoredRetry {
-  // Rows written by scheduleRetry (before issue #11) hold only the urgency: the registration supplies the rest.
-  const request = row.request ?? { dialect: 'xep0357', node: row.node, secret: row.reg_secret, from: row.reg_domain, options: {} };
-  const notification: Notification = row.notification ?? { summary: {}, urgency: row.urgency };
-  notification.urgency = row.urgency;
-  // A Push 2.0 ciphertext travels as base64 inside the JSON document.
-  if (notification.push2) notification.push2.ciphertext = Buffer.from(notification.push2.ciphertext as unknown as string, 'base64');
-  return {
-    key: row.node,
-    dialect: row.dialect,
-    app: row.app !== '' ? row.app : row.reg_app ?? '',
-    request,
-    notification,
-    firstAttemptAt: row.first_attempt_at !== 0 ? row.first_attempt_at : row.leased_from,
-    dueAt: row.leased_from,
-    attempt: row.attempt,
-    reason: row.reason,
-    revision: row.revision,
-  };
 }
 
 export interface PostgresStoreOptions {
@@ -500,7 +468,7 @@ export class PostgresStore implements Store {
       WHERE r.node = picked.node
       RETURNING r.node, picked.due_at AS leased_from, r.attempt, r.urgency, r.reason, r.dialect, r.app, r.request, r.notification,
                 r.first_attempt_at, r.revision, g.secret AS reg_secret, g.bound_domain AS reg_domain, g.app AS reg_app`;
-    return rows.map(toStoredRetry).sort((a, b) => a.dueAt - b.dueAt);
+    return rows.map((row) => toStoredRetry(row, row.request, row.notification, row.leased_from)).sort((a, b) => a.dueAt - b.dueAt);
   }
 
   async finishRetry(key: string, revision: number): Promise<void> {

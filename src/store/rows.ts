@@ -3,7 +3,8 @@
  * the batched push bookkeeping (counts, last push, last error) that readers merge in before it is
  * written, so nobody sees stale counts.
  */
-import type { Registration } from './types.ts';
+import type { Notification, Urgency } from '../providers/types.ts';
+import type { Registration, StoredRetry } from './types.ts';
 
 /** A row of the `registrations` table, as both SQLite and PostgreSQL return it. */
 export interface RegistrationRow {
@@ -60,4 +61,43 @@ export function withUnwritten(registration: Registration, ...unwritten: Array<Pe
     }
   }
   return registration;
+}
+
+/** The columns of a `pending_retries` row (joined with its registration) that both stores read alike. */
+export interface RetryRowFields {
+  node: string;
+  attempt: number;
+  urgency: Urgency;
+  reason: string;
+  dialect: string;
+  app: string;
+  first_attempt_at: number;
+  revision: number;
+  reg_secret: string | null;
+  reg_domain: string | null;
+  reg_app: string | null;
+}
+
+/**
+ * A leased retry row → the StoredRetry the dispatcher sends again. `request` and `notification`
+ * come decoded (each store keeps them its own way); `dueAt` is the due time before the lease.
+ */
+export function toStoredRetry(row: RetryRowFields, request: StoredRetry['request'] | null, notification: Notification | null, dueAt: number): StoredRetry {
+  // Rows written before issue #11 hold only the urgency: the registration supplies the rest.
+  const sent = notification ?? { summary: {}, urgency: row.urgency };
+  sent.urgency = row.urgency;
+  // A Push 2.0 ciphertext travels as base64 inside the JSON document.
+  if (sent.push2) sent.push2.ciphertext = Buffer.from(sent.push2.ciphertext as unknown as string, 'base64');
+  return {
+    key: row.node,
+    dialect: row.dialect,
+    app: row.app !== '' ? row.app : row.reg_app ?? '',
+    request: request ?? { dialect: 'xep0357', node: row.node, secret: row.reg_secret, from: row.reg_domain, options: {} },
+    notification: sent,
+    firstAttemptAt: row.first_attempt_at !== 0 ? row.first_attempt_at : dueAt,
+    dueAt,
+    attempt: row.attempt,
+    reason: row.reason,
+    revision: row.revision,
+  };
 }

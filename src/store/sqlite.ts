@@ -10,7 +10,7 @@ import { dirname } from 'node:path';
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
 import type { PendingRetry, Registration, RegistrationPage, RegistrationQuery, Store, StoreHealth, StoredRetry } from './types.ts';
 import { WalCheckpointer } from './wal-checkpointer.ts';
-import { toRegistration, withUnwritten, type PendingStats, type RegistrationRow } from './rows.ts';
+import { toRegistration, toStoredRetry, withUnwritten, type PendingStats, type RegistrationRow, type RetryRowFields } from './rows.ts';
 import type { Notification, Urgency } from '../providers/types.ts';
 
 export const MIGRATIONS: string[] = [
@@ -76,42 +76,10 @@ const UNWRITTEN_LIMIT = 200_000;
 /** Every this many throttle claims, rows past their window (which mean nothing) are dropped. */
 export const THROTTLE_SWEEP_EVERY = 1024;
 
-interface RetryRow {
-  node: string;
+interface RetryRow extends RetryRowFields {
   due_at: number;
-  attempt: number;
-  urgency: Urgency;
-  reason: string;
-  dialect: string;
-  app: string;
   request: string | null;
   notification: string | null;
-  first_attempt_at: number;
-  revision: number;
-  reg_secret: string | null;
-  reg_domain: string | null;
-  reg_app: string | null;
-}
-
-function toStoredRetry(row: RetryRow): StoredRetry {
-  // Rows written before issue #11 hold only the urgency: the registration supplies the rest.
-  const request = row.request !== null ? JSON.parse(row.request) as StoredRetry['request']
-    : { dialect: 'xep0357', node: row.node, secret: row.reg_secret, from: row.reg_domain, options: {} };
-  const notification = row.notification !== null ? JSON.parse(row.notification) as Notification : { summary: {} , urgency: row.urgency };
-  notification.urgency = row.urgency;
-  if (notification.push2) notification.push2.ciphertext = Buffer.from(notification.push2.ciphertext as unknown as string, 'base64');
-  return {
-    key: row.node,
-    dialect: row.dialect,
-    app: row.app !== '' ? row.app : row.reg_app ?? '',
-    request,
-    notification,
-    firstAttemptAt: row.first_attempt_at !== 0 ? row.first_attempt_at : row.due_at,
-    dueAt: row.due_at,
-    attempt: row.attempt,
-    reason: row.reason,
-    revision: row.revision,
-  };
 }
 
 const FLUSH_INTERVAL_MS = 250;
@@ -471,7 +439,9 @@ export class SqliteStore implements Store {
   async leaseDueRetries(now: number, limit: number, leaseUntil: number): Promise<StoredRetry[]> {
     let due: StoredRetry[] = [];
     this.transaction(() => {
-      due = (this.statements.retryLeaseSelect.all(now, limit) as unknown as RetryRow[]).map(toStoredRetry);
+      due = (this.statements.retryLeaseSelect.all(now, limit) as unknown as RetryRow[]).map((row) => toStoredRetry(row,
+        row.request !== null ? JSON.parse(row.request) as StoredRetry['request'] : null,
+        row.notification !== null ? JSON.parse(row.notification) as Notification : null, row.due_at));
       for (const retry of due) this.statements.retryLeaseUpdate.run(leaseUntil, retry.key);
     });
     if (due.length > 0) this.checkpointer?.noteWrite();
