@@ -13,6 +13,7 @@ import { startAppServer, type TestAppServer } from '../support/app-server.ts';
 import { connectClient, iqErrorOf, type TestClient } from '../support/xmpp-client.ts';
 import { createTestApnsKey, startMockApns, testDeviceToken, type MockApns, type MockApnsRequest } from '../support/mock-apns.ts';
 import { testPki } from '../support/tls.ts';
+import { eventually } from '../support/eventually.ts';
 
 const skip = prosodyMissing();
 const TOPIC = 'org.example.chat';
@@ -28,17 +29,6 @@ function publish(node: string, secret: string) {
       xml('publish-options', {}, xml('x', { xmlns: 'jabber:x:data', type: 'submit' },
         xml('field', { var: 'FORM_TYPE' }, xml('value', {}, 'http://jabber.org/protocol/pubsub#publish-options')),
         xml('field', { var: 'secret' }, xml('value', {}, secret))))));
-}
-
-async function eventually<T>(probe: () => T | undefined | Promise<T | undefined>, what: string, timeoutMs = 15_000): Promise<T> {
-  // performance.now(), not Date: one test moves Date with mock timers.
-  const deadline = performance.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined) return value;
-    if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 25));
-  }
 }
 
 /** Waits until the mock has seen `count` requests for this device token; returns them. */

@@ -15,6 +15,7 @@ import { publishIq } from '../support/push-stack.ts';
 import { serveProcess, type ServeProcess } from '../support/serve-process.ts';
 import { testTempDir } from '../support/temp-dir.ts';
 import { connectClient, iqErrorOf, type TestClient } from '../support/xmpp-client.ts';
+import { eventually } from '../support/eventually.ts';
 
 const skip = prosodyMissing();
 const TOPIC = 'org.example.chat';
@@ -24,16 +25,6 @@ const COMMANDS = 'http://jabber.org/protocol/commands';
 function registerCommand(fields: Record<string, string>) {
   return xml('iq', { type: 'set', to: 'push.localhost' }, xml('command', { xmlns: COMMANDS, node: 'v1-register-push', action: 'execute' },
     xml('x', { xmlns: 'jabber:x:data', type: 'submit' }, ...Object.entries(fields).map(([name, value]) => xml('field', { var: name }, xml('value', {}, value))))));
-}
-
-async function eventually<T>(probe: () => T | undefined | Promise<T | undefined>, what: string, timeoutMs = 30_000): Promise<T> {
-  const deadline = performance.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined) return value;
-    if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
 }
 
 describe('crash safety of the server process', { skip, timeout: 300_000 }, () => {

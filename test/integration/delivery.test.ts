@@ -14,19 +14,10 @@ import { prosodyMissing, startProsody, type ProsodyInstance } from '../support/p
 import { publishIq } from '../support/push-stack.ts';
 import { testTempDir } from '../support/temp-dir.ts';
 import { connectClient, iqErrorOf, type TestClient } from '../support/xmpp-client.ts';
+import { eventually } from '../support/eventually.ts';
 
 const skip = prosodyMissing();
 const TOPIC = 'org.example.chat';
-
-async function eventually<T>(probe: () => T | undefined | Promise<T | undefined>, what: string, timeoutMs = 30_000): Promise<T> {
-  const deadline = performance.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined) return value;
-    if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-}
 
 describe('no accepted push is lost', { skip, timeout: 300_000 }, () => {
   const key = createTestApnsKey();

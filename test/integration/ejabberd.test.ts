@@ -13,21 +13,12 @@ import { ejabberdMissing, startEjabberd, type EjabberdInstance } from '../suppor
 import { createTestApnsKey, startMockApns, testDeviceToken, type MockApns, type MockApnsRequest } from '../support/mock-apns.ts';
 import { connectClient, rejectionOf, type TestClient } from '../support/xmpp-client.ts';
 import { publishIq } from '../support/push-stack.ts';
+import { eventually } from '../support/eventually.ts';
 
 const skip = ejabberdMissing();
 const TOPIC = 'org.example.chat';
 const PUSH = 'push.localhost';
 const COMMANDS = 'http://jabber.org/protocol/commands';
-
-async function eventually<T>(probe: () => T | undefined | Promise<T | undefined>, what: string, timeoutMs = 20_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 25));
-  }
-}
 
 function command(node: string, fields: Record<string, string>): Element {
   return xml('iq', { type: 'set', to: PUSH }, xml('command', { xmlns: COMMANDS, node, action: 'execute' },

@@ -17,21 +17,12 @@ import { postgresMissing, startPostgres, type PostgresInstance } from '../suppor
 import { publishIq } from '../support/push-stack.ts';
 import { testTempDir } from '../support/temp-dir.ts';
 import { connectClient, iqErrorOf, type TestClient } from '../support/xmpp-client.ts';
+import { eventually } from '../support/eventually.ts';
 
 const skip = ejabberdMissing() || postgresMissing();
 const TOPIC = 'org.example.chat';
 const PUSH = 'push.localhost';
 const CLI = join(import.meta.dirname, '..', '..', 'bin', 'push-appserver');
-
-async function eventually<T>(probe: () => T | undefined | Promise<T | undefined>, what: string, timeoutMs = 30_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-}
 
 describe('several instances on one PostgreSQL, one component JID on ejabberd', { skip, timeout: 240_000 }, () => {
   const key = createTestApnsKey();

@@ -22,6 +22,7 @@ import { startProsody, type ProsodyInstance } from '../support/prosody.ts';
 import { es256Jwt, jwtKeyPair, push2Claims, push2Message, userAgentKeys, type JwtKeyPair, type UserAgentKeys } from '../support/push2.ts';
 import { testPki } from '../support/tls.ts';
 import { connectClient, type TestClient } from '../support/xmpp-client.ts';
+import { eventually } from '../support/eventually.ts';
 
 const skip = modPush2Missing();
 const HOME = 'localhost';
@@ -35,16 +36,6 @@ const PUSH2_NS = 'urn:xmpp:push2:0';
 const STANZAS = 'urn:ietf:params:xml:ns:xmpp-stanzas';
 
 const fcmToken = (name: string) => `cHVzaDI:APA91bF-push2_${name}_0123456789abcdefghijklmnopqrstuvwxyz`;
-
-async function eventually<T>(probe: () => T | undefined | Promise<T | undefined>, what: string, timeoutMs = 15_000): Promise<T> {
-  const deadline = performance.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined) return value;
-    if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 25));
-  }
-}
 
 /** The urn:xmpp:sce:1 envelope mod_push2 encrypts → the forwarded message's body. */
 function forwardedBody(plaintext: string): string | undefined {
