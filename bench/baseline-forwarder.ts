@@ -7,7 +7,8 @@
  * - per publish: the node's device token from an in-memory map (filled from a file at start), one
  *   HTTP/2 request over TLS to the same APNS mock (same headers, a JSON payload, the ES256 provider
  *   token signed once), and an iq `result` once APNS answered 200;
- * - replies made in one turn of the event loop leave in one socket write, as push-appserver does.
+ * - replies made in one turn of the event loop leave in one socket write, and the socket is read at
+ *   most once per `readCoalesceMs` while publishes keep coming, as push-appserver does.
  * No store, no secret check, no limits, no timeouts, no retries, no metrics, no logs.
  *
  *   node bench/baseline-forwarder.ts --config FILE   (JSON: see ForwarderConfig)
@@ -17,6 +18,7 @@ import { createHash, createPrivateKey, sign } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { connect as connectHttp2, type ClientHttp2Session } from 'node:http2';
 import { connect as connectTcp } from 'node:net';
+import { StringDecoder } from 'node:string_decoder';
 import { Element, Parser, escapeXML } from 'ltx';
 
 export interface ForwarderConfig {
@@ -31,6 +33,8 @@ export interface ForwarderConfig {
   topic: string;
   /** Lines of `node<TAB>token`. */
   targetsFile: string;
+  /** Like push-appserver's xmpp.read_coalesce_ms: after a read, leave the socket unread this long. */
+  readCoalesceMs: number;
 }
 
 const configFile = process.argv[process.argv.indexOf('--config') + 1];
@@ -52,9 +56,16 @@ const contentLength = String(Buffer.byteLength(payload));
 const apns: ClientHttp2Session = connectHttp2(config.origin, { ca: readFileSync(config.caFile) });
 apns.on('error', (error) => { process.stderr.write(`baseline: HTTP/2 session error: ${error.message}\n`); process.exit(1); });
 
-const socket = connectTcp({ host: '127.0.0.1', port: config.xmppPort });
+const decoder = new StringDecoder('utf8');
+const readBuffer = Buffer.allocUnsafe(64 * 1024);
+const onRead = (bytes: number): boolean => {
+  sax.write(decoder.write(readBuffer.subarray(0, bytes)));
+  if (config.readCoalesceMs === 0 || !online || bytes === readBuffer.length) return true;
+  setTimeout(() => socket.resume(), config.readCoalesceMs);
+  return false;
+};
+const socket = connectTcp({ host: '127.0.0.1', port: config.xmppPort, onread: { buffer: readBuffer, callback: onRead } });
 socket.setNoDelay(true);
-socket.setEncoding('utf8');
 socket.on('error', (error) => { process.stderr.write(`baseline: XMPP socket error: ${error.message}\n`); process.exit(1); });
 socket.on('close', () => process.exit(0));
 socket.on('connect', () => {
@@ -126,7 +137,6 @@ sax.on('endElement', () => {
 });
 sax.on('text', (text) => { current?.t(text); });
 sax.on('error', (error) => { process.stderr.write(`baseline: bad XML: ${error.message}\n`); process.exit(1); });
-socket.on('data', (chunk: string) => sax.write(chunk));
 
 process.on('SIGTERM', () => {
   apns.close();

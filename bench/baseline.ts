@@ -33,6 +33,8 @@ export interface BaselineOptions {
   profileDir?: string;
   /** As many forwarders as push-appserver instances, on one component JID (CPU summed). */
   instances?: number;
+  /** The same read moderation as push-appserver's xmpp.read_coalesce_ms, so the two are compared alike. */
+  readCoalesceMs: number;
 }
 
 export interface BaselineResult {
@@ -75,7 +77,7 @@ export async function runBaseline(options: BaselineOptions): Promise<BaselineRes
     tsv += `${node}\t${token}\n`;
   }
   writeFileSync(targetsFile, tsv);
-  const config: ForwarderConfig = { componentJid: options.componentJid, xmppPort, secret, ...apns, targetsFile };
+  const config: ForwarderConfig = { componentJid: options.componentJid, xmppPort, secret, ...apns, targetsFile, readCoalesceMs: options.readCoalesceMs };
   const configFile = join(options.dir, 'baseline.json');
   writeFileSync(configFile, JSON.stringify(config));
 

@@ -150,6 +150,7 @@ export class PushAppServer {
       connectTimeoutMs: config.xmpp.connectTimeoutMs,
       stableAfterMs: config.xmpp.stableAfterMs,
       maxOutboxBytes: config.xmpp.maxOutboxBytes,
+      readCoalesceMs: config.xmpp.readCoalesceMs,
     }, this.dispatcher, logger.child('xmpp'));
     let wasOnline = false;
     this.xmpp.component.on('online', () => {

@@ -35,7 +35,15 @@ export interface ComponentOptions {
   maxOutboxBytes?: number;
   /** Whitespace keepalive, so a dead peer is noticed and NATs keep the flow. */
   keepaliveMs?: number;
+  /**
+   * After a read, the socket is left unread this long, so publishes arriving meanwhile are handled
+   * together (one read, one HTTP/2 write, one reply write). 0 reads each arrival at once.
+   */
+  readCoalesceMs?: number;
 }
+
+/** One read takes at most this much; a full read means more is waiting, so it is never held. */
+const READ_BUFFER_BYTES = 64 * 1024;
 
 export type ComponentState = 'stopped' | 'connecting' | 'online' | 'offline' | 'auth-failed';
 
@@ -61,6 +69,7 @@ export class Component extends EventEmitter<ComponentEvents> {
   private keepaliveTimer: NodeJS.Timeout | undefined;
   private connectTimer: NodeJS.Timeout | undefined;
   private stableTimer: NodeJS.Timeout | undefined;
+  private resumeTimer: NodeJS.Timeout | undefined;
   private outbox: string[] = [];
   private outboxBytes = 0;
   private flushScheduled = false;
@@ -144,6 +153,12 @@ export class Component extends EventEmitter<ComponentEvents> {
     clearTimeout(this.stableTimer);
     clearInterval(this.keepaliveTimer);
     if (!socket || socket.destroyed) return;
+    // A socket held by read coalescing would not notice the server closing the stream.
+    if (this.resumeTimer !== undefined) {
+      clearTimeout(this.resumeTimer);
+      this.resumeTimer = undefined;
+      socket.resume();
+    }
     this.flushOutbox(true);
     await new Promise<void>((resolve) => {
       socket.once('close', () => resolve());
@@ -155,7 +170,14 @@ export class Component extends EventEmitter<ComponentEvents> {
   private open(): void {
     const { host, port, jid } = this.options;
     this.authRefused = false;
-    const socket = connect({ host, port });
+    const coalesceMs = this.options.readCoalesceMs ?? 0;
+    // Interrupt moderation, as a NIC does it: an arrival after a quiet spell is read at once, but
+    // while publishes keep coming the socket is read at most once per window, so each wake-up,
+    // read, TLS record and reply write is shared by the publishes of that window. On this kind of
+    // machine waking an idle process costs more CPU than the publish itself (bench/RESULTS.md).
+    const socket: Socket = coalesceMs > 0
+      ? connect({ host, port, onread: { buffer: Buffer.allocUnsafe(READ_BUFFER_BYTES), callback: (bytes: number, buffer: Uint8Array): boolean => this.onRead(socket, parser, coalesceMs, bytes, buffer) } })
+      : connect({ host, port });
     this.socket = socket;
     this.congested = false;
     socket.setNoDelay(true);
@@ -191,7 +213,7 @@ export class Component extends EventEmitter<ComponentEvents> {
       this.logger.debug('connected, opening stream', { host, port });
       socket.write(`<?xml version='1.0'?><stream:stream xmlns='jabber:component:accept' xmlns:stream='${NS_STREAMS}' to='${jid}'>`);
     });
-    socket.on('data', (chunk: Buffer) => parser.write(chunk));
+    if (coalesceMs === 0) socket.on('data', (chunk: Buffer) => parser.write(chunk));
     socket.on('drain', () => {
       this.congested = false;
       this.flushOutbox();
@@ -201,6 +223,19 @@ export class Component extends EventEmitter<ComponentEvents> {
       this.logger.debug('socket error', { error: error.message });
     });
     socket.on('close', () => this.onClose(socket));
+  }
+
+  /** A read into the shared buffer; false pauses the socket until the coalescing window ends. */
+  private onRead(socket: Socket, parser: StreamParser, coalesceMs: number, bytes: number, buffer: Uint8Array): boolean {
+    // The parser keeps unfinished stanzas by reference; the read buffer is reused, so it gets a copy.
+    const wasOnline = this.state === 'online';
+    parser.write(Buffer.from(buffer.subarray(0, bytes)));
+    if (!wasOnline || bytes === buffer.length || this.state !== 'online' || this.socket !== socket || socket.destroyed) return true;
+    this.resumeTimer = setTimeout(() => {
+      this.resumeTimer = undefined;
+      if (this.socket === socket && !socket.destroyed) socket.resume();
+    }, coalesceMs);
+    return false;
   }
 
   private becomeOnline(socket: Socket): void {
@@ -254,6 +289,7 @@ export class Component extends EventEmitter<ComponentEvents> {
     clearInterval(this.keepaliveTimer);
     clearTimeout(this.connectTimer);
     clearTimeout(this.stableTimer);
+    clearTimeout(this.resumeTimer);
     this.socket = undefined;
     if (this.outbox.length > 0) this.logger.warn('stanzas not sent: the stream closed', { stanzas: this.outbox.length, bytes: this.outboxBytes });
     this.outbox = [];

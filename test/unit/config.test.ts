@@ -106,6 +106,13 @@ test('the limits and expiry have documented defaults', () => {
   assert.equal(config.http.trustProxy, false);
 });
 
+test('xmpp.read_coalesce_ms defaults to 2, may be 0 (off), and is refused above 50 or below 0, naming the key', () => {
+  assert.equal(readConfig(defaultDocument(), 'built-in defaults').xmpp.readCoalesceMs, 2);
+  assert.equal(readConfig(parseDocument('[xmpp]\nread_coalesce_ms = 0\n[apps.a]\nprovider = "log"\n', 'ops.toml'), 'ops.toml').xmpp.readCoalesceMs, 0);
+  assert.equal(configError('[xmpp]\nread_coalesce_ms = 51\n[apps.a]\nprovider = "log"\n').key, 'xmpp.read_coalesce_ms');
+  assert.equal(configError('[xmpp]\nread_coalesce_ms = -1\n[apps.a]\nprovider = "log"\n').key, 'xmpp.read_coalesce_ms');
+});
+
 test('apps.NAME.allowed_domains is a list of domains, folded to lower case; an empty list is refused', () => {
   const config = readConfig(parseDocument('[apps.a]\nprovider = "log"\nallowed_domains = ["Example.ORG", "b.example."]\nallowed_ports = [443, 8443]\n', 'ops.toml'), 'ops.toml');
   assert.deepEqual(config.apps.get('a')?.allowedDomains, ['example.org', 'b.example']);
