@@ -7,6 +7,17 @@
 import { isIP } from 'node:net';
 import type { IncomingHttpHeaders } from 'node:http';
 
+/**
+ * Whether the client reached us over HTTPS: only a trusted proxy can say so (X-Forwarded-Proto, the
+ * last value being the one that proxy set); our own listener is plain HTTP.
+ */
+export function viaHttps(headers: IncomingHttpHeaders, trustProxy: boolean): boolean {
+  if (!trustProxy) return false;
+  const forwarded = headers['x-forwarded-proto'];
+  const value = Array.isArray(forwarded) ? forwarded.join(',') : forwarded;
+  return value?.split(',').map((part) => part.trim().toLowerCase()).filter((part) => part !== '').pop() === 'https';
+}
+
 export function clientAddress(remoteAddress: string, headers: IncomingHttpHeaders, trustProxy: boolean): string {
   let address = remoteAddress;
   if (trustProxy) {

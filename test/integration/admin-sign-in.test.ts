@@ -52,3 +52,40 @@ describe('admin sign-in limit', () => {
     assert.equal(app.countLog(/WARN .*admin sign-in attempts over the limit/), 2);
   });
 });
+
+describe('admin cookies behind an HTTPS proxy', () => {
+  let app: TestAppServer;
+  before(async () => {
+    app = await startAppServer({ http: { admin_token: ADMIN_TOKEN, trust_proxy: true } });
+  });
+  after(async () => {
+    await app?.stop();
+  });
+
+  test('with http.trust_proxy and X-Forwarded-Proto: https, the sign-in and session cookies are Secure', async () => {
+    const https = { 'x-forwarded-proto': 'https' };
+    const form = await fetch(`${app.httpUrl}/admin`, { headers: https });
+    assert.match(form.headers.get('set-cookie') ?? '', /^pa_admin_login=[^;]+;.*; Secure$/);
+    const signedIn = await attempt(app.httpUrl, ADMIN_TOKEN, https);
+    assert.equal(signedIn.status, 303);
+    assert.match(signedIn.headers.get('set-cookie') ?? '', /^pa_admin=[^;]+;.*HttpOnly; SameSite=Strict;.*; Secure$/);
+  });
+
+  test('over plain HTTP (no X-Forwarded-Proto, or one a client added before the proxy\'s http), the cookies are not Secure, so the page still works', async () => {
+    for (const headers of [{}, { 'x-forwarded-proto': 'https, http' }] as Array<Record<string, string>>) {
+      const signedIn = await attempt(app.httpUrl, ADMIN_TOKEN, headers);
+      assert.equal(signedIn.status, 303);
+      assert.doesNotMatch(signedIn.headers.get('set-cookie') ?? '', /Secure/);
+    }
+  });
+});
+
+test('without http.trust_proxy, a client\'s X-Forwarded-Proto does not change the cookies', async () => {
+  const app = await startAppServer({ http: { admin_token: ADMIN_TOKEN } });
+  try {
+    const form = await fetch(`${app.httpUrl}/admin`, { headers: { 'x-forwarded-proto': 'https' } });
+    assert.doesNotMatch(form.headers.get('set-cookie') ?? '', /Secure/);
+  } finally {
+    await app.stop();
+  }
+});

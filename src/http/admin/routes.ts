@@ -11,7 +11,7 @@ import type { Logger } from '../../log.ts';
 import type { RecentActivity } from '../../ops/recent.ts';
 import { sendTestPush, type TestPushResult } from '../../ops/test-push.ts';
 import type { Store } from '../../store/types.ts';
-import { clientAddress } from '../client-address.ts';
+import { clientAddress, viaHttps } from '../client-address.ts';
 import { secretMatches } from '../ops.ts';
 import { text, type HttpReply, type HttpRequest, type HttpServer } from '../server.ts';
 import {
@@ -78,9 +78,10 @@ export function addAdminRoutes(http: HttpServer, deps: AdminDependencies): void 
     if (testPushes.size > NODES_WITH_TESTS_KEPT) testPushes.delete(testPushes.keys().next().value!);
   };
 
-  const signIn = (problem?: string, status = 200): HttpReply => {
+  const secure = (request: HttpRequest) => viaHttps(request.headers, deps.trustProxy === true);
+  const signIn = (request: HttpRequest, problem?: string, status = 200): HttpReply => {
     const loginCsrf = randomToken();
-    return html(status, signInPage(loginCsrf, problem), { 'set-cookie': cookie(LOGIN_COOKIE, loginCsrf, 600) });
+    return html(status, signInPage(loginCsrf, problem), { 'set-cookie': cookie(LOGIN_COOKIE, loginCsrf, 600, secure(request)) });
   };
 
   /** A page for signed-in operators only; others are sent to sign in. */
@@ -102,7 +103,7 @@ export function addAdminRoutes(http: HttpServer, deps: AdminDependencies): void 
 
   http.add('GET', '/admin', async (request) => {
     const session = sessions.of(request);
-    if (!session) return signIn();
+    if (!session) return signIn(request);
     const component = deps.component();
     const expiries = new Map([...deps.credentialsExpiry()].map((expiry) => [expiry.app, expiry.expiresAt]));
     const apps = deps.apps.all().map((app) => {
@@ -115,27 +116,27 @@ export function addAdminRoutes(http: HttpServer, deps: AdminDependencies): void 
 
   http.add('POST', '/admin/login', async (request) => {
     const loginCsrf = cookiesOf(request).get(LOGIN_COOKIE);
-    if (loginCsrf === undefined || !csrfMatches(loginCsrf, request)) return signIn('The sign-in form expired or was not sent from this page; try again.', 403);
+    if (loginCsrf === undefined || !csrfMatches(loginCsrf, request)) return signIn(request, 'The sign-in form expired or was not sent from this page; try again.', 403);
     const client = clientAddress(request.remoteAddress, request.headers, deps.trustProxy === true);
     const attempt = signInAttempts.take(client);
     if (!attempt.allowed) {
       const seconds = Math.max(1, Math.ceil(attempt.retryAfterMs / 1000));
       deps.logger.warn('admin sign-in attempts over the limit', { client });
-      const reply = signIn(`Too many sign-in attempts from your address; try again in ${seconds} s.`, 429);
+      const reply = signIn(request, `Too many sign-in attempts from your address; try again in ${seconds} s.`, 429);
       return { ...reply, headers: { ...reply.headers, 'retry-after': String(seconds) } };
     }
     if (!secretMatches(deps.adminToken, request.form.get('token') ?? '')) {
       deps.logger.warn('admin sign-in with a wrong token');
-      return signIn('Wrong admin token.', 403);
+      return signIn(request, 'Wrong admin token.', 403);
     }
     const session = sessions.create();
     deps.logger.info('admin signed in');
-    return redirect('/admin', { 'set-cookie': cookie(SESSION_COOKIE, session.id, sessions.maxAgeS) });
+    return redirect('/admin', { 'set-cookie': cookie(SESSION_COOKIE, session.id, sessions.maxAgeS, secure(request)) });
   });
 
-  http.add('POST', '/admin/logout', action(async (_request, session) => {
+  http.add('POST', '/admin/logout', action(async (request, session) => {
     sessions.end(session);
-    return redirect('/admin', { 'set-cookie': cookie(SESSION_COOKIE, '', 0) });
+    return redirect('/admin', { 'set-cookie': cookie(SESSION_COOKIE, '', 0, secure(request)) });
   }));
 
   http.add('GET', '/admin/registrations', page(async (request, session) => {

@@ -33,8 +33,9 @@ export function randomToken(): string {
   return randomBytes(32).toString('base64url');
 }
 
-export function cookie(name: string, value: string, maxAgeS: number): string {
-  return `${name}=${value}; Path=/admin; HttpOnly; SameSite=Strict; Max-Age=${maxAgeS}`;
+/** `secure`: the browser came over HTTPS (through a trusted proxy), so the cookie must never travel in clear. */
+export function cookie(name: string, value: string, maxAgeS: number, secure: boolean): string {
+  return `${name}=${value}; Path=/admin; HttpOnly; SameSite=Strict; Max-Age=${maxAgeS}${secure ? '; Secure' : ''}`;
 }
 
 export class Sessions {
