@@ -18,6 +18,7 @@ import postgres from 'postgres';
 import type { Notification, Urgency } from '../providers/types.ts';
 import type { PendingRetry, Registration, RegistrationPage, RegistrationQuery, Store, StoreHealth, StoredRetry } from './types.ts';
 import { toRegistration, toStoredRetry, withUnwritten, type PendingStats, type RegistrationRow, type RetryRowFields } from './rows.ts';
+import { LookupBatcher } from './lookup-batch.ts';
 
 /** Each entry is one migration; never edit one that has shipped, append a new one. */
 const MIGRATIONS: string[] = [
@@ -83,6 +84,8 @@ export const BLOCKED_TOKENS_LIMIT = 100_000;
 export const DEFAULT_POOL_SIZE = 10;
 /** Every this many throttle claims, rows past their window (which mean nothing) are dropped. */
 const THROTTLE_SWEEP_EVERY = 1024;
+/** Nodes per lookup query: a burst of publishes is a few queries, none with a huge parameter. */
+const LOOKUP_BATCH = 500;
 
 interface RetryRow extends RetryRowFields {
   /** The due time before this lease. */
@@ -160,6 +163,11 @@ const bigintAsNumber = {
 
 type Sql = postgres.Sql<{ bigint: number }>;
 
+/** `{"a","b\"c"}`: every element quoted and escaped, so none is read as NULL or split at a comma. */
+function textArrayLiteral(values: string[]): string {
+  return `{${values.map((value) => `"${value.replace(/[\\"]/g, '\\$&')}"`).join(',')}}`;
+}
+
 export class PostgresStore implements Store {
   readonly kind = 'postgres';
   private readonly sql: Sql;
@@ -168,6 +176,10 @@ export class PostgresStore implements Store {
   private pending = new Map<string, PendingStats>();
   /** Bookkeeping being written right now: still merged into reads until the write is done. */
   private writing = new Map<string, PendingStats>();
+  private readonly lookups = new LookupBatcher((nodes: string[]) => this.registrationsByNode(nodes), {
+    maxBatch: LOOKUP_BATCH,
+    lookupOne: (node: string) => this.registrationByNode(node),
+  });
   private flushTimer: NodeJS.Timeout | undefined;
   private flushing: Promise<void> | undefined;
   private closed = false;
@@ -235,9 +247,28 @@ export class PostgresStore implements Store {
     return row ? withUnwritten(toRegistration(row), this.writing.get(row.node), this.pending.get(row.node)) : undefined;
   }
 
-  async getByNode(node: string): Promise<Registration | undefined> {
+  /**
+   * Lookups made in one synchronous stretch (a socket read's publishes) share one query
+   * (lookup-batch.ts). A failed query (the database away) fails each of them with its error, as
+   * their own queries would have; health is ping()'s business, as before.
+   */
+  getByNode(node: string): Promise<Registration | undefined> {
+    // PostgreSQL refuses a NUL in text: that lookup fails alone, as before, not with its batch.
+    if (node.includes('\0')) return this.registrationByNode(node);
+    return this.lookups.lookup(node);
+  }
+
+  private async registrationByNode(node: string): Promise<Registration | undefined> {
     const [row] = await this.sql<RegistrationRow[]>`SELECT * FROM registrations WHERE node = ${node}`;
     return this.merged(row);
+  }
+
+  private async registrationsByNode(nodes: string[]): Promise<Array<Registration | undefined>> {
+    // An array literal, not a JS array: with fetch_types off the driver cannot serialise arrays.
+    const rows = await this.sql<RegistrationRow[]>`SELECT * FROM registrations WHERE node = ANY(${textArrayLiteral(nodes)}::text[])`;
+    const byNode = new Map(rows.map((row) => [row.node, row]));
+    // Each caller gets its own object, even two asking for the same node.
+    return nodes.map((node) => this.merged(byNode.get(node)));
   }
 
   async getByDevice(app: string, deviceKey: string): Promise<Registration | undefined> {
@@ -612,6 +643,8 @@ export class PostgresStore implements Store {
 
   async close(): Promise<void> {
     if (this.closed) return;
+    // Lookups made before the close get their query in before the pool ends.
+    this.lookups.flush();
     try {
       await this.flush();
     } finally {

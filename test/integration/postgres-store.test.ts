@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import postgres from 'postgres';
 import { PostgresStore, tlsOption } from '../../src/store/postgres.ts';
-import type { Store } from '../../src/store/types.ts';
+import type { Registration, Store } from '../../src/store/types.ts';
 import { postgresMissing, startPostgres, type PostgresInstance } from '../support/postgres.ts';
 import { testPki } from '../support/tls.ts';
 import { registration, storeContract } from '../unit/store-contract.ts';
@@ -140,12 +140,22 @@ test('a lost connection fails operations and ping, and the store serves again on
     await server.halt();
     await assert.rejects(store.ping());
     await assert.rejects(store.getByNode('n1'));
+    // Lookups of one turn share a query: each of them fails with the error a lone lookup gets.
+    const [lone] = await Promise.allSettled([store.getByNode('n1')]);
+    const batch = await Promise.allSettled(['n1', 'n2', 'n1'].map((node) => store.getByNode(node)));
+    assert.equal(lone.status, 'rejected');
+    const code = (error: unknown) => (error as { code?: string }).code;
+    for (const settled of batch) {
+      assert.equal(settled.status, 'rejected');
+      assert.equal(code((settled as PromiseRejectedResult).reason), code(lone.reason));
+    }
     // Bookkeeping recorded meanwhile is kept and written once the database is back.
     store.recordDelivery('n1', 4242);
     await store.flush();
     await server.resume();
     await until(() => succeeds(() => store.ping()), 'ping after the database came back');
     assert.equal((await store.getByNode('n1'))?.pushCount, 1);
+    assert.deepEqual((await Promise.all(['n1', 'n2', 'n1'].map((node) => store.getByNode(node)))).map((read) => read?.node), ['n1', undefined, 'n1']);
     await until(async () => {
       await store.flush();
       const sql = postgres(urls.get(store)!, { max: 1 });
@@ -153,6 +163,18 @@ test('a lost connection fails operations and ping, and the store serves again on
       await sql.end();
       return Number(row.push_count) === 1;
     }, 'bookkeeping written after the outage');
+  } finally {
+    await store.close();
+  }
+});
+
+test('a node PostgreSQL cannot hold (a NUL) fails its own lookup, not the other lookups of its turn', { skip }, async () => {
+  const store = await freshStore();
+  try {
+    await store.insert(registration({ node: 'n1' }));
+    const settled = await Promise.allSettled(['n1', 'bad\u0000node', 'n2'].map((node) => store.getByNode(node)));
+    assert.deepEqual(settled.map((outcome) => outcome.status), ['fulfilled', 'rejected', 'fulfilled']);
+    assert.equal((settled[0] as PromiseFulfilledResult<Registration | undefined>).value?.node, 'n1');
   } finally {
     await store.close();
   }

@@ -86,3 +86,18 @@ test('closing the store writes the bookkeeping still pending', async () => {
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('bookkeeping written between a lookup and its batch is counted once in its answer', async () => {
+  await withStore(async (store) => {
+    for (const i of [1, 2]) await store.insert(registration(i));
+    store.recordDelivery(registration(1).node, 5000);
+    store.recordDelivery(registration(2).node, 5000);
+    const lookups = Promise.all([1, 2, 1].map((i) => store.getByNode(registration(i).node)));
+    // Before the batch runs (same turn): the pending counts move into the rows.
+    store.flush();
+    store.recordDelivery(registration(2).node, 6000);
+    const [one, two, oneAgain] = await lookups;
+    assert.deepEqual([one?.pushCount, two?.pushCount, oneAgain?.pushCount], [1, 2, 1]);
+    assert.equal(two?.lastPushAt, 6000);
+  });
+});

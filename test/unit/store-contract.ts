@@ -242,6 +242,68 @@ export function storeContract(name: string, open: () => Promise<Store>, options:
     assert.deepEqual(listed.map((r) => [r.node, r.pushCount]), [['n1', 0]]);
   });
 
+  // Lookups of one event-loop turn share one round trip (src/store/lookup-batch.ts)
+
+  it('lookups issued in one turn each get their own registration, unknown nodes and repeats included', async (store) => {
+    // Nodes an array literal or a JSON document would have to escape, and one that reads like NULL.
+    const odd = ['quote"back\\slash', 'comma,{brace}', 'NULL', 'with space', 'ünï-cödé-✓'];
+    const known = [...Array.from({ length: 40 }, (_, i) => `n${i}`), ...odd];
+    for (const node of known) await store.insert(registration({ node }));
+    const asked: string[] = [];
+    // More than one query's worth (a store may split a batch), every node several times, unknown ones between.
+    for (let i = 0; i < 1200; i++) asked.push(i % 7 === 3 ? `unknown-${i % 5}` : known[(i * 13) % known.length]);
+    const answers = await Promise.all(asked.map((node) => store.getByNode(node)));
+    for (const [index, node] of asked.entries()) {
+      if (node.startsWith('unknown-')) assert.equal(answers[index], undefined, `${node} is not registered`);
+      else assert.deepEqual(answers[index], registration({ node }), `lookup ${index} of ${node}`);
+    }
+    const [one, two] = await Promise.all([store.getByNode('n1'), store.getByNode('n1')]);
+    assert.notEqual(one, two, 'two lookups of one node in one turn get two objects');
+    one!.pushCount = 99;
+    assert.equal(two!.pushCount, 0);
+  });
+
+  it('a lookup in the same turn as an insert sees the insert, and every other write finished before it', async (store) => {
+    await store.insert(registration({ node: 'kept' }));
+    await store.insert(registration({ node: 'gone' }));
+    // Started before the writes: the later lookups may be answered in the same batch as this one.
+    const earlier = store.getByNode('kept');
+    await store.insert(registration({ node: 'added' }));
+    await store.renew('kept', 1_700_000_009_000);
+    await store.remove('gone');
+    const [first, added, kept, gone] = await Promise.all([earlier, store.getByNode('added'), store.getByNode('kept'), store.getByNode('gone')]);
+    assert.equal(first?.node, 'kept');
+    assert.deepEqual(added, registration({ node: 'added' }));
+    assert.equal(kept?.renewedAt, 1_700_000_009_000);
+    assert.equal(gone, undefined);
+  });
+
+  it('unflushed bookkeeping is merged into batched lookups, for each lookup of a node', async (store) => {
+    for (const node of ['n1', 'n2', 'n3']) await store.insert(registration({ node }));
+    store.recordDelivery('n1', 5000);
+    store.recordDelivery('n1', 5001);
+    store.recordFailure('n2', 6000, 'provider said no');
+    const [n1, n2, n3, again] = await Promise.all(['n1', 'n2', 'n3', 'n1'].map((node) => store.getByNode(node)));
+    for (const read of [n1, again]) assert.deepEqual({ pushCount: read?.pushCount, lastPushAt: read?.lastPushAt }, { pushCount: 2, lastPushAt: 5001 });
+    assert.deepEqual({ lastErrorAt: n2?.lastErrorAt, lastError: n2?.lastError, pushCount: n2?.pushCount }, { lastErrorAt: 6000, lastError: 'provider said no', pushCount: 0 });
+    assert.equal(n3?.pushCount, 0);
+  });
+
+  it('a lookup made just before a close is answered; after the close every lookup of a turn fails like a lone one', async (store) => {
+    await store.insert(registration({ node: 'n1' }));
+    const beforeClose = store.getByNode('n1');
+    await store.close();
+    assert.equal((await beforeClose)?.node, 'n1');
+    const lone = await Promise.allSettled([store.getByNode('n1')]);
+    const batch = await Promise.allSettled(['n1', 'n2', 'n1'].map((node) => store.getByNode(node)));
+    assert.equal(lone[0].status, 'rejected');
+    const loneError = (lone[0] as PromiseRejectedResult).reason as Error;
+    for (const settled of batch) {
+      assert.equal(settled.status, 'rejected');
+      assert.equal(((settled as PromiseRejectedResult).reason as Error).message, loneError.message);
+    }
+  });
+
   if (options.reopen) {
     const reopen = options.reopen;
     test(`${name}: closing the store writes the bookkeeping still pending`, { skip: options.skip ?? false }, async () => {
