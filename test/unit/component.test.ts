@@ -128,9 +128,25 @@ test('while the peer does not read, the outbox stays bounded, refuses beyond it 
   }
 });
 
-/** Records each stanza's text, when it was emitted and which synchronous run of emits it was part of. */
-function recordStanzas(c: Component): Array<{ text: string; at: number; batch: number }> {
-  const seen: Array<{ text: string; at: number; batch: number }> = [];
+interface SeenStanza { text: string; at: number; batch: number }
+
+/**
+ * A component with read coalescing, online against a scripted peer: `server` is the peer's side of
+ * the stream, `seen` each stanza's body text, when it was emitted and which synchronous run of
+ * emits (one parsed read) it was part of.
+ */
+async function coalescing(
+  readCoalesceMs: number,
+  scenario: (world: { server: Socket; component: Component; seen: SeenStanza[] }) => Promise<void>,
+  options: { destroyPeerFirst?: boolean; peerSide?: (socket: Socket) => void } = {},
+): Promise<void> {
+  let server!: Socket;
+  const p = await peer((socket) => handshaking(socket, (s) => {
+    server = s;
+    options.peerSide?.(s);
+  }));
+  const c = component(p.port, { readCoalesceMs });
+  const seen: SeenStanza[] = [];
   let batch = 0;
   let batchOpen = false;
   c.on('stanza', (element) => {
@@ -141,90 +157,63 @@ function recordStanzas(c: Component): Array<{ text: string; at: number; batch: n
     }
     seen.push({ text: element.getChildText('body') ?? '', at: performance.now(), batch });
   });
-  return seen;
-}
-
-const message = (text: string) => `<message to='push.test'><body>${text}</body></message>`;
-
-test('with read_coalesce_ms, stanzas arriving within the window after a read are held and handled in one batch, in order', async () => {
-  let server!: Socket;
-  const p = await peer((socket) => handshaking(socket, (s) => { server = s; }));
-  const c = component(p.port, { readCoalesceMs: 400 });
-  const seen = recordStanzas(c);
   c.start();
   try {
     await until(() => c.state === 'online', 'online');
+    await scenario({ server, component: c, seen });
+  } finally {
+    if (options.destroyPeerFirst !== false) for (const socket of p.connections) socket.destroy();
+    await c.stop();
+    p.server.close();
+  }
+}
+
+const message = (text: string) => `<message to='push.test'><body>${text}</body></message>`;
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+test('with read_coalesce_ms, stanzas arriving within the window after a read are held and handled in one batch, in order', async () => {
+  await coalescing(400, async ({ server, seen }) => {
     server.write(message('first'));
     await until(() => seen.length === 1, 'the first stanza');
     for (let i = 0; i < 5; i++) {
       server.write(message(`held-${i}`));
-      await new Promise((resolve) => setTimeout(resolve, 5));
+      await sleep(5);
     }
     await until(() => seen.length === 6, 'the held stanzas');
     assert.deepEqual(seen.map((s) => s.text), ['first', 'held-0', 'held-1', 'held-2', 'held-3', 'held-4']);
     assert.ok(seen[1].at - seen[0].at >= 390, `held for ${Math.round(seen[1].at - seen[0].at)} ms, not the 400 ms window`);
     assert.equal(new Set(seen.slice(1).map((s) => s.batch)).size, 1, 'the held stanzas were handled in one synchronous batch');
-  } finally {
-    for (const socket of p.connections) socket.destroy();
-    await c.stop();
-    p.server.close();
-  }
+  });
 });
 
 test('with read_coalesce_ms, a stanza after a quiet spell is read at once', async () => {
-  let server!: Socket;
-  const p = await peer((socket) => handshaking(socket, (s) => { server = s; }));
-  const c = component(p.port, { readCoalesceMs: 400 });
-  const seen = recordStanzas(c);
-  c.start();
-  try {
-    await until(() => c.state === 'online', 'online');
+  await coalescing(400, async ({ server, seen }) => {
     server.write(message('before'));
     await until(() => seen.length === 1, 'the first stanza');
-    await new Promise((resolve) => setTimeout(resolve, 600));
+    await sleep(600);
     const sentAt = performance.now();
     server.write(message('after the quiet spell'));
     await until(() => seen.length === 2, 'the second stanza');
     assert.ok(seen[1].at - sentAt < 300, `took ${Math.round(seen[1].at - sentAt)} ms: it waited for a window that had ended`);
-  } finally {
-    for (const socket of p.connections) socket.destroy();
-    await c.stop();
-    p.server.close();
-  }
+  });
 });
 
 test('with read_coalesce_ms, a stanza split across held reads is reassembled intact (the reused read buffer is copied)', async () => {
-  let server!: Socket;
-  const p = await peer((socket) => handshaking(socket, (s) => { server = s; }));
-  const c = component(p.port, { readCoalesceMs: 30 });
-  const seen = recordStanzas(c);
-  c.start();
-  try {
-    await until(() => c.state === 'online', 'online');
+  await coalescing(30, async ({ server, seen }) => {
     const body = 'é'.repeat(3000) + 'x'.repeat(3000);
     const whole = Buffer.from(message(body) + message('next'));
     const cut = 4001; // inside the first stanza and inside a two-byte character
     server.write(whole.subarray(0, cut));
-    await new Promise((resolve) => setTimeout(resolve, 100));
+    await sleep(100);
     server.write(whole.subarray(cut));
     await until(() => seen.length === 2, 'both stanzas');
     assert.equal(seen[0].text, body);
     assert.equal(seen[1].text, 'next');
-  } finally {
-    for (const socket of p.connections) socket.destroy();
-    await c.stop();
-    p.server.close();
-  }
+  });
 });
 
 test('with read_coalesce_ms, a read that fills the buffer is not held: a large backlog is read straight through', async () => {
-  let server!: Socket;
-  const p = await peer((socket) => handshaking(socket, (s) => { server = s; }));
-  const c = component(p.port, { readCoalesceMs: 400 });
-  const seen = recordStanzas(c);
-  c.start();
-  try {
-    await until(() => c.state === 'online', 'online');
+  await coalescing(400, async ({ server, seen }) => {
     const count = 4000; // ≈ 240 KB: four full reads of 64 KB
     let backlog = '';
     for (let i = 0; i < count; i++) backlog += message(`m${i}`);
@@ -232,30 +221,16 @@ test('with read_coalesce_ms, a read that fills the buffer is not held: a large b
     await until(() => seen.length === count, 'the whole backlog');
     assert.equal(seen.at(-1)?.text, `m${count - 1}`);
     assert.ok(seen.at(-1)!.at - seen[0].at < 400 * 2, `the backlog took ${Math.round(seen.at(-1)!.at - seen[0].at)} ms: full reads were held`);
-  } finally {
-    for (const socket of p.connections) socket.destroy();
-    await c.stop();
-    p.server.close();
-  }
+  });
 });
 
 test('stop() while a read is held still ends the stream cleanly, without waiting for the forced close', async () => {
-  let server!: Socket;
-  const p = await peer((socket) => handshaking(socket, (s) => {
-    server = s;
-    s.on('data', (chunk) => { if (String(chunk).includes('</stream:stream>')) s.end('</stream:stream>'); });
-  }));
-  const c = component(p.port, { readCoalesceMs: 10_000 });
-  const seen = recordStanzas(c);
-  c.start();
-  try {
-    await until(() => c.state === 'online', 'online');
+  const closesOnRequest = (s: Socket) => s.on('data', (chunk) => { if (String(chunk).includes('</stream:stream>')) s.end('</stream:stream>'); });
+  await coalescing(10_000, async ({ server, component: c, seen }) => {
     server.write(message('holds the socket'));
     await until(() => seen.length === 1, 'the stanza');
     const stopping = performance.now();
     await c.stop();
     assert.ok(performance.now() - stopping < 1500, `stop() took ${Math.round(performance.now() - stopping)} ms: the held socket never saw the server close`);
-  } finally {
-    p.server.close();
-  }
+  }, { destroyPeerFirst: false, peerSide: closesOnRequest });
 });
