@@ -259,6 +259,17 @@ export class SqliteStore implements Store {
     this.checkpointer?.noteWrite();
   }
 
+  async insertMany(registrations: Registration[]): Promise<void> {
+    if (registrations.length === 0) return;
+    this.transaction(() => {
+      for (const r of registrations) {
+        this.statements.insert.run(r.node, r.secret, r.app, r.token, r.deviceKey, r.boundDomain, r.registeredAt, r.renewedAt,
+          r.lastPushAt, r.lastErrorAt, r.lastError, r.pushCount, r.push2Key ?? null);
+      }
+    });
+    this.checkpointer?.noteWrite();
+  }
+
   async renew(node: string, at: number): Promise<void> {
     this.statements.renew.run(at, node);
     this.checkpointer?.noteWrite();

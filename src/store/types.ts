@@ -99,6 +99,12 @@ export interface Store {
   getByDevice(app: string, deviceKey: string): Promise<Registration | undefined>;
   /** Stores a new registration, removing `replaces` (a node) in the same transaction when given. */
   insert(registration: Registration, replaces?: string): Promise<void>;
+  /**
+   * Stores new registrations in one transaction (copy-store: a page at a time): all of them, or
+   * none when any is refused (a node or device already there); the caller then inserts one by one
+   * to learn which.
+   */
+  insertMany(registrations: Registration[]): Promise<void>;
   renew(node: string, at: number): Promise<void>;
   remove(node: string): Promise<boolean>;
   /** Removes only when not renewed after `before`: a device that re-registered since keeps its registration. */

@@ -110,6 +110,28 @@ export function storeContract(name: string, open: () => Promise<Store>, options:
     assert.deepEqual(await store.getByNode('n1'), first);
   });
 
+  it('insertMany stores every registration of a batch, every field intact, more than one chunk included', async (store) => {
+    const batch = Array.from({ length: 2500 }, (_, i) => registration({
+      node: `n${i}`, boundDomain: i % 2 ? 'example.org' : null, lastPushAt: i, lastErrorAt: i % 3 ? null : i, lastError: i % 3 ? null : `e'${i}"`,
+      pushCount: i, push2Key: i % 5 ? null : `key-${i}`,
+    }));
+    await store.insertMany(batch);
+    await store.insertMany([]);
+    assert.equal(await store.count(), 2500);
+    const read = await Promise.all(batch.map((r) => store.getByNode(r.node)));
+    assert.deepEqual(read, batch);
+  });
+
+  it('insertMany is all or nothing: one refused registration (taken node or device) leaves the batch unstored', async (store) => {
+    await store.insert(registration({ node: 'taken', deviceKey: 'u@x|taken' }));
+    for (const refused of [registration({ node: 'taken', deviceKey: 'u@x|other' }), registration({ node: 'fresh', deviceKey: 'u@x|taken' })]) {
+      await assert.rejects(store.insertMany([registration({ node: 'a1' }), refused, registration({ node: 'a2' })]));
+      assert.equal(await store.getByNode('a1'), undefined);
+      assert.equal(await store.getByNode('a2'), undefined);
+      assert.equal(await store.count(), 1);
+    }
+  });
+
   it('an insert that replaces a node removes it in the same step', async (store) => {
     await store.insert(registration({ node: 'old', deviceKey: 'u@x|d', token: 'old-token' }));
     await store.insert(registration({ node: 'new', deviceKey: 'u@x|d', token: 'new-token' }), 'old');
