@@ -15,8 +15,8 @@ import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { ConnectionOptions } from 'node:tls';
 import postgres from 'postgres';
-import type { Notification, Urgency } from '../providers/types.ts';
-import type { PendingRetry, Registration, RegistrationPage, RegistrationQuery, Store, StoreHealth, StoredRetry } from './types.ts';
+import type { Notification } from '../providers/types.ts';
+import type { Registration, RegistrationPage, RegistrationQuery, Store, StoreHealth, StoredRetry } from './types.ts';
 import { toRegistration, toStoredRetry, withUnwritten, type PendingStats, type RegistrationRow, type RetryRowFields } from './rows.ts';
 import { LookupBatcher } from './lookup-batch.ts';
 
@@ -449,25 +449,6 @@ export class PostgresStore implements Store {
   async count(): Promise<number> {
     const [row] = await this.sql<Array<{ n: number }>>`SELECT count(*) AS n FROM registrations`;
     return row.n;
-  }
-
-  async scheduleRetry(retry: PendingRetry): Promise<boolean> {
-    const result = await this.sql`
-      INSERT INTO pending_retries (node, due_at, attempt, urgency, reason)
-      VALUES (${retry.node}, ${retry.dueAt}, ${retry.attempt}, ${retry.urgency}, ${retry.reason})
-      ON CONFLICT (node) DO NOTHING`;
-    return result.count > 0;
-  }
-
-  /** SKIP LOCKED: two instances taking at once get disjoint retries, neither waits for the other. */
-  async takeDueRetries(now: number, limit: number): Promise<PendingRetry[]> {
-    const rows = await this.sql<Array<{ node: string; due_at: number; attempt: number; urgency: Urgency; reason: string }>>`
-      DELETE FROM pending_retries WHERE node IN (
-        SELECT node FROM pending_retries WHERE due_at <= ${now} ORDER BY due_at LIMIT ${limit} FOR UPDATE SKIP LOCKED)
-      RETURNING node, due_at, attempt, urgency, reason`;
-    return rows
-      .map((row) => ({ node: row.node, dueAt: row.due_at, attempt: row.attempt, urgency: row.urgency, reason: row.reason }))
-      .sort((a, b) => a.dueAt - b.dueAt);
   }
 
   async cancelRetry(key: string): Promise<void> {

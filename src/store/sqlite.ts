@@ -8,11 +8,11 @@
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
-import type { PendingRetry, Registration, RegistrationPage, RegistrationQuery, Store, StoreHealth, StoredRetry } from './types.ts';
+import type { Registration, RegistrationPage, RegistrationQuery, Store, StoreHealth, StoredRetry } from './types.ts';
 import { WalCheckpointer } from './wal-checkpointer.ts';
 import { LookupBatcher } from './lookup-batch.ts';
 import { toRegistration, toStoredRetry, withUnwritten, type PendingStats, type RegistrationRow, type RetryRowFields } from './rows.ts';
-import type { Notification, Urgency } from '../providers/types.ts';
+import type { Notification } from '../providers/types.ts';
 
 export const MIGRATIONS: string[] = [
   `CREATE TABLE registrations (
@@ -165,7 +165,6 @@ export class SqliteStore implements Store {
       listAfter: p('SELECT * FROM registrations WHERE node > ? ORDER BY node LIMIT ?'),
       count: p('SELECT count(*) AS n FROM registrations'),
       retryInsert: p('INSERT INTO pending_retries (node, due_at, attempt, urgency, reason) VALUES (?, ?, ?, ?, ?) ON CONFLICT (node) DO NOTHING'),
-      retryDue: p('SELECT * FROM pending_retries WHERE due_at <= ? ORDER BY due_at LIMIT ?'),
       retryDelete: p('DELETE FROM pending_retries WHERE node = ?'),
       block: p('INSERT INTO blocked_tokens (app, token, until) VALUES (?, ?, ?) ON CONFLICT (app, token) DO UPDATE SET until = excluded.until'),
       blockedUntil: p('SELECT until FROM blocked_tokens WHERE app = ? AND token = ?'),
@@ -432,23 +431,6 @@ export class SqliteStore implements Store {
 
   async count(): Promise<number> {
     return (this.statements.count.get() as { n: number }).n;
-  }
-
-  async scheduleRetry(retry: PendingRetry): Promise<boolean> {
-    const scheduled = Number(this.statements.retryInsert.run(retry.node, retry.dueAt, retry.attempt, retry.urgency, retry.reason).changes) > 0;
-    if (scheduled) this.checkpointer?.noteWrite();
-    return scheduled;
-  }
-
-  async takeDueRetries(now: number, limit: number): Promise<PendingRetry[]> {
-    let due: PendingRetry[] = [];
-    this.transaction(() => {
-      const rows = this.statements.retryDue.all(now, limit) as unknown as Array<{ node: string; due_at: number; attempt: number; urgency: Urgency; reason: string }>;
-      due = rows.map((row) => ({ node: row.node, dueAt: row.due_at, attempt: row.attempt, urgency: row.urgency, reason: row.reason }));
-      for (const retry of due) this.statements.retryDelete.run(retry.node);
-    });
-    if (due.length > 0) this.checkpointer?.noteWrite();
-    return due;
   }
 
   async saveRetry(retry: Omit<StoredRetry, 'revision'>): Promise<void> {

@@ -2,7 +2,7 @@
  * The storage port. Every backend (SQLite embedded, PostgreSQL) implements this and runs the same
  * contract suite (test/unit/store-contract.ts). Times are milliseconds since the epoch.
  */
-import type { Notification, Urgency } from '../providers/types.ts';
+import type { Notification } from '../providers/types.ts';
 
 export interface Registration {
   /** The XEP-0357 pubsub node: the key every publish is looked up by. */
@@ -29,15 +29,6 @@ export interface Registration {
    * registration or pinned from the first notification that verified; null/absent: none yet.
    */
   push2Key?: string | null;
-}
-
-export interface PendingRetry {
-  node: string;
-  dueAt: number;
-  attempt: number;
-  /** The retried push keeps its urgency; the summary itself is not stored (it may hold message text). */
-  urgency: Urgency;
-  reason: string;
 }
 
 /** What the admin page and `stats` search registrations by; every criterion given must match. */
@@ -128,10 +119,6 @@ export interface Store {
    */
   removeExpired(before: number, limit: number): Promise<string[]>;
 
-  /** Legacy (before issue #11): one row per node holding only the urgency. Kept for existing callers. */
-  scheduleRetry(retry: PendingRetry): Promise<boolean>;
-  /** Legacy: removes and returns due rows before sending them (lost on a crash): use leaseDueRetries. */
-  takeDueRetries(now: number, limit: number): Promise<PendingRetry[]>;
   /** Removes the pending retry of a key (any revision). */
   cancelRetry(key: string): Promise<void>;
 

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import postgres from 'postgres';
 import { PostgresStore, tlsOption } from '../../src/store/postgres.ts';
-import type { Registration, Store } from '../../src/store/types.ts';
+import type { Registration, Store, StoredRetry } from '../../src/store/types.ts';
 import { postgresMissing, startPostgres, type PostgresInstance } from '../support/postgres.ts';
 import { testPki } from '../support/tls.ts';
 import { registration, storeContract } from '../unit/store-contract.ts';
@@ -33,6 +33,14 @@ async function freshStore(): Promise<PostgresStore> {
 storeContract('postgres', freshStore, {
   skip,
   reopen: async (closed) => PostgresStore.open(urls.get(closed)!),
+  writeOldRetry: async (store, row) => {
+    const sql = postgres(urls.get(store)!, { max: 1, onnotice: () => {} });
+    try {
+      await sql`INSERT INTO pending_retries (node, due_at, attempt, urgency, reason) VALUES (${row.node}, ${row.dueAt}, ${row.attempt}, ${row.urgency}, ${row.reason})`;
+    } finally {
+      await sql.end();
+    }
+  },
 });
 
 async function until(condition: () => Promise<boolean>, what: string, timeoutMs = 15_000): Promise<void> {
@@ -89,24 +97,68 @@ test('two instances on one database see each other\'s registrations and bookkeep
   }
 });
 
-test('two instances taking due retries at once never take the same one', { skip }, async () => {
+function savedRetry(key: string, dueAt: number): Omit<StoredRetry, 'revision'> {
+  return {
+    key, dialect: 'xep0357', app: 'app', reason: 'provider said 503', firstAttemptAt: 900, dueAt, attempt: 1,
+    request: { dialect: 'xep0357', node: key, secret: null, from: null, options: {} },
+    notification: { summary: { messageCount: 1 }, urgency: 'high', firstAttemptAt: 900 },
+  };
+}
+
+test('two instances leasing due retries at once never lease the same one (issue 13: SKIP LOCKED)', { skip }, async () => {
   const url = server.url(await server.createDatabase('retries'));
   const [one, two] = await Promise.all([PostgresStore.open(url), PostgresStore.open(url)]);
   try {
-    for (let i = 0; i < 200; i++) await one.scheduleRetry({ node: `n${i}`, dueAt: 1000 + i, attempt: 1, urgency: 'high', reason: '503' });
-    const taken: string[] = [];
+    for (let i = 0; i < 200; i++) await (i % 2 === 0 ? one : two).saveRetry(savedRetry(`n${i}`, 1000 + i));
+    const leased: string[] = [];
+    // Two workers per instance, small batches, until nothing is due. The bound stops a broken lease
+    // (rows due again at once) from looping for ever: the assertions below then say what went wrong.
     await Promise.all([one, two, one, two].map(async (store) => {
-      for (;;) {
-        const batch = await store.takeDueRetries(5000, 7);
+      while (leased.length <= 200) {
+        const batch = await store.leaseDueRetries(5000, 7, 60_000);
         if (batch.length === 0) return;
-        taken.push(...batch.map((r) => r.node));
+        leased.push(...batch.map((r) => r.key));
       }
     }));
-    assert.equal(taken.length, 200);
-    assert.equal(new Set(taken).size, 200);
+    assert.equal(leased.length, 200, 'leases in all: every saved retry once, none again while its lease runs');
+    assert.equal(new Set(leased).size, 200, 'distinct keys leased');
+    assert.equal(await two.countRetries(), 200, 'leased rows stay until finished');
   } finally {
     await one.close();
     await two.close();
+  }
+});
+
+test('a lease skips rows another transaction holds locked instead of waiting for it', { skip }, async () => {
+  const store = await freshStore();
+  const sql = postgres(urls.get(store)!, { max: 1, onnotice: () => {} });
+  let release!: () => void;
+  const released = new Promise<void>((resolve) => { release = resolve; });
+  let locked!: () => void;
+  const isLocked = new Promise<void>((resolve) => { locked = resolve; });
+  try {
+    for (let i = 0; i < 5; i++) await store.saveRetry(savedRetry(`n${i}`, 1000 + i));
+    // Another instance in the middle of its lease of n0 and n1.
+    const holder = sql.begin(async (tx) => {
+      await tx`SELECT node FROM pending_retries WHERE node IN ('n0', 'n1') FOR UPDATE`;
+      locked();
+      await released;
+    });
+    await Promise.race([isLocked, holder]);
+    let timer: NodeJS.Timeout | undefined;
+    const leasing = store.leaseDueRetries(5000, 10, 60_000);
+    const first = await Promise.race([leasing, new Promise<'waited'>((resolve) => { timer = setTimeout(() => resolve('waited'), 5000); })]);
+    clearTimeout(timer);
+    release();
+    await holder;
+    await leasing;
+    assert.notEqual(first, 'waited', 'the lease waited for the locked rows');
+    assert.deepEqual((first as StoredRetry[]).map((r) => r.key), ['n2', 'n3', 'n4']);
+    assert.deepEqual((await store.leaseDueRetries(5000, 10, 60_000)).map((r) => r.key), ['n0', 'n1']);
+  } finally {
+    release();
+    await sql.end();
+    await store.close();
   }
 });
 

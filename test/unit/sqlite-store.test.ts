@@ -1,5 +1,6 @@
 /** The SQLite store passes the store contract, on a file (so reopening finds the data). */
 import { join } from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
 import { SqliteStore } from '../../src/store/sqlite.ts';
 import type { Store } from '../../src/store/types.ts';
 import { testTempDir } from '../support/temp-dir.ts';
@@ -16,4 +17,13 @@ storeContract('sqlite', async () => {
   return store;
 }, {
   reopen: async (closed) => new SqliteStore(paths.get(closed)!),
+  // A second connection on the file, as the version that wrote the row would have.
+  writeOldRetry: async (store, row) => {
+    const db = new DatabaseSync(paths.get(store)!);
+    try {
+      db.prepare('INSERT INTO pending_retries (node, due_at, attempt, urgency, reason) VALUES (?, ?, ?, ?, ?)').run(row.node, row.dueAt, row.attempt, row.urgency, row.reason);
+    } finally {
+      db.close();
+    }
+  },
 });

@@ -1,4 +1,4 @@
-/** The Store methods behind the limits and expiry of issue #10, on the SQLite backend. */
+/** The Store methods behind the limits of issue #10, on the SQLite backend (removeExpired is in the store contract). */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { join } from 'node:path';
@@ -23,22 +23,6 @@ test('countByScope counts exactly the keys of one JID, every app together', asyn
   await store.insert(registration('n5', 'romeo@m.exampl|d1', 1));
   assert.equal(await store.countByScope('romeo@m.example'), 2);
   assert.equal(await store.countByScope('juliet@c.example'), 0);
-  await store.close();
-});
-
-test('removeExpired removes at most the batch, oldest first, with pending retries, and counts unwritten pushes', async () => {
-  const store = new SqliteStore(':memory:');
-  for (let i = 0; i < 5; i += 1) await store.insert(registration(`old-${i}`, `|d${i}`, 100 + i));
-  await store.insert(registration('fresh', '|fresh', 10_000));
-  await store.insert(registration('pushed', '|pushed', 100));
-  store.recordDelivery('pushed', 9_000);
-  await store.scheduleRetry({ node: 'old-0', dueAt: 1, attempt: 1, urgency: 'high', reason: 'x' });
-  assert.deepEqual(await store.removeExpired(1000, 3), ['old-0', 'old-1', 'old-2']);
-  assert.deepEqual(await store.removeExpired(1000, 3), ['old-3', 'old-4']);
-  assert.deepEqual(await store.removeExpired(1000, 3), []);
-  assert.deepEqual(await store.takeDueRetries(10, 10), []);
-  assert.ok(await store.getByNode('fresh'));
-  assert.ok(await store.getByNode('pushed'));
   await store.close();
 });
 

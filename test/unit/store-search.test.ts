@@ -5,12 +5,20 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { SqliteStore } from '../../src/store/sqlite.ts';
-import type { Registration } from '../../src/store/types.ts';
+import type { Registration, StoredRetry } from '../../src/store/types.ts';
 
 function registration(node: string, fields: Partial<Registration> = {}): Registration {
   return {
     node, secret: 's'.repeat(32), app: 'ios', token: `tok-${node}`, deviceKey: `|${node}`, boundDomain: null,
     registeredAt: 1, renewedAt: 1, lastPushAt: null, lastErrorAt: null, lastError: null, pushCount: 0, ...fields,
+  };
+}
+
+function retry(node: string, reason: string): Omit<StoredRetry, 'revision'> {
+  return {
+    key: node, dialect: 'xep0357', app: 'ios', reason, firstAttemptAt: 5, dueAt: 10, attempt: 1,
+    request: { dialect: 'xep0357', node, secret: 's'.repeat(32), from: null, options: {} },
+    notification: { summary: { messageCount: 1 }, urgency: 'normal', firstAttemptAt: 5 },
   };
 }
 
@@ -29,12 +37,16 @@ test('countByApp counts the registrations of every app', async () => {
   await store.close();
 });
 
-test('countRetries counts what is waiting to be retried', async () => {
+test('countRetries counts what is waiting to be retried, leased or not, until it is finished', async () => {
   const store = await seeded();
   assert.equal(await store.countRetries(), 0);
-  await store.scheduleRetry({ node: 'n-bob', dueAt: 10, attempt: 1, urgency: 'normal', reason: 'FCM 503' });
-  await store.scheduleRetry({ node: 'n-alice', dueAt: 10, attempt: 1, urgency: 'normal', reason: 'APNS 503' });
+  await store.saveRetry(retry('n-bob', 'FCM 503'));
+  await store.saveRetry(retry('n-alice', 'APNS 503'));
   assert.equal(await store.countRetries(), 2);
+  const [first] = await store.leaseDueRetries(10, 1, 60_000);
+  assert.equal(await store.countRetries(), 2);
+  await store.finishRetry(first.key, first.revision);
+  assert.equal(await store.countRetries(), 1);
   await store.close();
 });
 
