@@ -80,6 +80,7 @@ export class PushAppServer {
   readonly xmpp: XmppService;
   readonly http: HttpServer | undefined;
   readonly expiry: ExpirySweeper;
+  private recountTimer: NodeJS.Timeout | undefined;
   httpAddress: AddressInfo | undefined;
   /** Undefined with `metrics.enabled = false`. */
   readonly metrics: PrometheusTelemetry | undefined;
@@ -237,6 +238,7 @@ export class PushAppServer {
     }
     server.dispatcher.startRetryLoop();
     server.expiry.start();
+    server.startRegistrationRecount(config.metrics.registrationsRecountS * 1000);
     server.xmpp.start();
     logger.info('push-appserver started', {
       config: config.source,
@@ -246,6 +248,22 @@ export class PushAppServer {
       apps: apps.all().map((app) => `${app.name}=${app.providerKind}`).join(','),
     });
     return server;
+  }
+
+  /** The gauge from the store itself now and then: other instances and the CLI change registrations too. */
+  private startRegistrationRecount(everyMs: number): void {
+    const metrics = this.metrics;
+    if (!metrics) return;
+    let counting = false;
+    this.recountTimer = setInterval(() => {
+      if (counting) return;
+      counting = true;
+      this.store.countByApp().then(
+        (counts) => metrics.setRegistrationCounts(counts, this.apps.names()),
+        (error: unknown) => this.logger.debug('cannot recount registrations for the gauge', { error: (error as Error).message }),
+      ).finally(() => { counting = false; });
+    }, everyMs);
+    this.recountTimer.unref();
   }
 
   async health(): Promise<HealthReport> {
@@ -291,6 +309,7 @@ export class PushAppServer {
   stop(): Promise<void> {
     this.stopping ??= (async () => {
       this.logger.info('stopping');
+      clearInterval(this.recountTimer);
       const dispatching = this.dispatcher.close();
       await this.http?.close();
       await this.expiry.stop();

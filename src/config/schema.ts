@@ -116,6 +116,11 @@ export interface MetricsConfig {
   enabled: boolean;
   /** When set, scrapes must send `Authorization: Bearer <token>`. */
   token: string | undefined;
+  /**
+   * The registrations gauge is counted in the store this often: other instances, the CLI and
+   * expiry change registrations too, and this process sees only its own events.
+   */
+  registrationsRecountS: number;
 }
 
 export interface AppConfig {
@@ -275,7 +280,11 @@ export function readConfig(document: Table, source: string): Config {
   l.rejectUnknownKeys();
 
   const m = root.section('metrics');
-  const metrics: MetricsConfig = { enabled: m.boolean('enabled', true), token: m.optionalString('token') };
+  const metrics: MetricsConfig = {
+    enabled: m.boolean('enabled', true),
+    token: m.optionalString('token'),
+    registrationsRecountS: m.integer('registrations_recount_s', 60, { min: 1 }),
+  };
   if (metrics.token !== undefined && metrics.token.trim() === '') m.fail('token', 'must not be empty (leave it out for an open /metrics)');
   m.rejectUnknownKeys();
 

@@ -80,7 +80,7 @@ export class PrometheusTelemetry implements Telemetry {
     });
     new Gauge({
       name: 'push_appserver_registrations', registers, labelNames: ['app'],
-      help: 'Registrations per app (counted at start, kept up to date from registration events).',
+      help: 'Registrations per app (counted in the store every metrics.registrations_recount_s, kept up to date from the registration events of this instance in between).',
       collect() {
         for (const [app, count] of registrationCounts) this.set({ app }, count);
       },
@@ -143,7 +143,7 @@ export class PrometheusTelemetry implements Telemetry {
     else if (REMOVING.has(action)) this.registrationCounts.set(app, Math.max(0, (this.registrationCounts.get(app) ?? 0) - 1));
   }
 
-  /** The counts read once at start; events change them from then on. */
+  /** The counts from the store (at start, then every metrics.registrations_recount_s); events change them in between. */
   setRegistrationCounts(counts: ReadonlyMap<string, number>, apps: Iterable<string> = []): void {
     for (const app of apps) this.registrationCounts.set(app, 0);
     for (const [app, count] of counts) this.registrationCounts.set(app, count);

@@ -9,6 +9,8 @@ import { publishIq, startPushStack, type PushStack } from '../support/push-stack
 import { startAppServer } from '../support/app-server.ts';
 import { rejectionOf } from '../support/xmpp-client.ts';
 import { createTestApnsKey, startMockApns, testDeviceToken, type MockApns } from '../support/mock-apns.ts';
+import { join } from 'node:path';
+import { SqliteStore } from '../../src/store/sqlite.ts';
 
 const skip = prosodyMissing();
 const TOPIC = 'org.example.chat';
@@ -162,4 +164,24 @@ describe('readiness without the XMPP server', () => {
       await app.stop();
     }
   });
+});
+
+test('the registrations gauge follows changes made outside this process (another instance, the CLI) at the next recount', async () => {
+  const app = await startAppServer({ metrics: { token: METRICS_TOKEN, registrations_recount_s: 1 }, apps: { ios: { provider: 'log' } } });
+  try {
+    for (const device of ['a', 'b', 'c']) {
+      const reply = await app.post('/push_appserver/v1/register', { type: 'ios', node: `gauge-${device}`, token: testDeviceToken(600 + device.charCodeAt(0)) });
+      assert.equal(reply.status, 200);
+    }
+    assert.equal((await scrape(app.httpUrl)).get('push_appserver_registrations{app="ios"}'), 3, 'this process counted its own registrations');
+    // What another instance on the same database, or `push-appserver registrations remove`, does.
+    const other = new SqliteStore(join(app.dir, 'push.db'));
+    const [first] = await other.list({ limit: 1 });
+    assert.equal(await other.remove(first.node), true);
+    await other.close();
+    const samples = await metricsUntil(app.httpUrl, (s) => s.get('push_appserver_registrations{app="ios"}') === 2);
+    assert.equal(samples.get('push_appserver_registrations{app="ios"}'), 2);
+  } finally {
+    await app.stop();
+  }
 });

@@ -104,6 +104,7 @@ test('the limits and expiry have documented defaults', () => {
   assert.deepEqual(config.registration, { expireDays: 180, httpPerIpPerMinute: 30, adhocPerJidPerMinute: 10, adhocPerDomainPerMinute: 600, maxPerJid: 50 });
   assert.equal(config.xmpp.connectTimeoutMs, 10_000);
   assert.equal(config.http.trustProxy, false);
+  assert.equal(config.metrics.registrationsRecountS, 60);
 });
 
 test('xmpp.read_coalesce_ms defaults to 2, may be 0 (off), and is refused above 50 or below 0, naming the key', () => {
