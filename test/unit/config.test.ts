@@ -81,13 +81,14 @@ test('environment variables override single keys, with string values coerced', (
 
 test('metrics are on and open by default, logs are text', () => {
   const config = readConfig(defaultDocument(), 'built-in defaults');
-  assert.deepEqual(config.metrics, { enabled: true, token: undefined });
+  assert.deepEqual(config.metrics, { enabled: true, token: undefined, registrationsRecountS: 60 });
   assert.equal(config.log.format, 'text');
 });
 
 test('metrics.enabled, metrics.token and log.format are read, and a wrong log format names the key', () => {
-  const config = readConfig(parseDocument('[metrics]\nenabled = false\ntoken = "scrape-token"\n[log]\nformat = "json"\n[apps.a]\nprovider = "log"\n', 'ops.toml'), 'ops.toml');
-  assert.deepEqual(config.metrics, { enabled: false, token: 'scrape-token' });
+  const config = readConfig(parseDocument('[metrics]\nenabled = false\ntoken = "scrape-token"\nregistrations_recount_s = 5\n[log]\nformat = "json"\n[apps.a]\nprovider = "log"\n', 'ops.toml'), 'ops.toml');
+  assert.deepEqual(config.metrics, { enabled: false, token: 'scrape-token', registrationsRecountS: 5 });
+  assert.equal(configError('[metrics]\nregistrations_recount_s = 0\n[apps.a]\nprovider = "log"\n').key, 'metrics.registrations_recount_s');
   assert.equal(config.log.format, 'json');
   assert.equal(configError('[log]\nformat = "xml"\n[apps.a]\nprovider = "log"\n').key, 'log.format');
   assert.equal(configError('[metrics]\ntoken = " "\n[apps.a]\nprovider = "log"\n').key, 'metrics.token');
@@ -104,7 +105,6 @@ test('the limits and expiry have documented defaults', () => {
   assert.deepEqual(config.registration, { expireDays: 180, httpPerIpPerMinute: 30, adhocPerJidPerMinute: 10, adhocPerDomainPerMinute: 600, maxPerJid: 50 });
   assert.equal(config.xmpp.connectTimeoutMs, 10_000);
   assert.equal(config.http.trustProxy, false);
-  assert.equal(config.metrics.registrationsRecountS, 60);
 });
 
 test('xmpp.read_coalesce_ms defaults to 2, may be 0 (off), and is refused above 50 or below 0, naming the key', () => {
