@@ -31,7 +31,8 @@ const burst = Number(values.burst ?? 5);
 const gaps = (values.gaps ?? '1,2,5,10,20').split(',').map(Number);
 const rounds = Number(values.rounds ?? 3);
 if (![units, burst, rounds, ...gaps].every((n) => Number.isInteger(n) && n >= 0) || units < burst || burst < 1) {
-  throw new Error('--units, --burst, --rounds and --gaps must be whole numbers (units ≥ burst ≥ 1)');
+  process.stderr.write('idle-penalty: --units, --burst, --rounds and --gaps must be whole numbers (units ≥ burst ≥ 1)\n');
+  process.exit(2);
 }
 
 const stanzas = Array.from({ length: 64 }, (_, i) => publishStanza(`b${i}`, 'localhost', 'push.bench', { node: `node-${i}`, secret: 's'.repeat(24) }));
