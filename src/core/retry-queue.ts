@@ -4,16 +4,24 @@
  * either way, so a store error never loses an accepted push while the process lives.
  */
 import type { Logger } from '../log.ts';
-import type { Store, StoredRetry } from '../store/types.ts';
+import type { NewRetry, Store, StoredRetry } from '../store/types.ts';
 
-/** Revision of a retry that lives only in memory. */
-const IN_MEMORY = -1;
 const MEMORY_LIMIT = 100_000;
+
+/**
+ * A retry that lives only in memory has a negative revision, a new one at every save (merge), so it
+ * follows the store's rule: a finish or reschedule acts only on the entry its lease took (same
+ * revision, dueAt still that lease's end), never on a newer push merged into it meanwhile.
+ */
+function inMemory(retry: StoredRetry): boolean {
+  return retry.revision < 0;
+}
 
 export class RetryQueue {
   private readonly store: Store;
   private readonly logger: Logger;
   private readonly unsaved = new Map<string, StoredRetry>();
+  private lastMemoryRevision = 0;
   private warnedAt = 0;
 
   constructor(store: Store, logger: Logger) {
@@ -29,7 +37,7 @@ export class RetryQueue {
   }
 
   /** Saves (or merges into the key's pending retry); false: kept in memory only. */
-  async save(retry: Omit<StoredRetry, 'revision'>): Promise<boolean> {
+  async save(retry: NewRetry): Promise<boolean> {
     try {
       await this.store.saveRetry(retry);
       this.unsaved.delete(retry.key);
@@ -42,7 +50,8 @@ export class RetryQueue {
         ...retry,
         dueAt: older ? Math.min(older.dueAt, retry.dueAt) : retry.dueAt,
         attempt: older ? Math.max(older.attempt, retry.attempt) : retry.attempt,
-        revision: IN_MEMORY,
+        revision: --this.lastMemoryRevision,
+        leasedUntil: 0,
       });
       return false;
     }
@@ -66,20 +75,26 @@ export class RetryQueue {
     for (const retry of this.unsaved.values()) {
       if (leased.length >= limit) break;
       if (retry.dueAt > now) continue;
-      leased.push({ ...retry });
+      leased.push({ ...retry, leasedUntil: leaseUntil });
       retry.dueAt = leaseUntil;
     }
     return leased;
   }
 
-  /** The outcome is known: the retry leaves the queue (unless a newer push merged into it). */
+  /** The entry this lease took, when it is still in memory as leased. */
+  private leasedInMemory(retry: StoredRetry): StoredRetry | undefined {
+    const entry = this.unsaved.get(retry.key);
+    return entry && entry.revision === retry.revision && entry.dueAt === retry.leasedUntil ? entry : undefined;
+  }
+
+  /** The outcome is known: the retry leaves the queue (unless a newer push merged into it, or it was leased again). */
   async finish(retry: StoredRetry): Promise<void> {
-    if (retry.revision === IN_MEMORY) {
-      this.unsaved.delete(retry.key);
+    if (inMemory(retry)) {
+      if (this.leasedInMemory(retry)) this.unsaved.delete(retry.key);
       return;
     }
     try {
-      await this.store.finishRetry(retry.key, retry.revision);
+      await this.store.finishRetry(retry.key, retry.revision, retry.leasedUntil);
     } catch (error) {
       // The row comes back when its lease ends: sent twice at worst, never lost.
       this.warn('cannot remove a finished retry from the store', error);
@@ -87,13 +102,15 @@ export class RetryQueue {
   }
 
   async reschedule(retry: StoredRetry, dueAt: number, attempt: number, reason: string): Promise<void> {
-    const inMemory = this.unsaved.get(retry.key);
-    if (retry.revision === IN_MEMORY && inMemory) {
-      Object.assign(inMemory, { dueAt, attempt, reason });
+    if (inMemory(retry)) {
+      // Gone from memory (written to the store since, where its row is due at this lease's end) or
+      // merged into: what is there comes back on its own.
+      const entry = this.leasedInMemory(retry);
+      if (entry) Object.assign(entry, { dueAt, attempt, reason });
       return;
     }
     try {
-      await this.store.rescheduleRetry(retry.key, dueAt, attempt, reason);
+      await this.store.rescheduleRetry(retry.key, retry.revision, retry.leasedUntil, dueAt, attempt, reason);
     } catch (error) {
       this.warn('cannot reschedule a retry in the store; it comes back when its lease ends', error);
     }

@@ -16,7 +16,7 @@ import { readFileSync } from 'node:fs';
 import type { ConnectionOptions } from 'node:tls';
 import postgres from 'postgres';
 import type { Notification } from '../providers/types.ts';
-import type { Registration, RegistrationPage, RegistrationQuery, Store, StoreHealth, StoredRetry } from './types.ts';
+import type { NewRetry, Registration, RegistrationPage, RegistrationQuery, Store, StoreHealth, StoredRetry } from './types.ts';
 import { toRegistration, toStoredRetry, withUnwritten, type PendingStats, type RegistrationRow, type RetryRowFields } from './rows.ts';
 import { LookupBatcher } from './lookup-batch.ts';
 
@@ -456,7 +456,7 @@ export class PostgresStore implements Store {
   }
 
   /** One statement: a second instance saving the same key at once merges into the row, never duplicates it. */
-  async saveRetry(retry: Omit<StoredRetry, 'revision'>): Promise<void> {
+  async saveRetry(retry: NewRetry): Promise<void> {
     const { push2 } = retry.notification;
     // A Push 2.0 ciphertext is end-to-end encrypted for the device: persisting it reveals nothing.
     const notification = { summary: retry.notification.summary, urgency: retry.notification.urgency, firstAttemptAt: retry.notification.firstAttemptAt,
@@ -471,7 +471,7 @@ export class PostgresStore implements Store {
     this.writeFailure = undefined;
   }
 
-  private async saveRetryRow(retry: Omit<StoredRetry, 'revision'>, notification: Record<string, unknown>): Promise<void> {
+  private async saveRetryRow(retry: NewRetry, notification: Record<string, unknown>): Promise<void> {
     await this.sql`
       INSERT INTO pending_retries AS p (node, due_at, attempt, urgency, reason, dialect, app, request, notification, first_attempt_at, revision)
       VALUES (${retry.key}, ${retry.dueAt}, ${retry.attempt}, ${retry.notification.urgency}, ${retry.reason}, ${retry.dialect}, ${retry.app},
@@ -498,15 +498,20 @@ export class PostgresStore implements Store {
       WHERE r.node = picked.node
       RETURNING r.node, picked.due_at AS leased_from, r.attempt, r.urgency, r.reason, r.dialect, r.app, r.request, r.notification,
                 r.first_attempt_at, r.revision, g.secret AS reg_secret, g.bound_domain AS reg_domain, g.app AS reg_app`;
-    return rows.map((row) => toStoredRetry(row, row.request, row.notification, row.leased_from)).sort((a, b) => a.dueAt - b.dueAt);
+    return rows.map((row) => toStoredRetry(row, row.request, row.notification, row.leased_from, leaseUntil)).sort((a, b) => a.dueAt - b.dueAt);
   }
 
-  async finishRetry(key: string, revision: number): Promise<void> {
-    await this.sql`DELETE FROM pending_retries WHERE node = ${key} AND revision = ${revision}`;
+  /**
+   * Only the row the lease took (types.ts: a stale lease must not remove or move a newer row).
+   * leasedUntil goes through the same rounding as the lease that wrote it, so a fractional one matches.
+   */
+  async finishRetry(key: string, revision: number, leasedUntil: number): Promise<void> {
+    await this.sql`DELETE FROM pending_retries WHERE node = ${key} AND revision = ${revision} AND due_at = ${leasedUntil}`;
   }
 
-  async rescheduleRetry(key: string, dueAt: number, attempt: number, reason: string): Promise<void> {
-    await this.sql`UPDATE pending_retries SET due_at = ${dueAt}, attempt = ${attempt}, reason = ${reason} WHERE node = ${key}`;
+  async rescheduleRetry(key: string, revision: number, leasedUntil: number, dueAt: number, attempt: number, reason: string): Promise<void> {
+    await this.sql`UPDATE pending_retries SET due_at = ${dueAt}, attempt = ${attempt}, reason = ${reason}
+                   WHERE node = ${key} AND revision = ${revision} AND due_at = ${leasedUntil}`;
   }
 
   async countRetries(): Promise<number> {

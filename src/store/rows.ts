@@ -80,9 +80,10 @@ export interface RetryRowFields {
 
 /**
  * A leased retry row → the StoredRetry the dispatcher sends again. `request` and `notification`
- * come decoded (each store keeps them its own way); `dueAt` is the due time before the lease.
+ * come decoded (each store keeps them its own way); `dueAt` is the due time before the lease,
+ * `leasedUntil` the lease's end as the caller passed it.
  */
-export function toStoredRetry(row: RetryRowFields, request: StoredRetry['request'] | null, notification: Notification | null, dueAt: number): StoredRetry {
+export function toStoredRetry(row: RetryRowFields, request: StoredRetry['request'] | null, notification: Notification | null, dueAt: number, leasedUntil: number): StoredRetry {
   // Rows written before issue #11 hold only the urgency: the registration supplies the rest.
   const sent = notification ?? { summary: {}, urgency: row.urgency };
   sent.urgency = row.urgency;
@@ -99,5 +100,6 @@ export function toStoredRetry(row: RetryRowFields, request: StoredRetry['request
     attempt: row.attempt,
     reason: row.reason,
     revision: row.revision,
+    leasedUntil,
   };
 }

@@ -8,7 +8,7 @@
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
-import type { Registration, RegistrationPage, RegistrationQuery, Store, StoreHealth, StoredRetry } from './types.ts';
+import type { NewRetry, Registration, RegistrationPage, RegistrationQuery, Store, StoreHealth, StoredRetry } from './types.ts';
 import { WalCheckpointer } from './wal-checkpointer.ts';
 import { LookupBatcher } from './lookup-batch.ts';
 import { toRegistration, toStoredRetry, withUnwritten, type PendingStats, type RegistrationRow, type RetryRowFields } from './rows.ts';
@@ -185,8 +185,9 @@ export class SqliteStore implements Store {
                            FROM pending_retries r LEFT JOIN registrations g ON g.node = r.node
                            WHERE r.due_at <= ? ORDER BY r.due_at LIMIT ?`),
       retryLeaseUpdate: p('UPDATE pending_retries SET due_at = ? WHERE node = ?'),
-      retryFinish: p('DELETE FROM pending_retries WHERE node = ? AND revision = ?'),
-      retryReschedule: p('UPDATE pending_retries SET due_at = ?, attempt = ?, reason = ? WHERE node = ?'),
+      // Only the row the lease took (types.ts: a stale lease must not remove or move a newer row).
+      retryFinish: p('DELETE FROM pending_retries WHERE node = ? AND revision = ? AND due_at = ?'),
+      retryReschedule: p('UPDATE pending_retries SET due_at = ?, attempt = ?, reason = ? WHERE node = ? AND revision = ? AND due_at = ?'),
       countByApp: p('SELECT app, count(*) AS n FROM registrations GROUP BY app'),
       retryCount: p('SELECT count(*) AS n FROM pending_retries'),
       throttleClaim: p(`INSERT INTO throttle_windows (key, last_sent) VALUES (?, ?)
@@ -433,7 +434,7 @@ export class SqliteStore implements Store {
     return (this.statements.count.get() as { n: number }).n;
   }
 
-  async saveRetry(retry: Omit<StoredRetry, 'revision'>): Promise<void> {
+  async saveRetry(retry: NewRetry): Promise<void> {
     const { push2 } = retry.notification;
     // A Push 2.0 ciphertext is end-to-end encrypted for the device: persisting it reveals nothing.
     const notification = { summary: retry.notification.summary, urgency: retry.notification.urgency, firstAttemptAt: retry.notification.firstAttemptAt,
@@ -455,20 +456,19 @@ export class SqliteStore implements Store {
     this.transaction(() => {
       due = (this.statements.retryLeaseSelect.all(now, limit) as unknown as RetryRow[]).map((row) => toStoredRetry(row,
         row.request !== null ? JSON.parse(row.request) as StoredRetry['request'] : null,
-        row.notification !== null ? JSON.parse(row.notification) as Notification : null, row.due_at));
+        row.notification !== null ? JSON.parse(row.notification) as Notification : null, row.due_at, leaseUntil));
       for (const retry of due) this.statements.retryLeaseUpdate.run(leaseUntil, retry.key);
     });
     if (due.length > 0) this.checkpointer?.noteWrite();
     return due;
   }
 
-  async finishRetry(key: string, revision: number): Promise<void> {
-    if (Number(this.statements.retryFinish.run(key, revision).changes) > 0) this.checkpointer?.noteWrite();
+  async finishRetry(key: string, revision: number, leasedUntil: number): Promise<void> {
+    if (Number(this.statements.retryFinish.run(key, revision, leasedUntil).changes) > 0) this.checkpointer?.noteWrite();
   }
 
-  async rescheduleRetry(key: string, dueAt: number, attempt: number, reason: string): Promise<void> {
-    this.statements.retryReschedule.run(dueAt, attempt, reason, key);
-    this.checkpointer?.noteWrite();
+  async rescheduleRetry(key: string, revision: number, leasedUntil: number, dueAt: number, attempt: number, reason: string): Promise<void> {
+    if (Number(this.statements.retryReschedule.run(dueAt, attempt, reason, key, revision, leasedUntil).changes) > 0) this.checkpointer?.noteWrite();
   }
 
   async countRetries(): Promise<number> {

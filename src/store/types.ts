@@ -76,7 +76,15 @@ export interface StoredRetry {
   reason: string;
   /** Bumped by every saveRetry of the key; finishRetry removes only the revision it leased. */
   revision: number;
+  /**
+   * Set by leaseDueRetries: the `leaseUntil` this lease wrote into the row (dueAt above is the due
+   * time before it). Passed back as is to finishRetry and rescheduleRetry, it names this lease.
+   */
+  leasedUntil: number;
 }
+
+/** A retry as saved: the store assigns the revision, a lease sets leasedUntil. */
+export type NewRetry = Omit<StoredRetry, 'revision' | 'leasedUntil'>;
 
 export interface StoreHealth {
   state: 'ok' | 'degraded';
@@ -129,19 +137,41 @@ export interface Store {
    *   carries the newer summary), dueAt becomes the earlier of the two, attempt the larger, and
    *   revision is incremented. A new row starts at revision 1.
    * - leaseDueRetries takes up to `limit` rows with dueAt <= now, oldest due first, and in the same
-   *   transaction sets their dueAt to `leaseUntil`, so a second worker (or this one after a crash)
-   *   does not send them again before the lease ends; it returns them with dueAt as it was and
-   *   their revision. PostgreSQL: UPDATE … WHERE key IN (SELECT key … ORDER BY due_at LIMIT n
-   *   FOR UPDATE SKIP LOCKED) RETURNING ….
-   * - A row leaves the queue only through finishRetry after the outcome is known: it deletes the
-   *   row only when its revision is still the leased one (a newer push merged meanwhile stays).
-   * - rescheduleRetry sets dueAt, attempt and reason of the row (any revision; no-op when gone).
+   *   transaction sets their dueAt to `leaseUntil` (callers pass leaseUntil > now), so a second
+   *   worker (or this one after a crash) does not send them again before the lease ends; it returns
+   *   them with dueAt as it was, their revision, and leasedUntil = leaseUntil. PostgreSQL: UPDATE …
+   *   WHERE key IN (SELECT key … ORDER BY due_at LIMIT n FOR UPDATE SKIP LOCKED) RETURNING ….
+   * - A row leaves the queue only through finishRetry after the outcome is known, and only the
+   *   row that lease took: it deletes the row only when its revision is still the leased one (a
+   *   newer push merged meanwhile stays) AND its dueAt is still that lease's leasedUntil.
+   * - rescheduleRetry sets dueAt, attempt and reason of the row under the same condition (a no-op
+   *   when the row is gone, merged into, leased again, or a new row for the key).
    * - Removing a registration (remove, removeIfNotRenewedSince) removes the retry keyed by its node.
+   *
+   * Why the lease's end is part of the match (the ABA on revision): revisions restart at 1 when a
+   * key's row is deleted and later saved again, so (key, revision) alone does not name a row. Worker
+   * A leases K at revision 1 and stalls past its lease; B leases K again (still revision 1),
+   * delivers and deletes it; a new push for K fails and is saved as a new row, revision 1 again; A's
+   * late finishRetry(K, 1) would delete the new row and lose an accepted push. (revision, dueAt =
+   * leasedUntil) tells the rows apart: a lease only takes a row with dueAt <= now and writes
+   * leaseUntil > now, so every later lease of the same row holds a strictly later dueAt, whatever
+   * the instances' clocks or timeouts; a merge changes the revision; a new row carries the due time
+   * its own push was given. Chosen over revisions that never repeat for a key because it needs no
+   * schema change: that would take a counter outliving the rows in both schemas and a BIGINT
+   * revision on PostgreSQL, plus new migrations. What is left is a coincidence to the millisecond:
+   * a new row at A's revision whose dueAt is exactly A's lease end while A is late.
+   * rescheduleRetry is guarded alike, so a stale lease cannot move a row another worker holds (it
+   * would be sent twice) nor a new row (it would take A's attempt count and due time); after a
+   * merge the row keeps the newer push's schedule, which comes back by the lease's end at the latest.
+   * Rows leased by a version before this one: after the restart nobody holds those leases; they
+   * come back when they end and are leased anew. During a rolling upgrade on PostgreSQL an older
+   * instance still finishes and reschedules by key and revision alone, so the gap closes once every
+   * instance runs this version.
    */
-  saveRetry(retry: Omit<StoredRetry, 'revision'>): Promise<void>;
+  saveRetry(retry: NewRetry): Promise<void>;
   leaseDueRetries(now: number, limit: number, leaseUntil: number): Promise<StoredRetry[]>;
-  finishRetry(key: string, revision: number): Promise<void>;
-  rescheduleRetry(key: string, dueAt: number, attempt: number, reason: string): Promise<void>;
+  finishRetry(key: string, revision: number, leasedUntil: number): Promise<void>;
+  rescheduleRetry(key: string, revision: number, leasedUntil: number, dueAt: number, attempt: number, reason: string): Promise<void>;
   countRetries(): Promise<number>;
 
   /**

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import postgres from 'postgres';
 import { PostgresStore, tlsOption } from '../../src/store/postgres.ts';
-import type { Registration, Store, StoredRetry } from '../../src/store/types.ts';
+import type { NewRetry, Registration, Store, StoredRetry } from '../../src/store/types.ts';
 import { postgresMissing, startPostgres, type PostgresInstance } from '../support/postgres.ts';
 import { testPki } from '../support/tls.ts';
 import { registration, storeContract } from '../unit/store-contract.ts';
@@ -97,7 +97,7 @@ test('two instances on one database see each other\'s registrations and bookkeep
   }
 });
 
-function savedRetry(key: string, dueAt: number): Omit<StoredRetry, 'revision'> {
+function savedRetry(key: string, dueAt: number): NewRetry {
   return {
     key, dialect: 'xep0357', app: 'app', reason: 'provider said 503', firstAttemptAt: 900, dueAt, attempt: 1,
     request: { dialect: 'xep0357', node: key, secret: null, from: null, options: {} },

@@ -186,6 +186,42 @@ describe('retries', () => {
     await first.close();
   });
 
+  test('a worker that stalls past its lease and finishes late does not remove the newer push saved for the node since (ABA on revision)', async () => {
+    const apps = appsWith();
+    const { node, secret } = await register(store, apps);
+    // Worker A's provider answers only when the test says so (A stalls); B's is the scripted one.
+    const stalled = scriptedProvider();
+    let answer: ((outcome: Outcome) => void) | undefined;
+    stalled.send = async (target, notification) => {
+      stalled.calls.push({ target, notification });
+      return await new Promise<Outcome>((resolve) => { answer = resolve; });
+    };
+    const workerA = dispatcherOn(store, new AppDirectory([{ name: 'apns', providerKind: 'apns', provider: stalled, stateless: false }]), { timeoutMs: 10_000 });
+    const workerB = dispatcherOn(store, apps);
+    provider.outcomes = [UNAVAILABLE, { kind: 'delivered' }, UNAVAILABLE, { kind: 'delivered' }];
+    assert.equal((await workerB.dispatch(publish(node, secret, { messageCount: 1 }))).kind, 'temporary');
+    // A leases the retry (revision 1, lease ends in 2 * 10 s + 5 s) and stalls.
+    now += 1000;
+    const runA = workerA.runDueRetries();
+    while (!answer) await new Promise((resolve) => setImmediate(resolve));
+    // A's lease ends; B leases the same row (still revision 1), delivers it, and removes it.
+    now += 25_000;
+    assert.equal(await workerB.runDueRetries(), 1);
+    assert.equal(await store.countRetries(), 0);
+    // A newer push for the node fails: a new row, revision 1 again.
+    assert.equal((await workerB.dispatch(publish(node, secret, { messageCount: 2 }))).kind, 'temporary');
+    assert.equal(await store.countRetries(), 1);
+    // A comes back and its push is delivered: its finish must not take the newer row with it.
+    answer({ kind: 'delivered' });
+    assert.equal(await runA, 1);
+    assert.equal(await store.countRetries(), 1, 'the newer push is still owed');
+    now += 1000;
+    assert.equal(await workerB.runDueRetries(), 1);
+    assert.equal(provider.calls.length, 4);
+    assert.equal(provider.calls[3].notification.summary.messageCount, 2);
+    assert.equal(await store.countRetries(), 0);
+  });
+
   test('a retry the store cannot save is kept in memory and still sent when due', async () => {
     const apps = appsWith();
     const dispatcher = dispatcherOn(store, apps);

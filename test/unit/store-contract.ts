@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import type { Registration, Store, StoredRetry } from '../../src/store/types.ts';
+import type { NewRetry, Registration, Store } from '../../src/store/types.ts';
 import type { Urgency } from '../../src/providers/types.ts';
 
 /** A `pending_retries` row as versions before issue #11 wrote it: the urgency, no request or notification. */
@@ -44,7 +44,7 @@ export function registration(overrides: Partial<Registration> & { node: string }
   };
 }
 
-function stored(key: string, dueAt: number, overrides: Partial<Omit<StoredRetry, 'revision'>> = {}): Omit<StoredRetry, 'revision'> {
+function stored(key: string, dueAt: number, overrides: Partial<NewRetry> = {}): NewRetry {
   return {
     key,
     dialect: 'xep0357',
@@ -360,7 +360,7 @@ export function storeContract(name: string, open: () => Promise<Store>, options:
     const saved = stored('n1', 1000);
     await store.saveRetry(saved);
     assert.deepEqual(await store.leaseDueRetries(999, 10, 60_000), []);
-    assert.deepEqual(await store.leaseDueRetries(1000, 10, 60_000), [{ ...saved, revision: 1 }]);
+    assert.deepEqual(await store.leaseDueRetries(1000, 10, 60_000), [{ ...saved, revision: 1, leasedUntil: 60_000 }]);
     assert.deepEqual(await store.leaseDueRetries(59_999, 10, 70_000), []);
     const again = await store.leaseDueRetries(60_000, 10, 70_000);
     assert.deepEqual(again.map((r) => [r.key, r.dueAt, r.revision]), [['n1', 60_000, 1]]);
@@ -373,7 +373,7 @@ export function storeContract(name: string, open: () => Promise<Store>, options:
       request: { dialect: 'xep0357', node: 'n1', secret: null, from: null, options: {} }, firstAttemptAt: 1500 });
     await store.saveRetry(newer);
     const [leased] = await store.leaseDueRetries(9000, 10, 20_000);
-    assert.deepEqual(leased, { ...newer, dueAt: 2000, attempt: 3, notification: { ...newer.notification, urgency: 'high' }, revision: 2 });
+    assert.deepEqual(leased, { ...newer, dueAt: 2000, attempt: 3, notification: { ...newer.notification, urgency: 'high' }, revision: 2, leasedUntil: 20_000 });
     assert.equal(await store.countRetries(), 1);
   });
 
@@ -382,18 +382,18 @@ export function storeContract(name: string, open: () => Promise<Store>, options:
     await store.saveRetry(stored('n2', 1000));
     const leased = await store.leaseDueRetries(1000, 10, 50_000);
     await store.saveRetry(stored('n1', 3000, { reason: 'newer push' }));
-    for (const retry of leased) await store.finishRetry(retry.key, retry.revision);
+    for (const retry of leased) await store.finishRetry(retry.key, retry.revision, retry.leasedUntil);
     const left = await store.leaseDueRetries(100_000, 10, 200_000);
     assert.deepEqual(left.map((r) => [r.key, r.reason, r.revision]), [['n1', 'newer push', 2]]);
-    await store.finishRetry('n1', 2);
+    await store.finishRetry('n1', 2, 200_000);
     assert.equal(await store.countRetries(), 0);
   });
 
   it('rescheduling sets due time, attempt and reason of a leased row, and is a no-op for a gone one', async (store) => {
     await store.saveRetry(stored('n1', 1000));
     const [leased] = await store.leaseDueRetries(1000, 10, 50_000);
-    await store.rescheduleRetry('n1', 4000, 2, 'still 503');
-    await store.rescheduleRetry('gone', 4000, 2, 'nothing');
+    await store.rescheduleRetry('n1', leased.revision, leased.leasedUntil, 4000, 2, 'still 503');
+    await store.rescheduleRetry('gone', 1, 50_000, 4000, 2, 'nothing');
     assert.deepEqual(await store.leaseDueRetries(3999, 10, 90_000), []);
     const [again] = await store.leaseDueRetries(4000, 10, 90_000);
     assert.deepEqual({ dueAt: again.dueAt, attempt: again.attempt, reason: again.reason, revision: again.revision },
@@ -403,10 +403,67 @@ export function storeContract(name: string, open: () => Promise<Store>, options:
 
   it('a fractional due time (a jittered backoff) is accepted and leased at that time to the millisecond', async (store) => {
     await store.saveRetry(stored('n1', 1000.4, { firstAttemptAt: 900.6 }));
-    await store.rescheduleRetry('n1', 2000.7, 2, 'jittered');
+    const [first] = await store.leaseDueRetries(1001, 10, 1500.3);
+    await store.rescheduleRetry('n1', first.revision, first.leasedUntil, 2000.7, 2, 'jittered');
     assert.deepEqual(await store.leaseDueRetries(1999, 10, 50_000.2), []);
     const [leased] = await store.leaseDueRetries(2001, 10, 50_000.2);
     assert.ok(Math.abs(leased.dueAt - 2000.7) < 1 && Math.abs(leased.firstAttemptAt - 900.6) < 1, `${leased.dueAt} ${leased.firstAttemptAt}`);
+    // A fractional lease end names its lease as well as a whole one.
+    await store.finishRetry(leased.key, leased.revision, leased.leasedUntil);
+    assert.equal(await store.countRetries(), 0);
+  });
+
+  // Issue #11, the ABA on revision: revisions restart at 1 for a key saved again after its row
+  // went, so a stale lease is told from the row's current one by the lease's end as well.
+
+  it('a stale lease finishing late leaves a new row of the key alone, though it is at the same revision', async (store) => {
+    await store.saveRetry(stored('k', 1000, { reason: 'first push' }));
+    // Worker A leases K (revision 1) and stalls past its lease.
+    const [a] = await store.leaseDueRetries(1000, 10, 26_000);
+    assert.deepEqual([a.key, a.revision, a.leasedUntil], ['k', 1, 26_000]);
+    // Worker B leases K again when A's lease has ended (still revision 1), delivers it, and finishes.
+    const [b] = await store.leaseDueRetries(26_000, 10, 51_000);
+    assert.deepEqual([b.key, b.revision, b.leasedUntil], ['k', 1, 51_000]);
+    await store.finishRetry(b.key, b.revision, b.leasedUntil);
+    assert.equal(await store.countRetries(), 0);
+    // A new push for K fails: a new row, revision 1 again.
+    await store.saveRetry(stored('k', 30_000, { reason: 'newer push', attempt: 1 }));
+    // A finally finishes: the new row stays, and is leased (and finished) as usual.
+    await store.finishRetry(a.key, a.revision, a.leasedUntil);
+    assert.equal(await store.countRetries(), 1);
+    const [again] = await store.leaseDueRetries(30_000, 10, 55_000);
+    assert.deepEqual([again.key, again.reason, again.revision, again.dueAt, again.attempt], ['k', 'newer push', 1, 30_000, 1]);
+    await store.finishRetry(again.key, again.revision, again.leasedUntil);
+    assert.equal(await store.countRetries(), 0);
+  });
+
+  it('a stale lease can neither reschedule nor finish a row another worker leased again; that worker can', async (store) => {
+    await store.saveRetry(stored('k', 1000));
+    const [a] = await store.leaseDueRetries(1000, 10, 26_000);
+    const [b] = await store.leaseDueRetries(26_000, 10, 51_000);
+    assert.equal(b.revision, a.revision);
+    await store.rescheduleRetry(a.key, a.revision, a.leasedUntil, 27_000, 5, 'stale reschedule');
+    await store.finishRetry(a.key, a.revision, a.leasedUntil);
+    // Still B's: not due before B's lease ends, not moved by A.
+    assert.deepEqual(await store.leaseDueRetries(50_999, 10, 80_000), []);
+    assert.equal(await store.countRetries(), 1);
+    await store.rescheduleRetry(b.key, b.revision, b.leasedUntil, 60_000, 2, 'still 503');
+    const [c] = await store.leaseDueRetries(60_000, 10, 85_000);
+    assert.deepEqual([c.dueAt, c.attempt, c.reason, c.revision], [60_000, 2, 'still 503', 1]);
+    // B's lease ended with its reschedule: B can no longer finish the row C holds now.
+    await store.finishRetry(b.key, b.revision, b.leasedUntil);
+    assert.equal(await store.countRetries(), 1);
+    await store.finishRetry(c.key, c.revision, c.leasedUntil);
+    assert.equal(await store.countRetries(), 0);
+  });
+
+  it('rescheduling a lease leaves a newer push merged into the row meanwhile as it was saved', async (store) => {
+    await store.saveRetry(stored('k', 1000));
+    const [leased] = await store.leaseDueRetries(1000, 10, 50_000);
+    await store.saveRetry(stored('k', 3000, { reason: 'newer push', attempt: 1 }));
+    await store.rescheduleRetry(leased.key, leased.revision, leased.leasedUntil, 40_000, 4, 'old push 503');
+    const [again] = await store.leaseDueRetries(3000, 10, 60_000);
+    assert.deepEqual([again.dueAt, again.attempt, again.reason, again.revision], [3000, 1, 'newer push', 2]);
   });
 
   it('leases come oldest due first and at most the limit', async (store) => {
@@ -460,7 +517,7 @@ export function storeContract(name: string, open: () => Promise<Store>, options:
       const [leased] = await store.leaseDueRetries(1000, 10, 50_000);
       assert.deepEqual({ key: leased.key, app: leased.app, request: leased.request, urgency: leased.notification.urgency, attempt: leased.attempt },
         { key: 'n1', app: 'ios', request: { dialect: 'xep0357', node: 'n1', secret: 's'.repeat(64), from: 'example.org', options: {} }, urgency: 'high', attempt: 2 });
-      await store.finishRetry(leased.key, leased.revision);
+      await store.finishRetry(leased.key, leased.revision, leased.leasedUntil);
       assert.equal(await store.countRetries(), 0);
     });
   }

@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { SqliteStore } from '../../src/store/sqlite.ts';
-import type { Registration, StoredRetry } from '../../src/store/types.ts';
+import type { NewRetry, Registration } from '../../src/store/types.ts';
 
 function registration(node: string, fields: Partial<Registration> = {}): Registration {
   return {
@@ -14,7 +14,7 @@ function registration(node: string, fields: Partial<Registration> = {}): Registr
   };
 }
 
-function retry(node: string, reason: string): Omit<StoredRetry, 'revision'> {
+function retry(node: string, reason: string): NewRetry {
   return {
     key: node, dialect: 'xep0357', app: 'ios', reason, firstAttemptAt: 5, dueAt: 10, attempt: 1,
     request: { dialect: 'xep0357', node, secret: 's'.repeat(32), from: null, options: {} },
@@ -45,7 +45,7 @@ test('countRetries counts what is waiting to be retried, leased or not, until it
   assert.equal(await store.countRetries(), 2);
   const [first] = await store.leaseDueRetries(10, 1, 60_000);
   assert.equal(await store.countRetries(), 2);
-  await store.finishRetry(first.key, first.revision);
+  await store.finishRetry(first.key, first.revision, first.leasedUntil);
   assert.equal(await store.countRetries(), 1);
   await store.close();
 });
