@@ -17,7 +17,7 @@ import type { ConnectionOptions } from 'node:tls';
 import postgres from 'postgres';
 import type { Notification } from '../providers/types.ts';
 import type { NewRetry, Registration, RegistrationPage, RegistrationQuery, Store, StoreHealth, StoredRetry } from './types.ts';
-import { toRegistration, toStoredRetry, withUnwritten, type PendingStats, type RegistrationRow, type RetryRowFields } from './rows.ts';
+import { noStats, noteDelivery, noteFailure, registrationColumns, toRegistration, toStoredRetry, withUnwritten, type PendingStats, type RegistrationRow, type RetryRowFields } from './rows.ts';
 import { LookupBatcher } from './lookup-batch.ts';
 
 /** Each entry is one migration; never edit one that has shipped, append a new one. */
@@ -284,10 +284,7 @@ export class PostgresStore implements Store {
         await tx`DELETE FROM pending_retries WHERE node = ${replaces}`;
         await tx`DELETE FROM registrations WHERE node = ${replaces}`;
       }
-      await tx`INSERT INTO registrations (node, secret, app, token, device_key, bound_domain, registered_at, renewed_at,
-                 last_push_at, last_error_at, last_error, push_count, push2_key)
-               VALUES (${r.node}, ${r.secret}, ${r.app}, ${r.token}, ${r.deviceKey}, ${r.boundDomain}, ${r.registeredAt}, ${r.renewedAt},
-                 ${r.lastPushAt}, ${r.lastErrorAt}, ${r.lastError}, ${r.pushCount}, ${r.push2Key ?? null})`;
+      await tx`INSERT INTO registrations ${tx(registrationColumns(r))}`;
     });
     if (replaces !== undefined) this.forget(replaces);
   }
@@ -298,12 +295,7 @@ export class PostgresStore implements Store {
     // below the protocol's 65,535.
     await this.sql.begin(async (tx) => {
       for (let start = 0; start < registrations.length; start += INSERT_CHUNK) {
-        const rows = registrations.slice(start, start + INSERT_CHUNK).map((r) => ({
-          node: r.node, secret: r.secret, app: r.app, token: r.token, device_key: r.deviceKey, bound_domain: r.boundDomain,
-          registered_at: r.registeredAt, renewed_at: r.renewedAt, last_push_at: r.lastPushAt, last_error_at: r.lastErrorAt,
-          last_error: r.lastError, push_count: r.pushCount, push2_key: r.push2Key ?? null,
-        }));
-        await tx`INSERT INTO registrations ${tx(rows)}`;
+        await tx`INSERT INTO registrations ${tx(registrations.slice(start, start + INSERT_CHUNK).map(registrationColumns))}`;
       }
     });
   }
@@ -339,7 +331,7 @@ export class PostgresStore implements Store {
   private stats(node: string): PendingStats {
     let stats = this.pending.get(node);
     if (!stats) {
-      stats = { deliveries: 0, lastPushAt: null, lastErrorAt: null, lastError: null };
+      stats = noStats();
       this.pending.set(node, stats);
       if (this.pending.size > PENDING_LIMIT) {
         const oldest = this.pending.keys().next().value as string;
@@ -362,15 +354,11 @@ export class PostgresStore implements Store {
   }
 
   recordDelivery(node: string, at: number): void {
-    const stats = this.stats(node);
-    stats.deliveries += 1;
-    stats.lastPushAt = at;
+    noteDelivery(this.stats(node), at);
   }
 
   recordFailure(node: string, at: number, reason: string): void {
-    const stats = this.stats(node);
-    stats.lastErrorAt = at;
-    stats.lastError = reason;
+    noteFailure(this.stats(node), at, reason);
   }
 
   /** Writes all batched bookkeeping (in batches of FLUSH_BATCH); one flush at a time. */

@@ -49,6 +49,30 @@ export function toRegistration(row: RegistrationRow): Registration {
   };
 }
 
+/** Bookkeeping of a node that nothing has been recorded for yet. */
+export function noStats(): PendingStats {
+  return { deliveries: 0, lastPushAt: null, lastErrorAt: null, lastError: null };
+}
+
+export function noteDelivery(stats: PendingStats, at: number): void {
+  stats.deliveries += 1;
+  stats.lastPushAt = at;
+}
+
+export function noteFailure(stats: PendingStats, at: number, reason: string): void {
+  stats.lastErrorAt = at;
+  stats.lastError = reason;
+}
+
+/** A registration as the columns of its `registrations` row (what an INSERT writes). */
+export function registrationColumns(r: Registration): RegistrationRow {
+  return {
+    node: r.node, secret: r.secret, app: r.app, token: r.token, device_key: r.deviceKey, bound_domain: r.boundDomain,
+    registered_at: r.registeredAt, renewed_at: r.renewedAt, last_push_at: r.lastPushAt, last_error_at: r.lastErrorAt,
+    last_error: r.lastError, push_count: r.pushCount, push2_key: r.push2Key ?? null,
+  };
+}
+
 /** Adds bookkeeping not yet written (oldest first) to a registration read from the table. */
 export function withUnwritten(registration: Registration, ...unwritten: Array<PendingStats | undefined>): Registration {
   for (const stats of unwritten) {

@@ -11,7 +11,7 @@ import { DatabaseSync, type StatementSync } from 'node:sqlite';
 import type { NewRetry, Registration, RegistrationPage, RegistrationQuery, Store, StoreHealth, StoredRetry } from './types.ts';
 import { WalCheckpointer } from './wal-checkpointer.ts';
 import { LookupBatcher } from './lookup-batch.ts';
-import { toRegistration, toStoredRetry, withUnwritten, type PendingStats, type RegistrationRow, type RetryRowFields } from './rows.ts';
+import { noStats, noteDelivery, noteFailure, toRegistration, toStoredRetry, withUnwritten, type PendingStats, type RegistrationRow, type RetryRowFields } from './rows.ts';
 import type { Notification } from '../providers/types.ts';
 
 export const MIGRATIONS: string[] = [
@@ -253,19 +253,21 @@ export class SqliteStore implements Store {
         this.statements.remove.run(replaces);
         this.pending.delete(replaces);
       }
-      this.statements.insert.run(r.node, r.secret, r.app, r.token, r.deviceKey, r.boundDomain, r.registeredAt, r.renewedAt,
-        r.lastPushAt, r.lastErrorAt, r.lastError, r.pushCount, r.push2Key ?? null);
+      this.insertRow(r);
     });
     this.checkpointer?.noteWrite();
+  }
+
+  /** Inside transaction() only. */
+  private insertRow(r: Registration): void {
+    this.statements.insert.run(r.node, r.secret, r.app, r.token, r.deviceKey, r.boundDomain, r.registeredAt, r.renewedAt,
+      r.lastPushAt, r.lastErrorAt, r.lastError, r.pushCount, r.push2Key ?? null);
   }
 
   async insertMany(registrations: Registration[]): Promise<void> {
     if (registrations.length === 0) return;
     this.transaction(() => {
-      for (const r of registrations) {
-        this.statements.insert.run(r.node, r.secret, r.app, r.token, r.deviceKey, r.boundDomain, r.registeredAt, r.renewedAt,
-          r.lastPushAt, r.lastErrorAt, r.lastError, r.pushCount, r.push2Key ?? null);
-      }
+      for (const r of registrations) this.insertRow(r);
     });
     this.checkpointer?.noteWrite();
   }
@@ -300,7 +302,7 @@ export class SqliteStore implements Store {
   private stats(node: string): PendingStats {
     let stats = this.pending.get(node);
     if (!stats) {
-      stats = { deliveries: 0, lastPushAt: null, lastErrorAt: null, lastError: null };
+      stats = noStats();
       this.pending.set(node, stats);
       if (this.writeFailure) this.boundUnwritten();
       else if (this.pending.size >= FLUSH_BACKSTOP) this.flush();
@@ -311,15 +313,11 @@ export class SqliteStore implements Store {
   }
 
   recordDelivery(node: string, at: number): void {
-    const stats = this.stats(node);
-    stats.deliveries += 1;
-    stats.lastPushAt = at;
+    noteDelivery(this.stats(node), at);
   }
 
   recordFailure(node: string, at: number, reason: string): void {
-    const stats = this.stats(node);
-    stats.lastErrorAt = at;
-    stats.lastError = reason;
+    noteFailure(this.stats(node), at, reason);
   }
 
   /** Writes all batched bookkeeping in one transaction. */
