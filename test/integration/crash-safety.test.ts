@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
-import { after, before, describe, test } from 'node:test';
+import { after, afterEach, before, describe, test } from 'node:test';
 import { xml } from '@xmpp/client';
 import { createTestApnsKey, startMockApns, testDeviceToken, type MockApns } from '../support/mock-apns.ts';
 import { prosodyMissing, startProsody, type ProsodyInstance } from '../support/prosody.ts';
@@ -20,6 +20,10 @@ import { eventually } from '../support/eventually.ts';
 const skip = prosodyMissing();
 const TOPIC = 'org.example.chat';
 const THROTTLE_MS = 3000;
+// A retry being sent holds a lease of 2 × timeout_ms + 5 s (dispatcher.runDueRetries); one the
+// kill interrupts comes back when it ends. Short here, so such a retry is seen within the wait.
+const PROVIDER_TIMEOUT_MS = 2000;
+const LEASE_MS = 2 * PROVIDER_TIMEOUT_MS + 5000;
 const COMMANDS = 'http://jabber.org/protocol/commands';
 
 function registerCommand(fields: Record<string, string>) {
@@ -51,6 +55,7 @@ http_per_ip_per_minute = 100000
 [push]
 retry_max_backoff_s = 1
 min_interval_ms = ${THROTTLE_MS}
+timeout_ms = ${PROVIDER_TIMEOUT_MS}
 shutdown_timeout_ms = 1000
 [apps.ios]
 provider = "apns"
@@ -109,6 +114,13 @@ team_id = "${key.teamId}"
     bob = await connectClient({ port: prosody.c2sPort, domain: 'localhost', username: 'bob', password: 'bob-pw' });
   });
 
+  // A test that fails with its server still up must not leave the component connected for the next.
+  afterEach(async () => {
+    const left = [...running];
+    for (const server of left) server.child.kill('SIGKILL');
+    await Promise.all(left.map((server) => server.exited));
+  });
+
   after(async () => {
     for (const server of running) server.child.kill('SIGKILL');
     await bob?.stop();
@@ -137,6 +149,29 @@ team_id = "${key.teamId}"
       const after = requestsTo(device.token).slice(seen[i]);
       assert.equal(after.filter((request) => request.status === 200).length, 1, `${device.node} got its push once`);
     });
+    second.child.kill('SIGTERM');
+    assert.equal((await second.exited).code, 0);
+  });
+
+  test('kill -9 while a retry is on its way: the next start sends it when its lease ends, once', async () => {
+    const dbFile = join(testTempDir('push-crash-lease-'), 'push.db');
+    const first = await serve(dbFile);
+    const device = await register(first, 'crash-lease');
+    // The publish fails, its retry hangs at the provider: the kill comes while the retry is leased.
+    apns.setBehaviour(device.token, [{ kind: 'server-error', status: 503 }, { kind: 'slow', delayMs: 60_000 }, { kind: 'ok' }]);
+    assert.equal(await publish(device.node, device.secret), 'wait');
+    await eventually(() => (apns.requests.filter((request) => request.token === device.token).length >= 2 ? true : undefined), 'the retry to be on its way');
+    first.child.kill('SIGKILL');
+    await first.exited;
+    const killedAt = performance.now();
+    assert.equal(pendingRetries(dbFile), 1, 'the leased retry is still in the database');
+
+    const second = await serve(dbFile);
+    await eventually(() => (pendingRetries(dbFile) === 0 ? true : undefined), 'the leased retry to be sent', LEASE_MS + 20_000);
+    const delivered = requestsTo(device.token).filter((request) => request.status === 200);
+    assert.equal(delivered.length, 1, 'delivered once');
+    // Not before the lease ended: a lease is what keeps a second worker from sending it twice.
+    assert.ok(performance.now() - killedAt >= LEASE_MS - 1000, `sent ${Math.round(performance.now() - killedAt)} ms after the kill`);
     second.child.kill('SIGTERM');
     assert.equal((await second.exited).code, 0);
   });
