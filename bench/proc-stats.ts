@@ -10,6 +10,8 @@ export interface ProcSample {
   rssMb: number;
   peakRssMb: number;
   cpuS: number;
+  /** The kernel's share of cpuS (stime): system calls, page faults, and what they wait on in the kernel. */
+  systemCpuS: number;
 }
 
 let ticksPerSecond: number | undefined;
@@ -43,6 +45,7 @@ export function sampleProcess(pid: number): ProcSample | undefined {
       rssMb: statusKb(status, 'VmRSS') / 1024,
       peakRssMb: statusKb(status, 'VmHWM') / 1024,
       cpuS: (utime + stime) / clockTicks(),
+      systemCpuS: stime / clockTicks(),
     };
   } catch {
     return undefined;
@@ -97,6 +100,7 @@ export class GroupWatcher {
       rssMb: Math.max(...samples.map((s) => s!.rssMb)),
       peakRssMb: Math.max(...samples.map((s) => s!.peakRssMb)),
       cpuS: samples.reduce((sum, s) => sum + s!.cpuS, 0),
+      systemCpuS: samples.reduce((sum, s) => sum + s!.systemCpuS, 0),
     };
   }
 

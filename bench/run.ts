@@ -16,6 +16,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { cpuMsPerPush, runBaseline, type BaselineResult } from './baseline.ts';
+import { callgrindAvailable, dumpInstructions, underCallgrind, zeroInstructions } from './callgrind.ts';
 import { Child } from './children.ts';
 import { startProviderSetup, type DeliveryLedgerReport, type ProviderSetup } from './providers.ts';
 import { GroupWatcher, processTreeCpuS, sampleProcess } from './proc-stats.ts';
@@ -64,6 +65,10 @@ const USAGE = `npm run bench -- [options]
   --baseline         then run the same push phase against the bench's bare forwarder
                      (bench/baseline-forwarder.ts: ltx parse, one HTTP/2 request, iq result; no store,
                      no checks) on the same APNS mock, and report ratio_to_baseline (ours / baseline)
+  --callgrind DIR    run push-appserver under valgrind's callgrind (dumps in DIR) and report the
+                     instructions it executed per counted push, and per second while idle: a figure
+                     the machine's speed and idle penalty do not move (bench/callgrind.ts). About 50×
+                     slower: use small loads (e.g. --devices 200 --pushes 2000, or --rate 10)
   --stall-report DIR record every process's GC pauses and event-loop stalls into DIR and report
                      which of them the publishes at or above the p99 overlapped (perturbs the run: a 1 ms
                      timer in every process, and the preload adds memory to push-appserver)
@@ -94,6 +99,7 @@ interface Options {
   metrics: boolean;
   /** xmpp.read_coalesce_ms for push-appserver and the forwarder alike; undefined = the server's default. */
   readCoalesceMs: number | undefined;
+  callgrindDir: string | undefined;
 }
 
 function positiveInt(name: string, value: string | undefined, fallback: number, min = 1): number {
@@ -130,6 +136,7 @@ function parseOptions(argv: string[]): Options {
       'outage-s': { type: 'string' },
       metrics: { type: 'string' },
       'read-coalesce-ms': { type: 'string' },
+      callgrind: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -152,6 +159,12 @@ function parseOptions(argv: string[]): Options {
   if (!(faultRate >= 0 && faultRate < 1)) throw new Error(`--fault-rate must be a fraction from 0 up to (not including) 1, got "${values['fault-rate']}"`);
   if (baseline && (faultRate > 0 || values['outage-s'] !== undefined)) throw new Error('--baseline measures the healthy path: not with --fault-rate or --outage-s');
   const metrics = values.metrics ?? 'on';
+  if (values.callgrind !== undefined) {
+    const clash = [['--instances', instances > 1], ['--baseline', baseline], ['--profile', values.profile !== undefined],
+      ['--stall-report', values['stall-report'] !== undefined], ['--fault-rate/--outage-s', faultRate > 0 || values['outage-s'] !== undefined]] as const;
+    for (const [flag, set] of clash) if (set) throw new Error(`--callgrind counts one push-appserver on the healthy path: not with ${flag}`);
+    if (!callgrindAvailable()) throw new Error('--callgrind needs valgrind and callgrind_control (Debian package valgrind)');
+  }
   if (metrics !== 'on' && metrics !== 'off') throw new Error(`--metrics must be on or off, got "${metrics}"`);
   return {
     devices: positiveInt('devices', values.devices, 10_000),
@@ -177,6 +190,7 @@ function parseOptions(argv: string[]): Options {
     outageS: positiveInt('outage-s', values['outage-s'], 0, 0),
     metrics: metrics === 'on',
     readCoalesceMs: values['read-coalesce-ms'] === undefined ? undefined : positiveInt('read-coalesce-ms', values['read-coalesce-ms'], 0, 0),
+    callgrindDir: values.callgrind === undefined ? undefined : resolve(values.callgrind),
   };
 }
 
@@ -341,12 +355,15 @@ async function main(): Promise<number> {
     }
     progress(`starting ${options.instances === 1 ? 'push-appserver' : `${options.instances} push-appserver instances`} (provider ${options.provider}, storage ${storage.replace(/\/\/([^:@/]+):[^@]*@/, '//$1:…@')})`);
     for (const [i, instance] of instanceConfigs.entries()) {
-      servers.push(new Child(options.instances === 1 ? 'push-appserver' : `push-appserver-${i + 1}`, join(ROOT, 'bin/push-appserver'), ['serve', '--config', instance.file], { cwd: dir, env: serveEnv, flag: / (WARN|ERROR) / }));
+      const serve = { command: join(ROOT, 'bin/push-appserver'), args: ['serve', '--config', instance.file] };
+      const { command, args } = options.callgrindDir ? underCallgrind(options.callgrindDir, serve.command, serve.args) : serve;
+      servers.push(new Child(options.instances === 1 ? 'push-appserver' : `push-appserver-${i + 1}`, command, args, { cwd: dir, env: serveEnv, flag: / (WARN|ERROR) / }));
     }
     watcher = new GroupWatcher(servers.map((s) => s.pid), 100);
     const baseUrl = `http://127.0.0.1:${instanceConfigs[0].httpPort}`;
     const timeoutMs = options.timeoutS * 1000;
-    await Promise.all([peer.waitOnline(30_000), ...servers.map((s, i) => waitForHealth(`http://127.0.0.1:${instanceConfigs[i].httpPort}`, s, 30_000))]);
+    const startTimeoutMs = options.callgrindDir ? 600_000 : 30_000;
+    await Promise.all([peer.waitOnline(startTimeoutMs), ...servers.map((s, i) => waitForHealth(`http://127.0.0.1:${instanceConfigs[i].httpPort}`, s, startTimeoutMs))]);
     await sleep(1000);
     const idle = watcher.sample();
     const rssIdleMb = idle?.rssMb ?? null;
@@ -382,26 +399,52 @@ async function main(): Promise<number> {
     const delivery = provider.delivery;
     const stopOwnMonitor = options.stallDir ? startStallMonitor('load-generator', options.stallDir) : undefined;
     let cpuAtCountStart: number | undefined;
+    let systemCpuAtCountStart: number | undefined;
     let databaseCpuAtCountStart: number | undefined;
     const databasePid = database ? postmasterPid(database) : undefined;
     let countingStartedAtMs = 0;
+    let instructions: { perPush: number; idlePerS: number; idleS: number } | undefined;
+    if (options.callgrindDir) {
+      // Counted between quiet moments (bench/callgrind.ts): the warm-up first, all of it answered;
+      // then the idle cost per second; then zero, the counted publishes, and the dump. The warm-up
+      // is closed loop whatever --rate says: it is there for the JIT, whose tiering counts calls,
+      // and at a low rate under valgrind it would take minutes.
+      if (options.warmup > 0) {
+        const warm = await runPushPhase({ peer, targets, pushes: options.warmup, warmup: 0, concurrency: options.concurrency, rate: undefined, deadline: Date.now() + timeoutMs,
+          onSent: delivery ? (_index, token, at) => delivery.sent(false, token, at) : undefined });
+        if (warm.completed !== options.warmup) throw new Error(`the warm-up under callgrind got ${warm.completed} of ${options.warmup} answers`);
+      }
+      const pid = servers[0].pid!;
+      const idleS = 10;
+      progress(`callgrind: counting ${idleS} s of idle, then the ${options.pushes} counted publishes…`);
+      zeroInstructions(pid);
+      const idleFrom = performance.now();
+      await sleep(idleS * 1000);
+      const idleInstructions = dumpInstructions(pid, options.callgrindDir);
+      const idlePerS = idleInstructions / ((performance.now() - idleFrom) / 1000);
+      zeroInstructions(pid);
+      instructions = { perPush: 0, idlePerS, idleS };
+    }
     const push = await runPushPhase({
       peer,
       targets,
       pushes: options.pushes,
-      warmup: options.warmup,
+      warmup: options.callgrindDir ? 0 : options.warmup,
       concurrency: options.concurrency,
       rate: options.rate,
       deadline: Date.now() + timeoutMs,
-      onSent: delivery ? (index, token, at) => delivery.sent(index >= options.warmup, token, at, index) : undefined,
+      onSent: delivery ? (index, token, at) => delivery.sent(options.callgrindDir !== undefined || index >= options.warmup, token, at, index) : undefined,
       onCountingStarts: () => {
-        cpuAtCountStart = watcher!.sample()?.cpuS;
+        const atStart = watcher!.sample();
+        cpuAtCountStart = atStart?.cpuS;
+        systemCpuAtCountStart = atStart?.systemCpuS;
         databaseCpuAtCountStart = databasePid === undefined ? undefined : processTreeCpuS(databasePid);
         countingStartedAtMs = monotonicMs();
       },
       onAnswered: delivery?.answered ? (index, ok, error) => delivery.answered!(index, ok || (error ?? '').startsWith('iq-error:wait/')) : undefined,
       waitIsAccepted: faulty,
     });
+    if (instructions) instructions.perPush = dumpInstructions(servers[0].pid!, options.callgrindDir!) / push.timedCompleted;
     if (options.profileDir) {
       // For bench/profile-summary.ts: V8 stamps profile samples on the same clock (µs).
       mkdirSync(options.profileDir, { recursive: true });
@@ -497,6 +540,10 @@ async function main(): Promise<number> {
       cpu_s_by_phase: { register: round3(cpuAfterRegister - cpuAtStart), push: round3(cpuAfterPush - cpuAfterRegister) },
       // push-appserver's CPU (all threads, from /proc; summed over --instances) from the first counted publish to the last answer, per counted push.
       cpu_ms_per_push: ourCpuMsPerPush,
+      // Of which in the kernel (stime): system calls and what the kernel does for them.
+      cpu_ms_per_push_kernel: cpuMsPerPush(systemCpuAtCountStart, afterPush?.systemCpuS, push.timedCompleted),
+      // User-space instructions of push-appserver (all threads) under callgrind; its CPU figures above are valgrind's, not comparable.
+      ...(instructions ? { instructions_per_push: Math.round(instructions.perPush), idle_instructions_per_s: Math.round(instructions.idlePerS) } : {}),
       ...(database ? { database_cpu_ms_per_push: cpuMsPerPush(databaseCpuAtCountStart, databaseCpuAfterPush, push.timedCompleted) } : {}),
       ...(baseline ? {
         baseline: {
@@ -557,7 +604,8 @@ async function main(): Promise<number> {
       ['errors', errorTotal === 0 ? '0' : `${errorTotal}  ${JSON.stringify(report.errors_by_type)}`],
       ['push-appserver RSS', `idle ${report.rss_idle_mb} MB · peak ${report.rss_peak_mb} MB`],
       ['push-appserver CPU', `${report.cpu_s} s  (register ${report.cpu_s_by_phase.register} s, push ${report.cpu_s_by_phase.push} s)`],
-      ['CPU per push', `${report.cpu_ms_per_push ?? '-'} ms  (push-appserver, counted publishes)`],
+      ['CPU per push', `${report.cpu_ms_per_push ?? '-'} ms  (push-appserver, counted publishes; in the kernel ${report.cpu_ms_per_push_kernel ?? '-'} ms)`],
+      ...(instructions ? [['instructions per push', `${Math.round(instructions.perPush).toLocaleString('en')}  (callgrind, user space, all threads; idle: ${Math.round(instructions.idlePerS).toLocaleString('en')}/s over ${instructions.idleS} s)`] as [string, string]] : []),
       ['load generator / mock CPU', `${report.load_generator_cpu_s} s / ${report.provider_cpu_s ?? '-'} s`],
       ['machine', `${report.machine.nproc} × ${report.machine.cpu}, ${report.machine.memory_gb} GB, Node ${report.machine.node}`],
     ];

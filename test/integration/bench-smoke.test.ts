@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { test } from 'node:test';
@@ -13,11 +13,11 @@ import { fileURLToPath } from 'node:url';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 
-function runBench(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+function runBench(args: string[], timeoutMs = 90_000): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolvePromise) => {
     execFile(process.execPath, ['--disable-warning=ExperimentalWarning', join(ROOT, 'bench/run.ts'), ...args], {
       cwd: ROOT,
-      timeout: 90_000,
+      timeout: timeoutMs,
       maxBuffer: 16 * 1024 * 1024,
     }, (error, stdout, stderr) => {
       const code = error ? (typeof error.code === 'number' ? error.code : 1) : 0;
@@ -53,6 +53,8 @@ test('a tiny benchmark run through the APNS mock completes with zero errors and 
   assert.equal(report.errors, 0, JSON.stringify(report.errors_by_type));
   assert.equal(report.counts.pushes_answered, 50 + report.parameters.warmup);
   assert.equal(typeof report.latency_ms.delivery.p50, 'number');
+  assert.equal(typeof report.cpu_ms_per_push_kernel, 'number');
+  assert.ok(report.cpu_ms_per_push_kernel <= report.cpu_ms_per_push, 'the kernel share is part of the whole');
 });
 
 test('a tiny benchmark run with the dry-run provider at a fixed offered rate completes with zero errors', async () => {
@@ -105,4 +107,19 @@ test('a tiny --baseline run also pushes through the bench\'s bare forwarder and 
     assert.ok(key in report.ratio_to_baseline, `ratio_to_baseline.${key} is present`);
   }
   assert.ok('cpu_ms_per_push' in report);
+});
+
+test('a tiny --callgrind run counts the instructions push-appserver executes per counted push and per idle second', { timeout: 600_000 }, async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'bench-callgrind-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const { code, stdout, stderr } = await runBench(['--devices', '10', '--pushes', '30', '--warmup', '30', '--concurrency', '5', '--provider', 'apns', '--callgrind', dir, '--json'], 540_000);
+  assert.equal(code, 0, `bench exited ${code}\n${stdout}\n${stderr}`);
+  const report = lastJsonLine(stdout);
+  assert.equal(report.errors, 0, JSON.stringify(report.errors_by_type));
+  assert.equal(report.counts.pushes_timed, 30);
+  // A publish is parsed, looked up, signed into an HTTP/2 request over TLS and answered: far more
+  // than 100,000 instructions, and far fewer than 100 million.
+  assert.ok(report.instructions_per_push > 100_000 && report.instructions_per_push < 100_000_000, `instructions per push ${report.instructions_per_push}`);
+  assert.ok(report.idle_instructions_per_s > 0, 'an idle server still runs its timers');
+  assert.ok(readdirSync(dir).some((name) => name.startsWith('callgrind.out.')), 'the dumps are in the directory');
 });

@@ -1,0 +1,59 @@
+/**
+ * Instruction counts of push-appserver under valgrind's callgrind (`npm run bench -- --callgrind DIR`).
+ *
+ * CPU time on these VMs depends on how long the vCPU idled before the work (bench/idle-penalty.ts:
+ * the same computation costs up to 3× after idle spells), so a CPU-time ratio between a low offered
+ * rate and the closed loop mixes our code with the machine. Instructions executed in user space do
+ * not: callgrind counts the same total for the same work whatever else the machine does. What the
+ * kernel does for our system calls is not counted (strace -c counts those; bench/RESULTS.md).
+ *
+ * The server runs roughly 50× slower under callgrind, so the bench keeps the load small, and
+ * counts between two quiet moments: counters zeroed with nothing in flight, read back (a dump) once
+ * the last counted publish is answered.
+ */
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+
+/** The command line that runs `command args` under callgrind, its dumps in `dir`. */
+export function underCallgrind(dir: string, command: string, args: string[]): { command: string; args: string[] } {
+  mkdirSync(dir, { recursive: true });
+  return {
+    command: 'valgrind',
+    // trace-children: bin/push-appserver is a shell script that execs node.
+    args: ['--tool=callgrind', '--trace-children=yes', `--callgrind-out-file=${join(dir, 'callgrind.out.%p')}`, command, ...args],
+  };
+}
+
+export function callgrindAvailable(): boolean {
+  try {
+    execFileSync('valgrind', ['--version'], { stdio: 'ignore' });
+    execFileSync('callgrind_control', ['--version'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Sets the running process's counters to zero. */
+export function zeroInstructions(pid: number): void {
+  execFileSync('callgrind_control', ['--zero', String(pid)], { stdio: 'ignore', timeout: 120_000 });
+}
+
+/** Dumps the counters (which zeroes them) and returns the instructions counted since the last zero or dump, all threads. */
+export function dumpInstructions(pid: number, dir: string): number {
+  const before = new Set(readdirSync(dir));
+  execFileSync('callgrind_control', ['--dump', String(pid)], { stdio: 'ignore', timeout: 120_000 });
+  const fresh = readdirSync(dir)
+    .filter((name) => name.startsWith(`callgrind.out.${pid}`) && !before.has(name))
+    .sort((a, b) => statSync(join(dir, b)).mtimeMs - statSync(join(dir, a)).mtimeMs);
+  if (fresh.length === 0) throw new Error(`callgrind_control --dump ${pid} wrote no file into ${dir}`);
+  // With --separate-threads=no (the default) one file holds all threads; "summary:" is its total of the first event, Ir.
+  return summaryInstructions(readFileSync(join(dir, fresh[0]), 'utf8'));
+}
+
+export function summaryInstructions(dump: string): number {
+  const line = /^(?:summary|totals):\s*(\d+)/m.exec(dump);
+  if (!line) throw new Error('a callgrind dump without a summary line');
+  return Number(line[1]);
+}
