@@ -9,10 +9,11 @@ import { availableParallelism } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { ForwarderConfig } from './baseline-forwarder.ts';
+import { pushPhaseUnderCallgrind, underCallgrind, type InstructionCount } from './callgrind.ts';
 import { Child } from './children.ts';
 import { GroupWatcher } from './proc-stats.ts';
 import type { ProviderSetup } from './providers.ts';
-import { monotonicMs, runPushPhase, type PushTargets } from './push-load.ts';
+import { monotonicMs, runPushPhase, type PushPhaseOptions, type PushPhaseResult, type PushTargets } from './push-load.ts';
 import { round1, round3, type Percentiles } from './stats.ts';
 import { XmppPeer } from './xmpp-peer.ts';
 
@@ -35,6 +36,8 @@ export interface BaselineOptions {
   instances?: number;
   /** The same read moderation as push-appserver's xmpp.read_coalesce_ms, so the two are compared alike. */
   readCoalesceMs: number;
+  /** `--callgrind DIR`: the forwarder runs under callgrind too, its dumps in this directory. */
+  callgrindDir?: string;
 }
 
 export interface BaselineResult {
@@ -46,6 +49,7 @@ export interface BaselineResult {
   errors: Map<string, number>;
   rssPeakMb: number;
   timed: number;
+  instructions?: InstructionCount;
 }
 
 /** The V8 flags bin/push-appserver gives the server, so both sides collect garbage alike. */
@@ -84,14 +88,16 @@ export async function runBaseline(options: BaselineOptions): Promise<BaselineRes
   const profileDir = options.profileDir === undefined ? undefined : join(options.profileDir, 'baseline');
   const forwarders: Child[] = [];
   for (let i = 0; i < instances; i++) {
-    forwarders.push(new Child('baseline', process.execPath, [
+    const forwarder = { command: process.execPath, args: [
       ...serverLikeNodeFlags(options.env), ...(profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : []), '--disable-warning=ExperimentalWarning', resolve(HERE, 'baseline-forwarder.ts'), '--config', configFile,
-    ], { cwd: options.dir, env: options.env }));
+    ] };
+    const { command, args } = options.callgrindDir ? underCallgrind(options.callgrindDir, forwarder.command, forwarder.args) : forwarder;
+    forwarders.push(new Child('baseline', command, args, { cwd: options.dir, env: options.env }));
   }
   let watcher: GroupWatcher | undefined;
   try {
     await Promise.race([
-      peer.waitOnline(30_000),
+      peer.waitOnline(options.callgrindDir ? 600_000 : 30_000),
       ...forwarders.map((forwarder) => forwarder.waitExit().then((code) => { throw new Error(`the baseline forwarder exited (code ${code}):\n${forwarder.stderrTail()}`); })),
     ]);
     await new Promise((r) => setTimeout(r, 500));
@@ -101,7 +107,7 @@ export async function runBaseline(options: BaselineOptions): Promise<BaselineRes
     let cpuAtCountStart: number | undefined;
     let countingStartedAtMs = 0;
     const cpuAtStart = watcher.sample()?.cpuS ?? 0;
-    const push = await runPushPhase({
+    const phase: PushPhaseOptions = {
       peer,
       targets: options.targets,
       pushes: options.pushes,
@@ -114,7 +120,11 @@ export async function runBaseline(options: BaselineOptions): Promise<BaselineRes
         cpuAtCountStart = watcher!.sample()?.cpuS;
         countingStartedAtMs = monotonicMs();
       },
-    });
+    };
+    let push: PushPhaseResult;
+    let instructions: InstructionCount | undefined;
+    if (options.callgrindDir) ({ push, instructions } = await pushPhaseUnderCallgrind(forwarders[0].pid, options.callgrindDir, phase));
+    else push = await runPushPhase(phase);
     const after = watcher.sample();
     if (profileDir) {
       mkdirSync(profileDir, { recursive: true });
@@ -135,6 +145,7 @@ export async function runBaseline(options: BaselineOptions): Promise<BaselineRes
       errors,
       rssPeakMb: round1(Math.max(watcher.maxRssMb, after?.peakRssMb ?? 0)),
       timed: push.timedCompleted,
+      ...(instructions ? { instructions } : {}),
     };
   } finally {
     watcher?.stop();

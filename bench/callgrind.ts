@@ -12,8 +12,10 @@
  * the last counted publish is answered.
  */
 import { execFileSync } from 'node:child_process';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { mkdirSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
+import { runPushPhase, type PushPhaseOptions, type PushPhaseResult } from './push-load.ts';
 
 /** The command line that runs `command args` under callgrind, its dumps in `dir`. */
 export function underCallgrind(dir: string, command: string, args: string[]): { command: string; args: string[] } {
@@ -56,4 +58,43 @@ export function summaryInstructions(dump: string): number {
   const line = /^(?:summary|totals):\s*(\d+)/m.exec(dump);
   if (!line) throw new Error('a callgrind dump without a summary line');
   return Number(line[1]);
+}
+
+export interface InstructionCount {
+  /** User-space instructions per counted push, all threads. */
+  perPush: number;
+  /** While idle with every timer running, per second: what each second of a run costs whatever the load. */
+  idlePerS: number;
+  idleS: number;
+}
+
+const IDLE_S = 10;
+
+/**
+ * A push phase under callgrind, the same for push-appserver and the bench's forwarder: the warm-up,
+ * all of it answered; the idle cost over IDLE_S seconds; counters zeroed; the counted publishes;
+ * the dump. The warm-up is closed loop whatever `phase.rate` says: it is there for the JIT, whose
+ * tiering counts calls, and at a low rate under valgrind it would take minutes. The callbacks see
+ * one numbering as in a plain run: the warm-up's publishes first, counted ones from `phase.warmup`.
+ */
+export async function pushPhaseUnderCallgrind(pid: number, dir: string, phase: PushPhaseOptions): Promise<{ push: PushPhaseResult; instructions: InstructionCount }> {
+  const { onSent, onAnswered, warmup } = phase;
+  if (warmup > 0) {
+    const warm = await runPushPhase({ ...phase, pushes: warmup, warmup: 0, rate: undefined, onCountingStarts: undefined });
+    if (warm.completed !== warmup) throw new Error(`the warm-up under callgrind got ${warm.completed} of ${warmup} answers`);
+  }
+  zeroInstructions(pid);
+  const idleFrom = performance.now();
+  await sleep(IDLE_S * 1000);
+  const idle = dumpInstructions(pid, dir);
+  const idlePerS = idle / ((performance.now() - idleFrom) / 1000);
+  zeroInstructions(pid);
+  const push = await runPushPhase({
+    ...phase,
+    warmup: 0,
+    onSent: onSent ? (index, token, at) => onSent(index + warmup, token, at) : undefined,
+    onAnswered: onAnswered ? (index, ok, error) => onAnswered(index + warmup, ok, error) : undefined,
+  });
+  const perPush = push.timedCompleted === 0 ? 0 : dumpInstructions(pid, dir) / push.timedCompleted;
+  return { push, instructions: { perPush, idlePerS, idleS: IDLE_S } };
 }

@@ -16,11 +16,11 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { cpuMsPerPush, runBaseline, type BaselineResult } from './baseline.ts';
-import { callgrindAvailable, dumpInstructions, underCallgrind, zeroInstructions } from './callgrind.ts';
+import { callgrindAvailable, pushPhaseUnderCallgrind, underCallgrind, type InstructionCount } from './callgrind.ts';
 import { Child } from './children.ts';
 import { startProviderSetup, type DeliveryLedgerReport, type ProviderSetup } from './providers.ts';
 import { GroupWatcher, processTreeCpuS, sampleProcess } from './proc-stats.ts';
-import { monotonicMs, runPushPhase, type PushTargets } from './push-load.ts';
+import { monotonicMs, runPushPhase, type PushPhaseOptions, type PushPhaseResult, type PushTargets } from './push-load.ts';
 import { runRegisterPhase } from './register-load.ts';
 import { formatStallReport, prepareStallDir, stallMonitorForChild, startStallMonitor, stallReport, type StallReport } from './stall-monitor.ts';
 import { seededNode, seededSecret, seededToken, seedRegistrations } from './seed.ts';
@@ -65,10 +65,11 @@ const USAGE = `npm run bench -- [options]
   --baseline         then run the same push phase against the bench's bare forwarder
                      (bench/baseline-forwarder.ts: ltx parse, one HTTP/2 request, iq result; no store,
                      no checks) on the same APNS mock, and report ratio_to_baseline (ours / baseline)
-  --callgrind DIR    run push-appserver under valgrind's callgrind (dumps in DIR) and report the
-                     instructions it executed per counted push, and per second while idle: a figure
-                     the machine's speed and idle penalty do not move (bench/callgrind.ts). About 50×
-                     slower: use small loads (e.g. --devices 200 --pushes 2000, or --rate 10)
+  --callgrind DIR    run push-appserver (and with --baseline the forwarder, dumps in DIR/baseline)
+                     under valgrind's callgrind (dumps in DIR) and report the instructions executed
+                     per counted push, and per second while idle: figures the machine's speed and
+                     idle penalty do not move (bench/callgrind.ts). About 50× slower: use small
+                     loads (e.g. --devices 500 --warmup 3000 --pushes 2000, or --rate 10)
   --stall-report DIR record every process's GC pauses and event-loop stalls into DIR and report
                      which of them the publishes at or above the p99 overlapped (perturbs the run: a 1 ms
                      timer in every process, and the preload adds memory to push-appserver)
@@ -160,7 +161,7 @@ function parseOptions(argv: string[]): Options {
   if (baseline && (faultRate > 0 || values['outage-s'] !== undefined)) throw new Error('--baseline measures the healthy path: not with --fault-rate or --outage-s');
   const metrics = values.metrics ?? 'on';
   if (values.callgrind !== undefined) {
-    const clash = [['--instances', instances > 1], ['--baseline', baseline], ['--profile', values.profile !== undefined],
+    const clash = [['--instances', instances > 1], ['--profile', values.profile !== undefined],
       ['--stall-report', values['stall-report'] !== undefined], ['--fault-rate/--outage-s', faultRate > 0 || values['outage-s'] !== undefined]] as const;
     for (const [flag, set] of clash) if (set) throw new Error(`--callgrind counts one push-appserver on the healthy path: not with ${flag}`);
     if (!callgrindAvailable()) throw new Error('--callgrind needs valgrind and callgrind_control (Debian package valgrind)');
@@ -403,37 +404,15 @@ async function main(): Promise<number> {
     let databaseCpuAtCountStart: number | undefined;
     const databasePid = database ? postmasterPid(database) : undefined;
     let countingStartedAtMs = 0;
-    let instructions: { perPush: number; idlePerS: number; idleS: number } | undefined;
-    if (options.callgrindDir) {
-      // Counted between quiet moments (bench/callgrind.ts): the warm-up first, all of it answered;
-      // then the idle cost per second; then zero, the counted publishes, and the dump. The warm-up
-      // is closed loop whatever --rate says: it is there for the JIT, whose tiering counts calls,
-      // and at a low rate under valgrind it would take minutes.
-      if (options.warmup > 0) {
-        const warm = await runPushPhase({ peer, targets, pushes: options.warmup, warmup: 0, concurrency: options.concurrency, rate: undefined, deadline: Date.now() + timeoutMs,
-          onSent: delivery ? (_index, token, at) => delivery.sent(false, token, at) : undefined });
-        if (warm.completed !== options.warmup) throw new Error(`the warm-up under callgrind got ${warm.completed} of ${options.warmup} answers`);
-      }
-      const pid = servers[0].pid!;
-      const idleS = 10;
-      progress(`callgrind: counting ${idleS} s of idle, then the ${options.pushes} counted publishes…`);
-      zeroInstructions(pid);
-      const idleFrom = performance.now();
-      await sleep(idleS * 1000);
-      const idleInstructions = dumpInstructions(pid, options.callgrindDir);
-      const idlePerS = idleInstructions / ((performance.now() - idleFrom) / 1000);
-      zeroInstructions(pid);
-      instructions = { perPush: 0, idlePerS, idleS };
-    }
-    const push = await runPushPhase({
+    const phase: PushPhaseOptions = {
       peer,
       targets,
       pushes: options.pushes,
-      warmup: options.callgrindDir ? 0 : options.warmup,
+      warmup: options.warmup,
       concurrency: options.concurrency,
       rate: options.rate,
       deadline: Date.now() + timeoutMs,
-      onSent: delivery ? (index, token, at) => delivery.sent(options.callgrindDir !== undefined || index >= options.warmup, token, at, index) : undefined,
+      onSent: delivery ? (index, token, at) => delivery.sent(index >= options.warmup, token, at, index) : undefined,
       onCountingStarts: () => {
         const atStart = watcher!.sample();
         cpuAtCountStart = atStart?.cpuS;
@@ -443,8 +422,15 @@ async function main(): Promise<number> {
       },
       onAnswered: delivery?.answered ? (index, ok, error) => delivery.answered!(index, ok || (error ?? '').startsWith('iq-error:wait/')) : undefined,
       waitIsAccepted: faulty,
-    });
-    if (instructions) instructions.perPush = dumpInstructions(servers[0].pid!, options.callgrindDir!) / push.timedCompleted;
+    };
+    let push: PushPhaseResult;
+    let instructions: InstructionCount | undefined;
+    if (options.callgrindDir) {
+      progress('callgrind: the warm-up, 10 s of idle, then the counted publishes…');
+      ({ push, instructions } = await pushPhaseUnderCallgrind(servers[0].pid, options.callgrindDir, phase));
+    } else {
+      push = await runPushPhase(phase);
+    }
     if (options.profileDir) {
       // For bench/profile-summary.ts: V8 stamps profile samples on the same clock (µs).
       mkdirSync(options.profileDir, { recursive: true });
@@ -488,6 +474,7 @@ async function main(): Promise<number> {
         profileDir: options.profileDir,
         instances: options.instances,
         readCoalesceMs: options.readCoalesceMs ?? DEFAULT_READ_COALESCE_MS,
+        callgrindDir: options.callgrindDir ? join(options.callgrindDir, 'baseline') : undefined,
       });
     }
     await provider.stop();
@@ -553,10 +540,12 @@ async function main(): Promise<number> {
           latency_ms: { result: strip(baseline.result), delivery: strip(baseline.delivery) },
           rss_peak_mb: baseline.rssPeakMb,
           pushes_timed: baseline.timed,
+          ...(baseline.instructions ? { instructions_per_push: Math.round(baseline.instructions.perPush), idle_instructions_per_s: Math.round(baseline.instructions.idlePerS) } : {}),
         },
         ratio_to_baseline: {
           pushes_per_s: ratio(Math.round(push.perSecond), baseline.pushesPerS),
           cpu_ms_per_push: ratio(ourCpuMsPerPush, baseline.cpuMsPerPush),
+          ...(instructions && baseline.instructions ? { instructions_per_push: ratio(instructions.perPush, baseline.instructions.perPush) } : {}),
         },
       } : {}),
       load_generator_cpu_s: round3((process.cpuUsage().user + process.cpuUsage().system) / 1e6),
@@ -613,7 +602,8 @@ async function main(): Promise<number> {
       table.push(
         ['baseline pushes/s', `${baseline.pushesPerS}  (${baseline.timed} timed; bare forwarder, same load and mock)`],
         ['baseline CPU per push', `${baseline.cpuMsPerPush ?? '-'} ms  · publish → iq result ${formatLatency(baseline.result)}`],
-        ['ratio to baseline', `pushes/s ${report.ratio_to_baseline.pushes_per_s} · CPU per push ${report.ratio_to_baseline.cpu_ms_per_push}  (ours / baseline)`],
+        ...(baseline.instructions ? [['baseline instructions per push', `${Math.round(baseline.instructions.perPush).toLocaleString('en')}  (idle: ${Math.round(baseline.instructions.idlePerS).toLocaleString('en')}/s)`] as [string, string]] : []),
+        ['ratio to baseline', `pushes/s ${report.ratio_to_baseline.pushes_per_s} · CPU per push ${report.ratio_to_baseline.cpu_ms_per_push}${'instructions_per_push' in report.ratio_to_baseline ? ` · instructions per push ${report.ratio_to_baseline.instructions_per_push}` : ''}  (ours / baseline)`],
       );
     }
     if (stalls) table.push(['pauses in the push phase', `(--stall-report ${options.stallDir})`], ...formatStallReport(stalls));

@@ -109,17 +109,24 @@ test('a tiny --baseline run also pushes through the bench\'s bare forwarder and 
   assert.ok('cpu_ms_per_push' in report);
 });
 
-test('a tiny --callgrind run counts the instructions push-appserver executes per counted push and per idle second', { timeout: 600_000 }, async (t) => {
+test('a tiny --callgrind --baseline run counts the instructions push-appserver and the forwarder execute per counted push and per idle second', { timeout: 600_000 }, async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'bench-callgrind-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
-  const { code, stdout, stderr } = await runBench(['--devices', '10', '--pushes', '30', '--warmup', '30', '--concurrency', '5', '--provider', 'apns', '--callgrind', dir, '--json'], 540_000);
+  const { code, stdout, stderr } = await runBench(['--devices', '10', '--pushes', '30', '--warmup', '30', '--concurrency', '5', '--provider', 'apns', '--baseline', '--callgrind', dir, '--json'], 540_000);
   assert.equal(code, 0, `bench exited ${code}\n${stdout}\n${stderr}`);
   const report = lastJsonLine(stdout);
   assert.equal(report.errors, 0, JSON.stringify(report.errors_by_type));
   assert.equal(report.counts.pushes_timed, 30);
-  // A publish is parsed, looked up, signed into an HTTP/2 request over TLS and answered: far more
-  // than 100,000 instructions, and far fewer than 100 million.
-  assert.ok(report.instructions_per_push > 100_000 && report.instructions_per_push < 100_000_000, `instructions per push ${report.instructions_per_push}`);
-  assert.ok(report.idle_instructions_per_s > 0, 'an idle server still runs its timers');
-  assert.ok(readdirSync(dir).some((name) => name.startsWith('callgrind.out.')), 'the dumps are in the directory');
+  assert.equal(report.baseline.pushes_timed, 30);
+  // A publish is parsed, signed into an HTTP/2 request over TLS and answered: far more than
+  // 100,000 instructions, and far fewer than 100 million. Ours also looks up and checks it.
+  for (const [who, perPush] of [['push-appserver', report.instructions_per_push], ['forwarder', report.baseline.instructions_per_push]]) {
+    assert.ok(perPush > 100_000 && perPush < 100_000_000, `${who}: instructions per push ${perPush}`);
+  }
+  assert.ok(report.instructions_per_push > report.baseline.instructions_per_push, 'push-appserver does more per push than the bare forwarder');
+  const ratio = report.instructions_per_push / report.baseline.instructions_per_push;
+  assert.ok(Math.abs(report.ratio_to_baseline.instructions_per_push - ratio) <= 0.01, `ratio_to_baseline.instructions_per_push ${report.ratio_to_baseline.instructions_per_push}, ours / theirs ${ratio}`);
+  assert.ok(report.idle_instructions_per_s > 0 && report.baseline.idle_instructions_per_s > 0, 'an idle process still runs its timers');
+  assert.ok(readdirSync(dir).some((name) => name.startsWith('callgrind.out.')), 'push-appserver\'s dumps are in the directory');
+  assert.ok(readdirSync(join(dir, 'baseline')).some((name) => name.startsWith('callgrind.out.')), 'the forwarder\'s dumps are in DIR/baseline');
 });
