@@ -223,7 +223,8 @@ export function readConfig(document: Table, source: string): Config {
     trustProxy: h.boolean('trust_proxy', false),
   };
   if (http.adminToken !== undefined && http.adminToken.trim() === '') h.fail('admin_token', 'must not be empty: remove the key or set a long random token');
-  if (http.debug && http.adminToken !== undefined && http.adminToken.length < MIN_ADMIN_TOKEN) {
+  // It opens the admin page and keys its session cookies (a captured cookie lets a short token be guessed offline).
+  if (http.adminToken !== undefined && http.adminToken.length < MIN_ADMIN_TOKEN) {
     h.fail('admin_token', `must be at least ${MIN_ADMIN_TOKEN} characters (e.g. the output of \`openssl rand -hex 32\`)`);
   }
   if (http.debug && http.adminToken === undefined) {

@@ -78,7 +78,7 @@ describe('command line', () => {
   });
 
   test('check-config prints the effective config with secrets masked', () => {
-    const file = writeConfig('[xmpp]\ncomponent_secret = "hunter2"\n[http]\nadmin_token = "tok-123"\n[apps.apns]\nprovider = "log"\n');
+    const file = writeConfig('[xmpp]\ncomponent_secret = "hunter2"\n[http]\nadmin_token = "tok-123-of-the-redaction-test-0123456789"\n[apps.apns]\nprovider = "log"\n');
     const result = cli(['check-config', '--config', file]);
     assert.equal(result.status, 0, result.stderr);
     assert.match(result.stdout, /component_secret = "\*+"/);

@@ -100,6 +100,13 @@ test('http.debug without an admin token, a short one or an empty one is a config
   assert.equal(configError('[http]\nadmin_token = ""\n[apps.a]\nprovider = "log"\n').key, 'http.admin_token');
 });
 
+test('an admin token shorter than 32 characters is a configuration error without http.debug too: it opens the admin page', () => {
+  assert.equal(configError('[http]\nadmin_token = "31-characters-is-one-too-short!"\n[apps.a]\nprovider = "log"\n').key, 'http.admin_token');
+  const token = 'exactly-32-characters-long-token';
+  assert.equal(token.length, 32);
+  assert.equal(readConfig(parseDocument(`[http]\nadmin_token = "${token}"\n[apps.a]\nprovider = "log"\n`, 'ops.toml'), 'ops.toml').http.adminToken, token);
+});
+
 test('the limits and expiry have documented defaults', () => {
   const config = readConfig(defaultDocument(), 'built-in defaults');
   assert.deepEqual(config.registration, { expireDays: 180, httpPerIpPerMinute: 30, adhocPerJidPerMinute: 10, adhocPerDomainPerMinute: 600, maxPerJid: 50 });

@@ -32,7 +32,7 @@ export interface AdminDependencies {
   logger: Logger;
   /** `http.trust_proxy`: sign-in attempts are limited per client address, as the HTTP API's are. */
   trustProxy?: boolean;
-  /** Tests only: the sign-in limiter's clock. */
+  /** Tests only: the clock of the sign-in limiter and of session expiry. */
   now?: () => number;
 }
 
@@ -65,7 +65,7 @@ function param(request: HttpRequest, name: string, from: 'query' | 'form' = 'que
 }
 
 export function addAdminRoutes(http: HttpServer, deps: AdminDependencies): void {
-  const sessions = new Sessions();
+  const sessions = new Sessions(deps.adminToken, deps.now);
   const signInAttempts = new KeyedRateLimiter({ perSecond: SIGN_IN_PER_SECOND, burst: SIGN_IN_BURST, maxKeys: 10_000, now: deps.now });
   const testPushes = new Map<string, TestPushResult[]>();
 
@@ -131,7 +131,7 @@ export function addAdminRoutes(http: HttpServer, deps: AdminDependencies): void 
     }
     const session = sessions.create();
     deps.logger.info('admin signed in');
-    return redirect('/admin', { 'set-cookie': cookie(SESSION_COOKIE, session.id, sessions.maxAgeS, secure(request)) });
+    return redirect('/admin', { 'set-cookie': cookie(SESSION_COOKIE, session.cookieValue, sessions.maxAgeS, secure(request)) });
   });
 
   http.add('POST', '/admin/logout', action(async (request, session) => {
