@@ -69,11 +69,13 @@ export interface InstructionCount {
 }
 
 const IDLE_S = 10;
+/** Before the idle count: what the warm-up left to do later (a bookkeeping flush, a WAL checkpoint, V8's idle-time GC) is not idling. */
+const SETTLE_S = 5;
 
 /**
  * A push phase under callgrind, the same for push-appserver and the bench's forwarder: the warm-up,
- * all of it answered; the idle cost over IDLE_S seconds; counters zeroed; the counted publishes;
- * the dump. The warm-up is closed loop whatever `phase.rate` says: it is there for the JIT, whose
+ * all of it answered; SETTLE_S seconds uncounted; the idle cost over IDLE_S seconds; counters
+ * zeroed; the counted publishes; the dump. The warm-up is closed loop whatever `phase.rate` says: it is there for the JIT, whose
  * tiering counts calls, and at a low rate under valgrind it would take minutes. The callbacks see
  * one numbering as in a plain run: the warm-up's publishes first, counted ones from `phase.warmup`.
  */
@@ -83,6 +85,7 @@ export async function pushPhaseUnderCallgrind(pid: number, dir: string, phase: P
     const warm = await runPushPhase({ ...phase, pushes: warmup, warmup: 0, rate: undefined, onCountingStarts: undefined });
     if (warm.completed !== warmup) throw new Error(`the warm-up under callgrind got ${warm.completed} of ${warmup} answers`);
   }
+  await sleep(SETTLE_S * 1000);
   zeroInstructions(pid);
   const idleFrom = performance.now();
   await sleep(IDLE_S * 1000);

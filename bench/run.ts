@@ -426,7 +426,7 @@ async function main(): Promise<number> {
     let push: PushPhaseResult;
     let instructions: InstructionCount | undefined;
     if (options.callgrindDir) {
-      progress('callgrind: the warm-up, 10 s of idle, then the counted publishes…');
+      progress('callgrind: the warm-up, a pause, 10 s of idle counted, then the counted publishes…');
       ({ push, instructions } = await pushPhaseUnderCallgrind(servers[0].pid, options.callgrindDir, phase));
     } else {
       push = await runPushPhase(phase);
