@@ -170,8 +170,9 @@ team_id = "${key.teamId}"
     await eventually(() => (pendingRetries(dbFile) === 0 ? true : undefined), 'the leased retry to be sent', LEASE_MS + 20_000);
     const delivered = requestsTo(device.token).filter((request) => request.status === 200);
     assert.equal(delivered.length, 1, 'delivered once');
-    // Not before the lease ended: a lease is what keeps a second worker from sending it twice.
-    assert.ok(performance.now() - killedAt >= LEASE_MS - 1000, `sent ${Math.round(performance.now() - killedAt)} ms after the kill`);
+    // Not before the lease ended: a lease is what keeps a second worker from sending it twice. (The
+    // lease began a little before the kill: slack for a slow machine.)
+    assert.ok(performance.now() - killedAt >= LEASE_MS - 2000, `sent ${Math.round(performance.now() - killedAt)} ms after the kill`);
     second.child.kill('SIGTERM');
     assert.equal((await second.exited).code, 0);
   });
