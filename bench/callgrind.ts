@@ -12,9 +12,9 @@
  * the last counted publish is answered.
  */
 import { execFileSync } from 'node:child_process';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { mkdirSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { runPushPhase, type PushPhaseOptions, type PushPhaseResult } from './push-load.ts';
 
 /** The command line that runs `command args` under callgrind, its dumps in `dir`. */
@@ -68,16 +68,17 @@ export interface InstructionCount {
   idleS: number;
 }
 
-const IDLE_S = 10;
+export const IDLE_S = 10;
 /** Before the idle count: what the warm-up left to do later (a bookkeeping flush, a WAL checkpoint, V8's idle-time GC) is not idling. */
 const SETTLE_S = 5;
 
 /**
  * A push phase under callgrind, the same for push-appserver and the bench's forwarder: the warm-up,
  * all of it answered; SETTLE_S seconds uncounted; the idle cost over IDLE_S seconds; counters
- * zeroed; the counted publishes; the dump. The warm-up is closed loop whatever `phase.rate` says: it is there for the JIT, whose
- * tiering counts calls, and at a low rate under valgrind it would take minutes. The callbacks see
- * one numbering as in a plain run: the warm-up's publishes first, counted ones from `phase.warmup`.
+ * zeroed; the counted publishes; the dump. The warm-up is closed loop whatever `phase.rate` says:
+ * it is there for the JIT, whose tiering counts calls, and at a low rate under valgrind it would
+ * take minutes. The callbacks see one numbering as in a plain run: the warm-up's publishes first,
+ * counted ones from `phase.warmup`.
  */
 export async function pushPhaseUnderCallgrind(pid: number, dir: string, phase: PushPhaseOptions): Promise<{ push: PushPhaseResult; instructions: InstructionCount }> {
   const { onSent, onAnswered, warmup } = phase;
@@ -100,4 +101,9 @@ export async function pushPhaseUnderCallgrind(pid: number, dir: string, phase: P
   });
   const perPush = push.timedCompleted === 0 ? 0 : dumpInstructions(pid, dir) / push.timedCompleted;
   return { push, instructions: { perPush, idlePerS, idleS: IDLE_S } };
+}
+
+/** The report's figures for one process. */
+export function instructionFigures(count: InstructionCount): { instructions_per_push: number; idle_instructions_per_s: number } {
+  return { instructions_per_push: Math.round(count.perPush), idle_instructions_per_s: Math.round(count.idlePerS) };
 }

@@ -16,7 +16,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { cpuMsPerPush, runBaseline, type BaselineResult } from './baseline.ts';
-import { callgrindAvailable, pushPhaseUnderCallgrind, underCallgrind, type InstructionCount } from './callgrind.ts';
+import { callgrindAvailable, IDLE_S, instructionFigures, pushPhaseUnderCallgrind, underCallgrind, type InstructionCount } from './callgrind.ts';
 import { Child } from './children.ts';
 import { startProviderSetup, type DeliveryLedgerReport, type ProviderSetup } from './providers.ts';
 import { GroupWatcher, processTreeCpuS, sampleProcess } from './proc-stats.ts';
@@ -426,7 +426,7 @@ async function main(): Promise<number> {
     let push: PushPhaseResult;
     let instructions: InstructionCount | undefined;
     if (options.callgrindDir) {
-      progress('callgrind: the warm-up, a pause, 10 s of idle counted, then the counted publishes…');
+      progress(`callgrind: the warm-up, a pause, ${IDLE_S} s of idle counted, then the counted publishes…`);
       ({ push, instructions } = await pushPhaseUnderCallgrind(servers[0].pid, options.callgrindDir, phase));
     } else {
       push = await runPushPhase(phase);
@@ -530,7 +530,7 @@ async function main(): Promise<number> {
       // Of which in the kernel (stime): system calls and what the kernel does for them.
       cpu_ms_per_push_kernel: cpuMsPerPush(systemCpuAtCountStart, afterPush?.systemCpuS, push.timedCompleted),
       // User-space instructions of push-appserver (all threads) under callgrind; its CPU figures above are valgrind's, not comparable.
-      ...(instructions ? { instructions_per_push: Math.round(instructions.perPush), idle_instructions_per_s: Math.round(instructions.idlePerS) } : {}),
+      ...(instructions ? instructionFigures(instructions) : {}),
       ...(database ? { database_cpu_ms_per_push: cpuMsPerPush(databaseCpuAtCountStart, databaseCpuAfterPush, push.timedCompleted) } : {}),
       ...(baseline ? {
         baseline: {
@@ -540,7 +540,7 @@ async function main(): Promise<number> {
           latency_ms: { result: strip(baseline.result), delivery: strip(baseline.delivery) },
           rss_peak_mb: baseline.rssPeakMb,
           pushes_timed: baseline.timed,
-          ...(baseline.instructions ? { instructions_per_push: Math.round(baseline.instructions.perPush), idle_instructions_per_s: Math.round(baseline.instructions.idlePerS) } : {}),
+          ...(baseline.instructions ? instructionFigures(baseline.instructions) : {}),
         },
         ratio_to_baseline: {
           pushes_per_s: ratio(Math.round(push.perSecond), baseline.pushesPerS),

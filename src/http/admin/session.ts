@@ -14,7 +14,7 @@
  * state: the instance that handled the sign-out remembers the session id until the session would
  * have expired and refuses it; another instance accepts a copy of the cookie until then.
  */
-import { createHmac, hkdfSync, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHmac, hkdfSync, randomBytes } from 'node:crypto';
 import type { HttpRequest } from '../server.ts';
 import { secretMatches } from '../ops.ts';
 
@@ -86,11 +86,6 @@ function macOf(key: Buffer, data: string): string {
   return createHmac('sha256', key).update(data).digest('base64url');
 }
 
-/** Strings compared in constant time; callers make sure both have the same length. */
-function sameString(a: string, b: string): boolean {
-  return timingSafeEqual(Buffer.from(a), Buffer.from(b));
-}
-
 /** The same on every instance with the same admin token, and unguessable without it. */
 export function csrfTokenOf(keys: SessionKeys, sessionId: string): string {
   return macOf(keys.csrf, sessionId);
@@ -118,7 +113,7 @@ export function verifySession(keys: SessionKeys, cookieValue: string, now: numbe
   const [, issued, id, mac] = parts;
   // Compared as text, not decoded: Node ignores the spare low bits of a base64url string's last
   // character, so decoded bytes would match for a changed last character too.
-  if (!sameString(macOf(keys.signing, `${VERSION}.${issued}.${id}`), mac)) return undefined;
+  if (!secretMatches(macOf(keys.signing, `${VERSION}.${issued}.${id}`), mac)) return undefined;
   const issuedAt = Number(issued);
   if (issuedAt > now + CLOCK_SKEW_MS) return undefined;
   const session = sessionOf(keys, issuedAt, id, cookieValue);
