@@ -133,7 +133,10 @@ sax.on('endElement', () => {
     }
     return;
   }
-  if (element.name === 'iq' && element.attrs.type === 'set') forward(element);
+  if (element.name !== 'iq') return;
+  if (element.attrs.type === 'set') forward(element);
+  // `--via prosody` asks (disco#info) whether the forwarder is attached; any answer says so.
+  else if (element.attrs.type === 'get') answer(element);
 });
 sax.on('text', (text) => { current?.t(text); });
 sax.on('error', (error) => { process.stderr.write(`baseline: bad XML: ${error.message}\n`); process.exit(1); });

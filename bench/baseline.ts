@@ -15,7 +15,8 @@ import { GroupWatcher } from './proc-stats.ts';
 import type { ProviderSetup } from './providers.ts';
 import { monotonicMs, runPushPhase, type PushPhaseOptions, type PushPhaseResult, type PushTargets } from './push-load.ts';
 import { round1, round3, type Percentiles } from './stats.ts';
-import { XmppPeer } from './xmpp-peer.ts';
+import type { ComponentRoute } from './component-route.ts';
+import { XmppPeer, type PublishRoute } from './xmpp-peer.ts';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 
@@ -38,6 +39,11 @@ export interface BaselineOptions {
   readCoalesceMs: number;
   /** `--callgrind DIR`: the forwarder runs under callgrind too, its dumps in this directory. */
   callgrindDir?: string;
+  /**
+   * `--via prosody`: the forwarder attaches to that XMPP server as push-appserver did (same JID, port
+   * and secret) and the publishes take the same route; the route stays open for the caller.
+   */
+  via?: { route: ComponentRoute; port: number; secret: string };
 }
 
 export interface BaselineResult {
@@ -70,10 +76,12 @@ export function cpuMsPerPush(cpuAtStart: number | undefined, cpuAtEnd: number | 
 export async function runBaseline(options: BaselineOptions): Promise<BaselineResult> {
   const apns = options.provider.apns;
   if (!apns) throw new Error('--baseline needs --provider apns');
-  const secret = randomBytes(12).toString('hex');
   const instances = options.instances ?? 1;
-  const peer = new XmppPeer({ componentJid: options.componentJid, secret, connections: instances });
-  const xmppPort = await peer.listen();
+  const via = options.via;
+  const secret = via?.secret ?? randomBytes(12).toString('hex');
+  const direct = via ? undefined : new XmppPeer({ componentJid: options.componentJid, secret, connections: instances });
+  const peer: PublishRoute = via?.route ?? direct!;
+  const xmppPort = via?.port ?? await direct!.listen();
   const targetsFile = join(options.dir, 'baseline-targets.tsv');
   let tsv = '';
   for (let i = 0; i < options.targets.count; i++) {
@@ -97,7 +105,7 @@ export async function runBaseline(options: BaselineOptions): Promise<BaselineRes
   let watcher: GroupWatcher | undefined;
   try {
     await Promise.race([
-      peer.waitOnline(options.callgrindDir ? 600_000 : 30_000),
+      (via ? via.route.waitTargetOnline.bind(via.route) : direct!.waitOnline.bind(direct))(options.callgrindDir ? 600_000 : 30_000),
       ...forwarders.map((forwarder) => forwarder.waitExit().then((code) => { throw new Error(`the baseline forwarder exited (code ${code}):\n${forwarder.stderrTail()}`); })),
     ]);
     await new Promise((r) => setTimeout(r, 500));
@@ -150,6 +158,6 @@ export async function runBaseline(options: BaselineOptions): Promise<BaselineRes
   } finally {
     watcher?.stop();
     await Promise.all(forwarders.map((f) => f.stop(2000)));
-    await peer.close().catch(() => {});
+    await direct?.close().catch(() => {});
   }
 }

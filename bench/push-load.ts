@@ -4,7 +4,7 @@
  * on schedule whatever the answers do). The first `warmup` publishes are sent the same way but not
  * counted. Latency is measured from the write of the publish to the arrival of its iq reply.
  */
-import type { PublishTarget, XmppPeer } from './xmpp-peer.ts';
+import type { PublishRoute, PublishTarget } from './xmpp-peer.ts';
 import { ErrorTally, Samples } from './stats.ts';
 
 export interface PushTargets {
@@ -14,7 +14,7 @@ export interface PushTargets {
 }
 
 export interface PushPhaseOptions {
-  peer: XmppPeer;
+  peer: PublishRoute;
   targets: PushTargets;
   pushes: number;
   warmup: number;

@@ -25,14 +25,18 @@ import { runRegisterPhase } from './register-load.ts';
 import { formatStallReport, prepareStallDir, stallMonitorForChild, startStallMonitor, stallReport, type StallReport } from './stall-monitor.ts';
 import { seededNode, seededSecret, seededToken, seedRegistrations } from './seed.ts';
 import { round1, round3, type Percentiles } from './stats.ts';
-import { XmppPeer } from './xmpp-peer.ts';
+import { ComponentRoute } from './component-route.ts';
+import { XmppPeer, type PublishRoute } from './xmpp-peer.ts';
 import { DEFAULT_READ_COALESCE_MS } from '../src/config/schema.ts';
 import { freePort } from '../test/support/ports.ts';
 import { startPostgres, type PostgresInstance } from '../test/support/postgres.ts';
+import { startProsody, type ProsodyInstance } from '../test/support/prosody.ts';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const SCALE_REGISTRATIONS = 1_000_000;
 const COMPONENT_JID = 'push.localhost';
+/** `--via prosody`: the load generator's own component JID on that Prosody. */
+const LOAD_JID = 'load.localhost';
 const APP = 'bench';
 
 const USAGE = `npm run bench -- [options]
@@ -49,6 +53,10 @@ const USAGE = `npm run bench -- [options]
                      spreads the publishes round-robin over the N connections (default 1)
   --scale            seed ${SCALE_REGISTRATIONS.toLocaleString('en')} registrations into the SQLite file first
   --metrics on|off   push-appserver's Prometheus metrics (metrics.enabled; default on, as operators run it)
+  --via prosody      the publishes go through a real Prosody (Debian's, started in a temp dir as the
+                     tests do): the load generator is a component of it, push-appserver another, and
+                     Prosody routes every publish and answer; its CPU is reported as well. Default:
+                     direct (the load generator plays the user's server on push-appserver's socket)
   --read-coalesce-ms N  xmpp.read_coalesce_ms for push-appserver and the --baseline forwarder alike
                      (default: the server's default, 2; 0 reads every arrival at once)
   --json             print one JSON object on the last line of stdout
@@ -101,6 +109,7 @@ interface Options {
   /** xmpp.read_coalesce_ms for push-appserver and the forwarder alike; undefined = the server's default. */
   readCoalesceMs: number | undefined;
   callgrindDir: string | undefined;
+  via: 'direct' | 'prosody';
 }
 
 function positiveInt(name: string, value: string | undefined, fallback: number, min = 1): number {
@@ -138,6 +147,7 @@ function parseOptions(argv: string[]): Options {
       metrics: { type: 'string' },
       'read-coalesce-ms': { type: 'string' },
       callgrind: { type: 'string' },
+      via: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -166,6 +176,9 @@ function parseOptions(argv: string[]): Options {
     for (const [flag, set] of clash) if (set) throw new Error(`--callgrind counts one push-appserver on the healthy path: not with ${flag}`);
     if (!callgrindAvailable()) throw new Error('--callgrind needs valgrind and callgrind_control (Debian package valgrind)');
   }
+  const via = values.via ?? 'direct';
+  if (via !== 'direct' && via !== 'prosody') throw new Error(`--via must be direct or prosody, got "${via}"`);
+  if (via === 'prosody' && instances > 1) throw new Error('--via prosody takes one push-appserver: Prosody accepts one connection per component JID');
   if (metrics !== 'on' && metrics !== 'off') throw new Error(`--metrics must be on or off, got "${metrics}"`);
   return {
     devices: positiveInt('devices', values.devices, 10_000),
@@ -192,6 +205,7 @@ function parseOptions(argv: string[]): Options {
     metrics: metrics === 'on',
     readCoalesceMs: values['read-coalesce-ms'] === undefined ? undefined : positiveInt('read-coalesce-ms', values['read-coalesce-ms'], 0, 0),
     callgrindDir: values.callgrind === undefined ? undefined : resolve(values.callgrind),
+    via,
   };
 }
 
@@ -236,6 +250,15 @@ http_per_ip_per_minute = 0
 [apps.${APP}]
 ${options.appTable}
 `;
+}
+
+/** Prosody's pid, from the pid file its config names. */
+function prosodyPidOf(instance: ProsodyInstance): number | undefined {
+  try {
+    return Number(readFileSync(join(instance.dir, 'prosody.pid'), 'utf8').trim()) || undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** The postmaster's pid (first line of postmaster.pid in the data directory). */
@@ -295,9 +318,10 @@ async function main(): Promise<number> {
   const notes: string[] = [];
   const servers: Child[] = [];
   let provider: ProviderSetup | undefined;
-  let peer: XmppPeer | undefined;
+  let peer: PublishRoute | undefined;
   let watcher: GroupWatcher | undefined;
   let database: PostgresInstance | undefined;
+  let prosody: ProsodyInstance | undefined;
   try {
     let storage: string;
     if (options.store === 'postgres') {
@@ -326,8 +350,24 @@ async function main(): Promise<number> {
     } : undefined;
     provider = await startProviderSetup(options.provider, options.stallDir ? stallMonitorForChild(options.stallDir, 'mock') : undefined, faults);
     const secret = randomBytes(12).toString('hex');
-    peer = new XmppPeer({ componentJid: COMPONENT_JID, secret, connections: options.instances });
-    const xmppPort = await peer.listen();
+    let xmppPort: number;
+    let waitComponentsOnline: (timeoutMs: number) => Promise<void>;
+    let route: ComponentRoute | undefined;
+    if (options.via === 'prosody') {
+      progress('starting Prosody in a temp dir (the route of every publish)…');
+      const loadSecret = randomBytes(12).toString('hex');
+      prosody = await startProsody({ componentJid: COMPONENT_JID, componentSecret: secret, extraComponents: { [LOAD_JID]: loadSecret }, logLevel: 'warn' });
+      xmppPort = prosody.componentPort;
+      route = await ComponentRoute.connect({ port: xmppPort, jid: LOAD_JID, secret: loadSecret, target: COMPONENT_JID });
+      peer = route;
+      waitComponentsOnline = (timeoutMs) => route!.waitTargetOnline(timeoutMs);
+    } else {
+      const direct = new XmppPeer({ componentJid: COMPONENT_JID, secret, connections: options.instances });
+      xmppPort = await direct.listen();
+      peer = direct;
+      waitComponentsOnline = (timeoutMs) => direct.waitOnline(timeoutMs);
+    }
+    const prosodyPid = prosody ? prosodyPidOf(prosody) : undefined;
     // One config per instance; they differ in the HTTP port only (same component JID, same database).
     const instanceConfigs: Array<{ file: string; httpPort: number }> = [];
     for (let i = 0; i < options.instances; i++) {
@@ -364,7 +404,7 @@ async function main(): Promise<number> {
     const baseUrl = `http://127.0.0.1:${instanceConfigs[0].httpPort}`;
     const timeoutMs = options.timeoutS * 1000;
     const startTimeoutMs = options.callgrindDir ? 600_000 : 30_000;
-    await Promise.all([peer.waitOnline(startTimeoutMs), ...servers.map((s, i) => waitForHealth(`http://127.0.0.1:${instanceConfigs[i].httpPort}`, s, startTimeoutMs))]);
+    await Promise.all([waitComponentsOnline(startTimeoutMs), ...servers.map((s, i) => waitForHealth(`http://127.0.0.1:${instanceConfigs[i].httpPort}`, s, startTimeoutMs))]);
     await sleep(1000);
     const idle = watcher.sample();
     const rssIdleMb = idle?.rssMb ?? null;
@@ -402,6 +442,7 @@ async function main(): Promise<number> {
     let cpuAtCountStart: number | undefined;
     let systemCpuAtCountStart: number | undefined;
     let databaseCpuAtCountStart: number | undefined;
+    let prosodyCpuAtCountStart: number | undefined;
     const databasePid = database ? postmasterPid(database) : undefined;
     let countingStartedAtMs = 0;
     const phase: PushPhaseOptions = {
@@ -418,6 +459,7 @@ async function main(): Promise<number> {
         cpuAtCountStart = atStart?.cpuS;
         systemCpuAtCountStart = atStart?.systemCpuS;
         databaseCpuAtCountStart = databasePid === undefined ? undefined : processTreeCpuS(databasePid);
+        prosodyCpuAtCountStart = prosodyPid === undefined ? undefined : processTreeCpuS(prosodyPid);
         countingStartedAtMs = monotonicMs();
       },
       onAnswered: delivery?.answered ? (index, ok, error) => delivery.answered!(index, ok || (error ?? '').startsWith('iq-error:wait/')) : undefined,
@@ -447,6 +489,7 @@ async function main(): Promise<number> {
     }
     const afterPush = watcher.sample();
     const databaseCpuAfterPush = databasePid === undefined ? undefined : processTreeCpuS(databasePid);
+    const prosodyCpuAfterPush = prosodyPid === undefined ? undefined : processTreeCpuS(prosodyPid);
     const cpuAfterPush = afterPush?.cpuS ?? cpuAfterRegister;
     const rssPeakMb = Math.max(watcher.maxRssMb, afterPush?.peakRssMb ?? 0);
     if (faulty) progress('waiting for the server\'s retries to deliver every accepted push…');
@@ -475,6 +518,7 @@ async function main(): Promise<number> {
         instances: options.instances,
         readCoalesceMs: options.readCoalesceMs ?? DEFAULT_READ_COALESCE_MS,
         callgrindDir: options.callgrindDir ? join(options.callgrindDir, 'baseline') : undefined,
+        via: route ? { route, port: xmppPort, secret } : undefined,
       });
     }
     await provider.stop();
@@ -532,6 +576,8 @@ async function main(): Promise<number> {
       // User-space instructions of push-appserver (all threads) under callgrind; its CPU figures above are valgrind's, not comparable.
       ...(instructions ? instructionFigures(instructions) : {}),
       ...(database ? { database_cpu_ms_per_push: cpuMsPerPush(databaseCpuAtCountStart, databaseCpuAfterPush, push.timedCompleted) } : {}),
+      // --via prosody: the XMPP server's CPU for routing each publish and its answer.
+      ...(prosody ? { prosody_cpu_ms_per_push: cpuMsPerPush(prosodyCpuAtCountStart, prosodyCpuAfterPush, push.timedCompleted) } : {}),
       ...(baseline ? {
         baseline: {
           pushes_per_s: baseline.pushesPerS,
@@ -563,6 +609,7 @@ async function main(): Promise<number> {
         seeded_registrations: options.seeded,
         baseline: options.baseline,
         instances: options.instances,
+        via: options.via,
         fault_rate: options.faultRate,
         outage_s: options.outageS,
       },
@@ -584,7 +631,7 @@ async function main(): Promise<number> {
     };
 
     const table: Array<[string, string]> = [
-      ['provider / store', `${options.provider} / ${options.store}${options.seeded > 0 ? ` + ${options.seeded.toLocaleString('en')} seeded` : ''}`],
+      ['provider / store', `${options.provider} / ${options.store}${options.seeded > 0 ? ` + ${options.seeded.toLocaleString('en')} seeded` : ''}${options.via === 'prosody' ? ' · publishes via a real Prosody' : ''}`],
       ['registrations/s (HTTP)', `${report.registrations_per_s}  (${register.timed} timed, ${options.concurrency} in flight)`],
       ['pushes/s', `${report.pushes_per_s}  (${push.timedCompleted} timed, ${mode})`],
       ['publish → iq result', formatLatency(resultLatency)],
@@ -596,6 +643,7 @@ async function main(): Promise<number> {
       ['CPU per push', `${report.cpu_ms_per_push ?? '-'} ms  (push-appserver, counted publishes; in the kernel ${report.cpu_ms_per_push_kernel ?? '-'} ms)`],
       ...(instructions ? [['instructions per push', `${Math.round(instructions.perPush).toLocaleString('en')}  (callgrind, user space, all threads; idle: ${Math.round(instructions.idlePerS).toLocaleString('en')}/s over ${instructions.idleS} s)`] as [string, string]] : []),
       ['load generator / mock CPU', `${report.load_generator_cpu_s} s / ${report.provider_cpu_s ?? '-'} s`],
+      ...('prosody_cpu_ms_per_push' in report ? [['Prosody CPU per push', `${report.prosody_cpu_ms_per_push ?? '-'} ms  (routing each publish and its answer)`] as [string, string]] : []),
       ['machine', `${report.machine.nproc} × ${report.machine.cpu}, ${report.machine.memory_gb} GB, Node ${report.machine.node}`],
     ];
     if (baseline && report.ratio_to_baseline) {
@@ -627,6 +675,7 @@ async function main(): Promise<number> {
     await database?.stop();
     await provider?.stop();
     await peer?.close().catch(() => {});
+    await prosody?.stop();
     removeDir();
     if (options.keep) progress(`kept ${dir}`);
   }

@@ -49,7 +49,7 @@ export function publishStanza(id: string, from: string, to: string, target: Publ
 }
 
 /** The value of one attribute in an opening tag (either quote style), or undefined. */
-function attribute(tag: string, name: string): string | undefined {
+export function attribute(tag: string, name: string): string | undefined {
   let at = tag.indexOf(` ${name}=`);
   if (at === -1) return undefined;
   at += name.length + 2;
@@ -60,6 +60,93 @@ function attribute(tag: string, name: string): string | undefined {
 
 const ERROR_CONDITION = /<error\b[^>]*\btype=['"]([a-z]+)['"][^>]*>\s*<([a-z-]+)/;
 const ERROR_TEXT = /<text\b[^>]*>([^<]*)<\/text>/;
+
+/** An iq `result` or `error` (the reply to a publish or a probe); undefined for anything else. */
+export function iqReplyOf(openTag: string, data: string, contentStart: number, end: number): IqReply | undefined {
+  const type = attribute(openTag, 'type');
+  const id = attribute(openTag, 'id');
+  if (id === undefined || (type !== 'result' && type !== 'error')) return undefined;
+  if (type === 'result') return { id, ok: true };
+  const body = data.slice(contentStart, end);
+  const condition = ERROR_CONDITION.exec(body);
+  const text = ERROR_TEXT.exec(body);
+  return { id, ok: false, error: condition ? `iq-error:${condition[1]}/${condition[2]}` : 'iq-error:unparsed', text: text?.[1] };
+}
+
+export interface StreamScanHandlers {
+  /** True while the stream header is still to come: the next opening tag is the header. */
+  expectsHeader(): boolean;
+  header(openTag: string): void;
+  /** One complete top-level element: its name, opening tag, and where its content and end are in `data`. */
+  element(name: string, openTag: string, data: string, contentStart: number, end: number): void;
+  streamEnd(): void;
+}
+
+/**
+ * Hands every complete top-level element of `data` (what was left over plus the new chunk) to
+ * `handlers` and returns the incomplete rest, to be prefixed to the next chunk.
+ */
+export function scanStream(data: string, handlers: StreamScanHandlers): string {
+  let pos = 0;
+  for (;;) {
+    const lt = data.indexOf('<', pos);
+    if (lt === -1) {
+      pos = data.length;
+      break;
+    }
+    if (data.startsWith('<?', lt)) {
+      const end = data.indexOf('?>', lt);
+      if (end === -1) { pos = lt; break; }
+      pos = end + 2;
+      continue;
+    }
+    if (data.startsWith('</stream:stream', lt)) {
+      handlers.streamEnd();
+      pos = data.length;
+      break;
+    }
+    const openEnd = data.indexOf('>', lt);
+    if (openEnd === -1) { pos = lt; break; }
+    if (handlers.expectsHeader()) {
+      handlers.header(data.slice(lt, openEnd + 1));
+      pos = openEnd + 1;
+      continue;
+    }
+    let nameEnd = lt + 1;
+    while (nameEnd < openEnd) {
+      const c = data.charCodeAt(nameEnd);
+      if (c === 32 || c === 47 || c === 9 || c === 10 || c === 13) break;
+      nameEnd++;
+    }
+    const name = data.slice(lt + 1, nameEnd);
+    let end: number;
+    if (data.charCodeAt(openEnd - 1) === 47 /* '/' */) {
+      end = openEnd + 1;
+    } else {
+      const close = data.indexOf(`</${name}>`, openEnd);
+      if (close === -1) { pos = lt; break; }
+      end = close + name.length + 3;
+    }
+    handlers.element(name, data.slice(lt, openEnd + 1), data, openEnd + 1, end);
+    pos = end;
+  }
+  return pos >= data.length ? '' : data.slice(pos);
+}
+
+/**
+ * Where the push phase writes its publishes and hears the answers: the XmppPeer (the bench plays
+ * the user's server itself) or a ComponentRoute (through a real XMPP server, `--via prosody`).
+ */
+export interface PublishRoute {
+  publish(id: string, target: PublishTarget): void;
+  onReply: (reply: IqReply) => void;
+  /** Called when the way to push-appserver breaks during a run. */
+  onClose: (reason: string) => void;
+  readonly handshakeFailures: number;
+  /** Publishes written per push-appserver connection (one entry when the route cannot tell). */
+  readonly publishesByConnection: number[];
+  close(): Promise<void>;
+}
 
 export interface XmppPeerOptions {
   componentJid: string;
@@ -75,7 +162,7 @@ export interface XmppPeerOptions {
 }
 
 /** One component connection: its stream, its handshake and its write batching. */
-class PeerConnection {
+export class PeerConnection {
   readonly socket: Socket;
   buffer = '';
   phase: 'header' | 'handshake' | 'online' | 'closed' = 'header';
@@ -108,7 +195,7 @@ class PeerConnection {
  * One listening socket; the component's connections are accepted and authenticated, after which
  * `publish()` writes stanzas (batched per event-loop turn and connection) and `onReply` reports each answer.
  */
-export class XmppPeer {
+export class XmppPeer implements PublishRoute {
   private readonly options: XmppPeerOptions;
   private readonly server: Server;
   private readonly expected: number;
@@ -202,51 +289,12 @@ export class XmppPeer {
   }
 
   private onData(connection: PeerConnection, chunk: string): void {
-    const data = connection.buffer.length > 0 ? connection.buffer + chunk : chunk;
-    let pos = 0;
-    for (;;) {
-      const lt = data.indexOf('<', pos);
-      if (lt === -1) {
-        pos = data.length;
-        break;
-      }
-      if (data.startsWith('<?', lt)) {
-        const end = data.indexOf('?>', lt);
-        if (end === -1) { pos = lt; break; }
-        pos = end + 2;
-        continue;
-      }
-      if (data.startsWith('</stream:stream', lt)) {
-        connection.socket.end('</stream:stream>');
-        pos = data.length;
-        break;
-      }
-      const openEnd = data.indexOf('>', lt);
-      if (openEnd === -1) { pos = lt; break; }
-      if (connection.phase === 'header') {
-        this.onStreamHeader(connection, data.slice(lt, openEnd + 1));
-        pos = openEnd + 1;
-        continue;
-      }
-      let nameEnd = lt + 1;
-      while (nameEnd < openEnd) {
-        const c = data.charCodeAt(nameEnd);
-        if (c === 32 || c === 47 || c === 9 || c === 10 || c === 13) break;
-        nameEnd++;
-      }
-      const name = data.slice(lt + 1, nameEnd);
-      let end: number;
-      if (data.charCodeAt(openEnd - 1) === 47 /* '/' */) {
-        end = openEnd + 1;
-      } else {
-        const close = data.indexOf(`</${name}>`, openEnd);
-        if (close === -1) { pos = lt; break; }
-        end = close + name.length + 3;
-      }
-      this.onElement(connection, name, data.slice(lt, openEnd + 1), data, openEnd + 1, end);
-      pos = end;
-    }
-    connection.buffer = pos >= data.length ? '' : data.slice(pos);
+    connection.buffer = scanStream(connection.buffer.length > 0 ? connection.buffer + chunk : chunk, {
+      expectsHeader: () => connection.phase === 'header',
+      header: (tag) => this.onStreamHeader(connection, tag),
+      element: (name, openTag, data, contentStart, end) => this.onElement(connection, name, openTag, data, contentStart, end),
+      streamEnd: () => connection.socket.end('</stream:stream>'),
+    });
   }
 
   private onStreamHeader(connection: PeerConnection, tag: string): void {
@@ -271,17 +319,7 @@ export class XmppPeer {
       if (this.online.length >= this.expected) for (const waiter of this.onlineWaiters.splice(0)) waiter.resolve();
       return;
     }
-    if (name !== 'iq') return;
-    const type = attribute(openTag, 'type');
-    const id = attribute(openTag, 'id');
-    if (id === undefined || (type !== 'result' && type !== 'error')) return;
-    if (type === 'result') {
-      this.onReply({ id, ok: true });
-      return;
-    }
-    const body = data.slice(contentStart, end);
-    const condition = ERROR_CONDITION.exec(body);
-    const text = ERROR_TEXT.exec(body);
-    this.onReply({ id, ok: false, error: condition ? `iq-error:${condition[1]}/${condition[2]}` : 'iq-error:unparsed', text: text?.[1] });
+    const reply = name === 'iq' ? iqReplyOf(openTag, data, contentStart, end) : undefined;
+    if (reply) this.onReply(reply);
   }
 }

@@ -27,6 +27,10 @@ export interface ProsodyOptions {
   extraHostModules?: string[];
   /** Extra environment of the Prosody process (e.g. LUA_PATH_5_4 for the mod_push2 shims). */
   env?: Record<string, string>;
+  /** More XEP-0114 components besides componentJid, JID → secret (the bench's load generator is one). */
+  extraComponents?: Record<string, string>;
+  /** The log file's lowest level (default debug; the bench uses warn, so logging is not what it measures). */
+  logLevel?: 'debug' | 'info' | 'warn';
 }
 
 export interface ProsodyInstance {
@@ -118,7 +122,7 @@ run_as_root = true
 certificates = ${lua(join(dir, 'certs'))}
 pidfile = ${lua(join(dir, 'prosody.pid'))}
 data_path = ${lua(join(dir, 'data'))}
-log = { { levels = { min = "debug" }, to = "file", filename = ${lua(logFile)} } }
+log = { { levels = { min = ${lua(options.logLevel ?? 'debug')} }, to = "file", filename = ${lua(logFile)} } }
 modules_enabled = { "roster", "saslauth", "disco", "offline", "ping", "posix" }
 modules_disabled = { "s2s", "tls", "http" }
 c2s_ports = { ${c2sPort} }
@@ -137,7 +141,9 @@ ${options.extraHostConfig ?? ''}
 `).join('\n')}
 Component ${lua(componentJid)}
   component_secret = ${lua(componentSecret)}
-`);
+${Object.entries(options.extraComponents ?? {}).map(([jid, secret]) => `Component ${lua(jid)}
+  component_secret = ${lua(secret)}
+`).join('')}`);
 
   let child: ChildProcess | undefined;
   /** One start of Prosody on the configured ports; stops it again when it did not come up. */
