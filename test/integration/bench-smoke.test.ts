@@ -130,3 +130,17 @@ test('a tiny --callgrind --baseline run counts the instructions push-appserver a
   assert.ok(readdirSync(dir).some((name) => name.startsWith('callgrind.out.')), 'push-appserver\'s dumps are in the directory');
   assert.ok(readdirSync(join(dir, 'baseline')).some((name) => name.startsWith('callgrind.out.')), 'the forwarder\'s dumps are in DIR/baseline');
 });
+
+test('a tiny --via prosody --baseline run routes every publish and answer through a real Prosody, for ours and the forwarder alike', async () => {
+  const { code, stdout, stderr } = await runBench(['--devices', '20', '--pushes', '50', '--concurrency', '10', '--provider', 'apns', '--via', 'prosody', '--baseline', '--json']);
+  assert.equal(code, 0, `bench exited ${code}\n${stdout}\n${stderr}`);
+  const report = lastJsonLine(stdout);
+  assertReportShape(report);
+  assert.equal(report.errors, 0, JSON.stringify(report.errors_by_type));
+  assert.equal(report.parameters.via, 'prosody');
+  assert.equal(report.counts.pushes_answered, 50 + report.parameters.warmup);
+  assert.equal(report.baseline.pushes_timed, 50, 'the forwarder answered every counted publish through Prosody');
+  assert.equal(typeof report.prosody_cpu_ms_per_push, 'number', 'Prosody\'s own CPU is reported');
+  assert.ok(report.prosody_cpu_ms_per_push > 0, 'Prosody did work for the publishes it routed');
+  assert.match(stdout, /publishes via a real Prosody/);
+});
