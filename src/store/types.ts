@@ -96,7 +96,10 @@ export interface Store {
   readonly kind: string;
   getByNode(node: string): Promise<Registration | undefined>;
   getByDevice(app: string, deviceKey: string): Promise<Registration | undefined>;
-  /** Stores a new registration, removing `replaces` (a node) in the same transaction when given. */
+  /**
+   * Stores a new registration, removing `replaces` (a node) in the same transaction when given. It
+   * may be the registration's own node: copy-store replaces a copy older than the source's so.
+   */
   insert(registration: Registration, replaces?: string): Promise<void>;
   /**
    * Stores new registrations in one transaction (copy-store: a page at a time): all of them, or

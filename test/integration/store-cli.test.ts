@@ -155,6 +155,30 @@ test('copy-store run again copies only what is new, and reports a node the targe
   await check.close();
 });
 
+test('copy-store run again after the source kept serving brings a renewal and a new token into PostgreSQL, and says so', { skip }, async () => {
+  const dir = testTempDir('push-appserver-store-cli-');
+  const source = new SqliteStore(join(dir, 'source.db'));
+  for (const r of seeded(3)) await source.insert(r);
+  await source.close();
+  const postgresUrl = server.url(await server.createDatabase('cli_catch_up'));
+  assert.equal((await cli(['copy-store', '--from', `sqlite:${join(dir, 'source.db')}`, '--to', postgresUrl])).status, 0);
+
+  const serving = new SqliteStore(join(dir, 'source.db'));
+  await serving.renew('node-00001', 1_800_000_000_000);
+  const [, , old] = seeded(3);
+  const again = registration({ ...old, node: 'node-again', secret: 'c'.repeat(64), token: 'new-token', renewedAt: 1_800_000_000_000 });
+  await serving.insert(again, old.node);
+  const expected = [await serving.getByNode('node-00000'), await serving.getByNode('node-00001'), again];
+  await serving.close();
+
+  const caughtUp = await cli(['copy-store', '--from', `sqlite:${join(dir, 'source.db')}`, '--to', postgresUrl]);
+  assert.equal(caughtUp.status, 0, caughtUp.stderr);
+  assert.match(caughtUp.stdout, /copied 0 registration\(s\), 1 already there, 0 conflict\(s\), 2 updated/);
+  const pg = await PostgresStore.open(postgresUrl);
+  assert.deepEqual(await allRegistrations(pg), expected);
+  await pg.close();
+});
+
 test('copy-store without both urls, or with the same one twice, exits 2 and says why', async () => {
   const missing = await cli(['copy-store', '--from', 'sqlite:/tmp/x.db']);
   assert.equal(missing.status, 2);

@@ -148,6 +148,14 @@ export function storeContract(name: string, open: () => Promise<Store>, options:
     assert.equal(await store.count(), 1);
   });
 
+  it('an insert that replaces its own node stores the new registration there, every field the new one\'s', async (store) => {
+    await store.insert(registration({ node: 'n1', deviceKey: 'u@x|d', pushCount: 3, push2Key: null }));
+    const newer = registration({ node: 'n1', deviceKey: 'u@x|d', token: 'new-token', renewedAt: 1_700_000_009_000, lastPushAt: 1_700_000_008_000, pushCount: 7, push2Key: 'key-a' });
+    await store.insert(newer, 'n1');
+    assert.deepEqual(await store.getByNode('n1'), newer);
+    assert.equal(await store.count(), 1);
+  });
+
   it('a replacing insert that fails leaves the replaced registration in place', async (store) => {
     await store.insert(registration({ node: 'old', deviceKey: 'u@x|d' }));
     await store.insert(registration({ node: 'taken', deviceKey: 'other|d' }));
