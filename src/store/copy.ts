@@ -76,22 +76,23 @@ export async function copyRegistrations(source: Store, target: Store): Promise<C
     // Asked in one turn, a page's lookups are a few queries, not one each (store/lookup-batch.ts).
     const existing = await Promise.all(page.map((registration) => target.getByNode(registration.node)));
     const missing: Registration[] = [];
-    const updates: Write[] = [];
+    const renewed: Registration[] = [];
+    const pins: Write[] = [];
     for (const [index, registration] of page.entries()) {
       const there = existing[index];
       if (!there) missing.push(registration);
       else if (there.secret !== registration.secret || there.deviceKey !== registration.deviceKey) {
         report.conflicts.push(`${registration.node}: the target has another registration with this node`);
       } else if (registration.renewedAt > there.renewedAt) {
-        // The source's registration as a whole, in one transaction, as a new one is copied: its
+        // The source's registration takes the target's place whole, as a new one is copied: its
         // bookkeeping (push count, last push, last error) too. The target's is what an earlier copy
         // took of the same counters, the source's is where they went on (the old server kept
         // pushing), and the last push counts for expiry. Pushes the target made itself meanwhile
         // would be lost from its counts, which is why the last copy comes before the new server starts.
-        updates.push({ registration, write: () => target.insert(registration, registration.node) });
+        renewed.push(registration);
       } else if (registration.push2Key && !there.push2Key) {
         const key = registration.push2Key;
-        updates.push({ registration, write: async () => {
+        pins.push({ registration, write: async () => {
           // First key wins, as when the server pins one: the target may have pinned another since.
           if (!(await target.setPush2Key(registration.node, key))) throw new Error('the target pinned another Push 2.0 key for this node, or removed it');
         } });
@@ -106,7 +107,15 @@ export async function copyRegistrations(source: Store, target: Store): Promise<C
       // or reported and the rest still arrive.
       await inParallel(missing, insert);
     }
-    await inParallel(updates, update);
+    try {
+      await target.insertMany(renewed, true);
+      report.updated += renewed.length;
+    } catch {
+      // Refused when the target holds a row's device under another node (changed since the lookups):
+      // one by one, so that row is reported and the rest still arrive.
+      await inParallel(renewed, (registration) => update({ registration, write: () => target.insertMany([registration], true) }));
+    }
+    await inParallel(pins, update);
     if (page.length < PAGE) return report;
     after = page[page.length - 1].node;
   }

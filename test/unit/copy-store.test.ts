@@ -95,3 +95,17 @@ test('a newer registration of a device the target holds under a node the source 
   assert.equal((await target.getByNode('shared'))?.deviceKey, 'u@x|phone');
   assert.equal(await target.getByNode('n-new'), undefined);
 }));
+
+test('renewed registrations the target refuses as a page (one\'s app and device are another node\'s there) are updated one by one, and only that one is reported', () => withStores(async (source, target) => {
+  // Not what a server writes (a node keeps its app): a target that changed since the lookups looks so.
+  await source.insert(registration({ node: 'n1', app: 'other-app', deviceKey: 'u@x|d', renewedAt: LATER }));
+  await source.insert(registration({ node: 'n2', renewedAt: LATER }));
+  await target.insert(registration({ node: 'n1', deviceKey: 'u@x|d' }));
+  await target.insert(registration({ node: 'n2' }));
+  await target.insert(registration({ node: 'elsewhere', app: 'other-app', deviceKey: 'u@x|d' }));
+  const report = await copyRegistrations(source, target);
+  assert.deepEqual(counts(report), { copied: 0, present: 0, updated: 1, conflicts: 1 });
+  assert.match(report.conflicts[0], /^n1: /);
+  assert.equal((await target.getByNode('n2'))?.renewedAt, LATER);
+  assert.equal((await target.getByNode('n1'))?.app, 'app');
+}));
