@@ -268,13 +268,12 @@ export class SqliteStore implements Store {
     if (registrations.length === 0) return;
     this.transaction(() => {
       for (const r of registrations) {
-        if (replacing) {
-          this.statements.remove.run(r.node);
-          this.pending.delete(r.node);
-        }
+        if (replacing) this.statements.remove.run(r.node);
         this.insertRow(r);
       }
     });
+    // Only once committed: a refused batch keeps the replaced registrations' unwritten bookkeeping.
+    if (replacing) for (const r of registrations) this.pending.delete(r.node);
     this.checkpointer?.noteWrite();
   }
 

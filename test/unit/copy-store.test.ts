@@ -109,3 +109,17 @@ test('renewed registrations the target refuses as a page (one\'s app and device 
   assert.equal((await target.getByNode('n2'))?.renewedAt, LATER);
   assert.equal((await target.getByNode('n1'))?.app, 'app');
 }));
+
+test('the registrations of a page renewed in the source reach the target in one replacing insertMany, not one write each', () => withStores(async (source, target) => {
+  for (const node of ['n1', 'n2', 'n3']) await source.insert(registration({ node }));
+  await copyRegistrations(source, target);
+  for (const node of ['n1', 'n2', 'n3']) await source.renew(node, LATER);
+  const batches: Array<{ size: number; replacing: boolean | undefined }> = [];
+  const insertMany = target.insertMany.bind(target);
+  target.insertMany = (registrations, replacing) => {
+    if (registrations.length > 0) batches.push({ size: registrations.length, replacing });
+    return insertMany(registrations, replacing);
+  };
+  assert.equal((await copyRegistrations(source, target)).updated, 3);
+  assert.deepEqual(batches, [{ size: 3, replacing: true }]);
+}));
