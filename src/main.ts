@@ -182,7 +182,7 @@ async function copyStoreCommand(from: string | undefined, to: string | undefined
     const target = await openStore(to, undefined, { poolSize: 8 });
     try {
       const report = await copyRegistrations(source, target);
-      process.stdout.write(`copied ${report.copied} registration(s), ${report.present} already there, ${report.conflicts.length} conflict(s)\n`);
+      process.stdout.write(`copied ${report.copied} registration(s), ${report.present} already there, ${report.conflicts.length} conflict(s), ${report.updated} updated\n`);
       for (const conflict of report.conflicts.slice(0, 20)) process.stderr.write(`push-appserver: not copied: ${conflict}\n`);
       return report.conflicts.length > 0 ? 1 : 0;
     } finally {

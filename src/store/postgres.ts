@@ -289,15 +289,18 @@ export class PostgresStore implements Store {
     if (replaces !== undefined) this.forget(replaces);
   }
 
-  async insertMany(registrations: Registration[]): Promise<void> {
+  async insertMany(registrations: Registration[], replacing = false): Promise<void> {
     if (registrations.length === 0) return;
     // One multi-row INSERT per chunk, all chunks in one transaction: 13 parameters a row stay far
     // below the protocol's 65,535.
     await this.sql.begin(async (tx) => {
       for (let start = 0; start < registrations.length; start += INSERT_CHUNK) {
-        await tx`INSERT INTO registrations ${tx(registrations.slice(start, start + INSERT_CHUNK).map(registrationColumns))}`;
+        const chunk = registrations.slice(start, start + INSERT_CHUNK);
+        if (replacing) await tx`DELETE FROM registrations WHERE node = ANY(${textArrayLiteral(chunk.map((r) => r.node))}::text[])`;
+        await tx`INSERT INTO registrations ${tx(chunk.map(registrationColumns))}`;
       }
     });
+    if (replacing) for (const r of registrations) this.forget(r.node);
   }
 
   async renew(node: string, at: number): Promise<void> {

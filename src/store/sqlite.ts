@@ -264,11 +264,16 @@ export class SqliteStore implements Store {
       r.lastPushAt, r.lastErrorAt, r.lastError, r.pushCount, r.push2Key ?? null);
   }
 
-  async insertMany(registrations: Registration[]): Promise<void> {
+  async insertMany(registrations: Registration[], replacing = false): Promise<void> {
     if (registrations.length === 0) return;
     this.transaction(() => {
-      for (const r of registrations) this.insertRow(r);
+      for (const r of registrations) {
+        if (replacing) this.statements.remove.run(r.node);
+        this.insertRow(r);
+      }
     });
+    // Only once committed: a refused batch keeps the replaced registrations' unwritten bookkeeping.
+    if (replacing) for (const r of registrations) this.pending.delete(r.node);
     this.checkpointer?.noteWrite();
   }
 

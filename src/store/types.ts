@@ -101,9 +101,10 @@ export interface Store {
   /**
    * Stores new registrations in one transaction (copy-store: a page at a time): all of them, or
    * none when any is refused (a node or device already there); the caller then inserts one by one
-   * to learn which.
+   * to learn which. With `replacing`, each one takes the place of what its node holds, every field
+   * (copy-store: copies older than the source's); the node's pending retry stays, it is still its.
    */
-  insertMany(registrations: Registration[]): Promise<void>;
+  insertMany(registrations: Registration[], replacing?: boolean): Promise<void>;
   renew(node: string, at: number): Promise<void>;
   remove(node: string): Promise<boolean>;
   /** Removes only when not renewed after `before`: a device that re-registered since keeps its registration. */

@@ -129,15 +129,21 @@ test('copy-store moves every registration from SQLite to PostgreSQL and back, ev
   await returned.close();
 });
 
-test('copy-store run again copies only what is new, and reports a node the target uses for another device', { skip }, async () => {
-  const dir = testTempDir('push-appserver-store-cli-');
-  const source = new SqliteStore(join(dir, 'source.db'));
-  for (const r of seeded(10)) await source.insert(r);
+/** A SQLite file of `count` seeded registrations, copied once by the CLI into a new PostgreSQL database. */
+async function copiedOnce(count: number, database: string): Promise<{ sourcePath: string; args: string[]; postgresUrl: string }> {
+  const sourcePath = join(testTempDir('push-appserver-store-cli-'), 'source.db');
+  const source = new SqliteStore(sourcePath);
+  for (const r of seeded(count)) await source.insert(r);
   await source.close();
-  const postgresUrl = server.url(await server.createDatabase('cli_again'));
-  assert.equal((await cli(['copy-store', '--from', `sqlite:${join(dir, 'source.db')}`, '--to', postgresUrl])).status, 0);
+  const postgresUrl = server.url(await server.createDatabase(database));
+  const args = ['copy-store', '--from', `sqlite:${sourcePath}`, '--to', postgresUrl];
+  assert.equal((await cli(args)).status, 0);
+  return { sourcePath, args, postgresUrl };
+}
 
-  const more = new SqliteStore(join(dir, 'source.db'));
+test('copy-store run again copies only what is new, and reports a node the target uses for another device', { skip }, async () => {
+  const { sourcePath, args, postgresUrl } = await copiedOnce(10, 'cli_again');
+  const more = new SqliteStore(sourcePath);
   await more.insert(registration({ node: 'node-new', deviceKey: 'new|device' }));
   await more.insert(registration({ node: 'node-clash', deviceKey: 'clash|mine' }));
   await more.close();
@@ -145,7 +151,7 @@ test('copy-store run again copies only what is new, and reports a node the targe
   await target.insert(registration({ node: 'node-clash', deviceKey: 'clash|theirs', secret: 'b'.repeat(64) }));
   await target.close();
 
-  const again = await cli(['copy-store', '--from', `sqlite:${join(dir, 'source.db')}`, '--to', postgresUrl]);
+  const again = await cli(args);
   assert.equal(again.status, 1);
   assert.match(again.stdout, /copied 1 registration\(s\), 10 already there, 1 conflict\(s\)/);
   assert.match(again.stderr, /not copied: node-clash: the target has another registration with this node/);
@@ -153,6 +159,24 @@ test('copy-store run again copies only what is new, and reports a node the targe
   assert.equal((await check.getByNode('node-clash'))?.deviceKey, 'clash|theirs');
   assert.equal((await check.getByNode('node-new'))?.deviceKey, 'new|device');
   await check.close();
+});
+
+test('copy-store run again after the source kept serving brings a renewal and a new token into PostgreSQL, and says so', { skip }, async () => {
+  const { sourcePath, args, postgresUrl } = await copiedOnce(3, 'cli_catch_up');
+  const serving = new SqliteStore(sourcePath);
+  await serving.renew('node-00001', 1_800_000_000_000);
+  const [, , old] = seeded(3);
+  const again = registration({ ...old, node: 'node-again', secret: 'c'.repeat(64), token: 'new-token', renewedAt: 1_800_000_000_000 });
+  await serving.insert(again, old.node);
+  const expected = [await serving.getByNode('node-00000'), await serving.getByNode('node-00001'), again];
+  await serving.close();
+
+  const caughtUp = await cli(args);
+  assert.equal(caughtUp.status, 0, caughtUp.stderr);
+  assert.match(caughtUp.stdout, /copied 0 registration\(s\), 1 already there, 0 conflict\(s\), 2 updated/);
+  const pg = await PostgresStore.open(postgresUrl);
+  assert.deepEqual(await allRegistrations(pg), expected);
+  await pg.close();
 });
 
 test('copy-store without both urls, or with the same one twice, exits 2 and says why', async () => {

@@ -140,6 +140,25 @@ export function storeContract(name: string, open: () => Promise<Store>, options:
     }
   });
 
+  it('insertMany replacing puts each registration in place of what its node holds, every field the new one\'s, and keeps the node\'s retry', async (store) => {
+    await store.insert(registration({ node: 'n1', deviceKey: 'u@x|d', pushCount: 3 }));
+    await store.saveRetry(stored('n1', 5000));
+    const newer = registration({ node: 'n1', deviceKey: 'u@x|d', token: 'new-token', renewedAt: 1_700_000_009_000, lastPushAt: 1_700_000_008_000, pushCount: 7, push2Key: 'key-a' });
+    const fresh = registration({ node: 'n2' });
+    await store.insertMany([newer, fresh], true);
+    assert.deepEqual(await store.list({ limit: 10 }), [newer, fresh]);
+    assert.equal(await store.countRetries(), 1);
+  });
+
+  it('insertMany replacing is all or nothing: a device another node holds leaves every replaced registration as it was', async (store) => {
+    const old = registration({ node: 'n1', deviceKey: 'u@x|d' });
+    await store.insert(old);
+    await store.insert(registration({ node: 'other', deviceKey: 'u@x|taken' }));
+    await assert.rejects(store.insertMany([{ ...old, renewedAt: old.renewedAt + 1 }, registration({ node: 'n2', deviceKey: 'u@x|taken' })], true));
+    assert.deepEqual(await store.getByNode('n1'), old);
+    assert.equal(await store.count(), 2);
+  });
+
   it('an insert that replaces a node removes it in the same step', async (store) => {
     await store.insert(registration({ node: 'old', deviceKey: 'u@x|d', token: 'old-token' }));
     await store.insert(registration({ node: 'new', deviceKey: 'u@x|d', token: 'new-token' }), 'old');
