@@ -250,11 +250,14 @@ export class SqliteStore implements Store {
   async insert(r: Registration, replaces?: string): Promise<void> {
     this.transaction(() => {
       if (replaces !== undefined) {
+        // As remove(): the replaced node's retry goes with it (PostgreSQL's insert does the same).
+        this.statements.retryDelete.run(replaces);
         this.statements.remove.run(replaces);
-        this.pending.delete(replaces);
       }
       this.insertRow(r);
     });
+    // Only once committed: a refused insert keeps the replaced registration's unwritten bookkeeping.
+    if (replaces !== undefined) this.pending.delete(replaces);
     this.checkpointer?.noteWrite();
   }
 

@@ -512,6 +512,14 @@ export function storeContract(name: string, open: () => Promise<Store>, options:
     assert.equal(await store.countRetries(), 0);
   });
 
+  it('a registration that replaces another node (a new token) removes the replaced node\'s retry with it', async (store) => {
+    await store.insert(registration({ node: 'old', deviceKey: 'device-1' }));
+    await store.saveRetry(stored('old', 1000));
+    await store.insert(registration({ node: 'new', deviceKey: 'device-1' }), 'old');
+    assert.equal(await store.getByNode('old'), undefined);
+    assert.equal(await store.countRetries(), 0);
+  });
+
   it('a cancelled retry is not leased, cancelling an unknown key is harmless, and the key may be saved again', async (store) => {
     await store.saveRetry(stored('n1', 1000));
     await store.cancelRetry('n1');
