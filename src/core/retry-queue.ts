@@ -23,6 +23,7 @@ export class RetryQueue {
   private readonly unsaved = new Map<string, StoredRetry>();
   private lastMemoryRevision = 0;
   private warnedAt = 0;
+  private goneHoldersReleased = false;
 
   constructor(store: Store, logger: Logger) {
     this.store = store;
@@ -58,6 +59,7 @@ export class RetryQueue {
   }
 
   async lease(now: number, limit: number, leaseUntil: number): Promise<StoredRetry[]> {
+    if (!this.goneHoldersReleased) await this.releaseLeasesOfGoneHolders(now);
     for (const retry of [...this.unsaved.values()]) {
       try {
         await this.store.saveRetry(retry);
@@ -79,6 +81,20 @@ export class RetryQueue {
       retry.dueAt = leaseUntil;
     }
     return leased;
+  }
+
+  /**
+   * Once, before the first lease: what a process that is gone (this server before a kill -9) had
+   * leased is due now, rather than when its lease ends. Tried again at the next lease if the store fails.
+   */
+  private async releaseLeasesOfGoneHolders(now: number): Promise<void> {
+    try {
+      const released = await this.store.releaseLeasesOfGoneHolders(now);
+      this.goneHoldersReleased = true;
+      if (released > 0) this.logger.info('retries leased by a process that is gone are due again', { retries: released });
+    } catch (error) {
+      this.warn('cannot take back the retries of a process that is gone; retrying', error);
+    }
   }
 
   /** The entry this lease took, when it is still in memory as leased. */

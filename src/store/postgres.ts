@@ -19,6 +19,7 @@ import type { Notification } from '../providers/types.ts';
 import type { NewRetry, Registration, RegistrationPage, RegistrationQuery, Store, StoreHealth, StoredRetry } from './types.ts';
 import { noStats, noteDelivery, noteFailure, registrationColumns, toRegistration, toStoredRetry, withUnwritten, type PendingStats, type RegistrationRow, type RetryRowFields } from './rows.ts';
 import { LookupBatcher } from './lookup-batch.ts';
+import { holderState, thisProcessHolder, type HolderState } from './lease-holder.ts';
 
 /** Each entry is one migration; never edit one that has shipped, append a new one. */
 const MIGRATIONS: string[] = [
@@ -70,6 +71,8 @@ const MIGRATIONS: string[] = [
   // Issue #13: the per-key throttle window (push.min_interval_ms), shared by the instances.
   `CREATE TABLE throttle_windows (key TEXT PRIMARY KEY, last_sent BIGINT NOT NULL, claim TEXT NOT NULL);
    CREATE INDEX throttle_windows_by_last_sent ON throttle_windows (last_sent);`,
+  // Who holds a retry's lease (lease-holder.ts), so a restart takes back what a killed process held.
+  `ALTER TABLE pending_retries ADD COLUMN leased_by TEXT;`,
 ];
 
 /** pg_advisory_xact_lock key: "push-appserver migrations" (any constant works; this one is ours). */
@@ -103,6 +106,10 @@ export interface PostgresStoreOptions {
   onFlushError?: (error: Error) => void;
   /** Environment for PGSSLROOTCERT (tests pass their own). */
   env?: NodeJS.ProcessEnv;
+  /** Who this store's leases name as their holder (default: this process; null names none). */
+  leaseHolder?: string | null;
+  /** Whether a holder still runs (default: lease-holder.ts asks the operating system). */
+  holderState?: (holder: string) => HolderState;
 }
 
 /** The password-free form of a URL, for messages. */
@@ -174,6 +181,8 @@ export class PostgresStore implements Store {
   readonly kind = 'postgres';
   private readonly sql: Sql;
   private readonly onFlushError: (error: Error) => void;
+  private readonly leaseHolder: string | null;
+  private readonly holderState: (holder: string) => HolderState;
   /** Bookkeeping not yet written. */
   private pending = new Map<string, PendingStats>();
   /** Bookkeeping being written right now: still merged into reads until the write is done. */
@@ -194,6 +203,8 @@ export class PostgresStore implements Store {
   private constructor(sql: Sql, options: PostgresStoreOptions) {
     this.sql = sql;
     this.onFlushError = options.onFlushError ?? (() => {});
+    this.leaseHolder = options.leaseHolder === undefined ? thisProcessHolder() : options.leaseHolder;
+    this.holderState = options.holderState ?? holderState;
   }
 
   /** Connects, runs the migrations not yet applied and returns the store. */
@@ -472,7 +483,8 @@ export class PostgresStore implements Store {
         attempt = greatest(p.attempt, excluded.attempt),
         urgency = CASE WHEN p.urgency = 'high' OR excluded.urgency = 'high' THEN 'high' ELSE 'normal' END,
         reason = excluded.reason, dialect = excluded.dialect, app = excluded.app, request = excluded.request,
-        notification = excluded.notification, first_attempt_at = excluded.first_attempt_at, revision = p.revision + 1`;
+        notification = excluded.notification, first_attempt_at = excluded.first_attempt_at, revision = p.revision + 1,
+        leased_by = NULL`;
   }
 
   /**
@@ -484,7 +496,7 @@ export class PostgresStore implements Store {
     const rows = await this.sql<RetryRow[]>`
       WITH picked AS (
         SELECT node, due_at FROM pending_retries WHERE due_at <= ${now} ORDER BY due_at LIMIT ${limit} FOR UPDATE SKIP LOCKED)
-      UPDATE pending_retries AS r SET due_at = ${leaseUntil}
+      UPDATE pending_retries AS r SET due_at = ${leaseUntil}, leased_by = ${this.leaseHolder}
       FROM picked LEFT JOIN registrations g ON g.node = picked.node
       WHERE r.node = picked.node
       RETURNING r.node, picked.due_at AS leased_from, r.attempt, r.urgency, r.reason, r.dialect, r.app, r.request, r.notification,
@@ -496,12 +508,22 @@ export class PostgresStore implements Store {
    * Only the row the lease took (types.ts: a stale lease must not remove or move a newer row).
    * leasedUntil goes through the same rounding as the lease that wrote it, so a fractional one matches.
    */
+  async releaseLeasesOfGoneHolders(now: number): Promise<number> {
+    const holders = await this.sql<Array<{ holder: string }>>`SELECT DISTINCT leased_by AS holder FROM pending_retries WHERE leased_by IS NOT NULL`;
+    let released = 0;
+    for (const { holder } of holders) {
+      if (holder === this.leaseHolder || this.holderState(holder) !== 'gone') continue;
+      released += (await this.sql`UPDATE pending_retries SET due_at = least(due_at, ${now}), leased_by = NULL WHERE leased_by = ${holder}`).count;
+    }
+    return released;
+  }
+
   async finishRetry(key: string, revision: number, leasedUntil: number): Promise<void> {
     await this.sql`DELETE FROM pending_retries WHERE node = ${key} AND revision = ${revision} AND due_at = ${leasedUntil}`;
   }
 
   async rescheduleRetry(key: string, revision: number, leasedUntil: number, dueAt: number, attempt: number, reason: string): Promise<void> {
-    await this.sql`UPDATE pending_retries SET due_at = ${dueAt}, attempt = ${attempt}, reason = ${reason}
+    await this.sql`UPDATE pending_retries SET due_at = ${dueAt}, attempt = ${attempt}, reason = ${reason}, leased_by = NULL
                    WHERE node = ${key} AND revision = ${revision} AND due_at = ${leasedUntil}`;
   }
 

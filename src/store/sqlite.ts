@@ -10,6 +10,7 @@ import { dirname } from 'node:path';
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
 import type { NewRetry, Registration, RegistrationPage, RegistrationQuery, Store, StoreHealth, StoredRetry } from './types.ts';
 import { WalCheckpointer } from './wal-checkpointer.ts';
+import { holderState, thisProcessHolder, type HolderState } from './lease-holder.ts';
 import { LookupBatcher } from './lookup-batch.ts';
 import { noStats, noteDelivery, noteFailure, toRegistration, toStoredRetry, withUnwritten, type PendingStats, type RegistrationRow, type RetryRowFields } from './rows.ts';
 import type { Notification } from '../providers/types.ts';
@@ -63,6 +64,8 @@ export const MIGRATIONS: string[] = [
   // Issue #13: the per-key throttle window (push.min_interval_ms) as a row, like PostgreSQL's.
   `CREATE TABLE throttle_windows (key TEXT PRIMARY KEY, last_sent INTEGER NOT NULL) WITHOUT ROWID;
    CREATE INDEX throttle_windows_by_last_sent ON throttle_windows (last_sent);`,
+  // Who holds a retry's lease (lease-holder.ts), so a restart takes back what a killed process held.
+  `ALTER TABLE pending_retries ADD COLUMN leased_by TEXT;`,
 ];
 
 /**
@@ -114,6 +117,10 @@ export interface SqliteStoreOptions {
    * unset: SQLite's default (no practical limit).
    */
   maxPageCount?: number;
+  /** Who this store's leases name as their holder (default: this process; null names none). */
+  leaseHolder?: string | null;
+  /** Whether a holder still runs (default: lease-holder.ts asks the operating system). */
+  holderState?: (holder: string) => HolderState;
 }
 
 export class SqliteStore implements Store {
@@ -135,10 +142,14 @@ export class SqliteStore implements Store {
   private readonly onWriteRecovered: (downMs: number) => void;
   /** Undefined for an in-memory database, which has no WAL. */
   readonly checkpointer: WalCheckpointer | undefined;
+  private readonly leaseHolder: string | null;
+  private readonly holderState: (holder: string) => HolderState;
 
   constructor(path: string, options: SqliteStoreOptions = {}) {
     this.onWriteFailure = options.onWriteFailure ?? (() => {});
     this.onWriteRecovered = options.onWriteRecovered ?? (() => {});
+    this.leaseHolder = options.leaseHolder === undefined ? thisProcessHolder() : options.leaseHolder;
+    this.holderState = options.holderState ?? holderState;
     if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
     this.db = new DatabaseSync(path);
     this.db.exec(`PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = ${BUSY_TIMEOUT_MS}; PRAGMA foreign_keys = ON;`);
@@ -180,14 +191,17 @@ export class SqliteStore implements Store {
                     ON CONFLICT (node) DO UPDATE SET due_at = min(due_at, excluded.due_at), attempt = max(attempt, excluded.attempt),
                       urgency = CASE WHEN urgency = 'high' OR excluded.urgency = 'high' THEN 'high' ELSE 'normal' END,
                       reason = excluded.reason, dialect = excluded.dialect, app = excluded.app, request = excluded.request,
-                      notification = excluded.notification, first_attempt_at = excluded.first_attempt_at, revision = revision + 1`),
+                      notification = excluded.notification, first_attempt_at = excluded.first_attempt_at, revision = revision + 1,
+                      leased_by = NULL`),
       retryLeaseSelect: p(`SELECT r.*, g.secret AS reg_secret, g.bound_domain AS reg_domain, g.app AS reg_app
                            FROM pending_retries r LEFT JOIN registrations g ON g.node = r.node
                            WHERE r.due_at <= ? ORDER BY r.due_at LIMIT ?`),
-      retryLeaseUpdate: p('UPDATE pending_retries SET due_at = ? WHERE node = ?'),
+      retryLeaseUpdate: p('UPDATE pending_retries SET due_at = ?, leased_by = ? WHERE node = ?'),
+      retryHolders: p('SELECT DISTINCT leased_by AS holder FROM pending_retries WHERE leased_by IS NOT NULL'),
+      retryRelease: p('UPDATE pending_retries SET due_at = min(due_at, ?), leased_by = NULL WHERE leased_by = ?'),
       // Only the row the lease took (types.ts: a stale lease must not remove or move a newer row).
       retryFinish: p('DELETE FROM pending_retries WHERE node = ? AND revision = ? AND due_at = ?'),
-      retryReschedule: p('UPDATE pending_retries SET due_at = ?, attempt = ?, reason = ? WHERE node = ? AND revision = ? AND due_at = ?'),
+      retryReschedule: p('UPDATE pending_retries SET due_at = ?, attempt = ?, reason = ?, leased_by = NULL WHERE node = ? AND revision = ? AND due_at = ?'),
       countByApp: p('SELECT app, count(*) AS n FROM registrations GROUP BY app'),
       retryCount: p('SELECT count(*) AS n FROM pending_retries'),
       throttleClaim: p(`INSERT INTO throttle_windows (key, last_sent) VALUES (?, ?)
@@ -458,15 +472,37 @@ export class SqliteStore implements Store {
   }
 
   async leaseDueRetries(now: number, limit: number, leaseUntil: number): Promise<StoredRetry[]> {
+    let due: StoredRetry[];
+    try {
+      due = this.lease(now, limit, leaseUntil, this.leaseHolder);
+    } catch (error) {
+      if (this.leaseHolder === null) throw error;
+      // Naming the holder makes each row longer, which a full database refuses (SQLITE_FULL); a
+      // lease that names nobody rewrites the due time in place, so the retries still go out.
+      due = this.lease(now, limit, leaseUntil, null);
+    }
+    if (due.length > 0) this.checkpointer?.noteWrite();
+    return due;
+  }
+
+  private lease(now: number, limit: number, leaseUntil: number, holder: string | null): StoredRetry[] {
     let due: StoredRetry[] = [];
     this.transaction(() => {
       due = (this.statements.retryLeaseSelect.all(now, limit) as unknown as RetryRow[]).map((row) => toStoredRetry(row,
         row.request !== null ? JSON.parse(row.request) as StoredRetry['request'] : null,
         row.notification !== null ? JSON.parse(row.notification) as Notification : null, row.due_at, leaseUntil));
-      for (const retry of due) this.statements.retryLeaseUpdate.run(leaseUntil, retry.key);
+      for (const retry of due) this.statements.retryLeaseUpdate.run(leaseUntil, holder, retry.key);
     });
-    if (due.length > 0) this.checkpointer?.noteWrite();
     return due;
+  }
+
+  async releaseLeasesOfGoneHolders(now: number): Promise<number> {
+    let released = 0;
+    for (const { holder } of this.statements.retryHolders.all() as Array<{ holder: string }>) {
+      if (holder !== this.leaseHolder && this.holderState(holder) === 'gone') released += Number(this.statements.retryRelease.run(now, holder).changes);
+    }
+    if (released > 0) this.checkpointer?.noteWrite();
+    return released;
   }
 
   async finishRetry(key: string, revision: number, leasedUntil: number): Promise<void> {

@@ -172,6 +172,17 @@ export interface Store {
   saveRetry(retry: NewRetry): Promise<void>;
   leaseDueRetries(now: number, limit: number, leaseUntil: number): Promise<StoredRetry[]>;
   finishRetry(key: string, revision: number, leasedUntil: number): Promise<void>;
+  /**
+   * Takes back the leases whose holder is gone (lease-holder.ts: a process of this machine and pid
+   * namespace that no longer runs, e.g. this server before a kill -9): their rows are due at `now`
+   * instead of at their lease's end. Returns how many rows. Every lease records its holder; a
+   * reschedule or a merge clears it (the row is no longer that lease's). Safe against the ABA above:
+   * a gone holder finishes nothing, and the next lease still writes a later dueAt than any before.
+   * During a rolling upgrade a version before this one leases without naming itself, so a row it
+   * leases after a gone holder's lease ended may still carry that holder: taken back, it is sent
+   * twice at worst.
+   */
+  releaseLeasesOfGoneHolders(now: number): Promise<number>;
   rescheduleRetry(key: string, revision: number, leasedUntil: number, dueAt: number, attempt: number, reason: string): Promise<void>;
   countRetries(): Promise<number>;
 

@@ -33,6 +33,7 @@ async function freshStore(): Promise<PostgresStore> {
 storeContract('postgres', freshStore, {
   skip,
   reopen: async (closed) => PostgresStore.open(urls.get(closed)!),
+  openAs: async (open, lease) => PostgresStore.open(urls.get(open)!, { poolSize: 2, ...lease }),
   writeOldRetry: async (store, row) => {
     const sql = postgres(urls.get(store)!, { max: 1, onnotice: () => {} });
     try {

@@ -17,6 +17,7 @@ storeContract('sqlite', async () => {
   return store;
 }, {
   reopen: async (closed) => new SqliteStore(paths.get(closed)!),
+  openAs: async (open, lease) => new SqliteStore(paths.get(open)!, lease),
   // A second connection on the file, as the version that wrote the row would have.
   writeOldRetry: async (store, row) => {
     const db = new DatabaseSync(paths.get(store)!);

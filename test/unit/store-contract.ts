@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { NewRetry, Registration, Store } from '../../src/store/types.ts';
+import type { HolderState } from '../../src/store/lease-holder.ts';
 import type { Urgency } from '../../src/providers/types.ts';
 
 /** A `pending_retries` row as versions before issue #11 wrote it: the urgency, no request or notification. */
@@ -24,6 +25,13 @@ export interface ContractOptions {
   writeOldRetry?: (store: Store, row: OldRetryRow) => Promise<void>;
   /** Passed to every test (e.g. skip when the backend is missing and that is allowed). */
   skip?: string | false;
+  /** Opens a second store on the same data whose leases name `leaseHolder`, judging holders with `holderState`. */
+  openAs: (open: Store, lease: LeaseIdentity) => Promise<Store>;
+}
+
+export interface LeaseIdentity {
+  leaseHolder: string;
+  holderState: (holder: string) => HolderState;
 }
 
 export function registration(overrides: Partial<Registration> & { node: string }): Registration {
@@ -67,7 +75,7 @@ async function settledCount(results: Array<Promise<unknown>>): Promise<{ fulfill
   };
 }
 
-export function storeContract(name: string, open: () => Promise<Store>, options: ContractOptions = {}): void {
+export function storeContract(name: string, open: () => Promise<Store>, options: ContractOptions): void {
   const it = (title: string, body: (store: Store) => Promise<void>) => {
     test(`${name}: ${title}`, { skip: options.skip ?? false }, async () => {
       const store = await open();
@@ -384,6 +392,50 @@ export function storeContract(name: string, open: () => Promise<Store>, options:
     const again = await store.leaseDueRetries(60_000, 10, 70_000);
     assert.deepEqual(again.map((r) => [r.key, r.dueAt, r.revision]), [['n1', 60_000, 1]]);
     assert.equal(await store.countRetries(), 1);
+  });
+
+  // Lease holders (lease-holder.ts): a restart takes back what a process that is gone had leased.
+  const holders: Record<string, HolderState> = { 'holder-gone': 'gone', 'holder-running': 'running', 'holder-unknown': 'unknown' };
+  const as = (store: Store, leaseHolder: string) => options.openAs(store, { leaseHolder, holderState: (holder) => holders[holder] ?? 'running' });
+  const withStores = async (stores: Store[], body: () => Promise<void>) => {
+    try {
+      await body();
+    } finally {
+      for (const opened of stores) await opened.close();
+    }
+  };
+
+  it('a retry leased by a holder that is gone is due again at once, with its revision; those of a running or unknown holder stay leased', async (store) => {
+    await store.saveRetry(stored('gone', 1000));
+    await store.saveRetry(stored('running', 1001));
+    await store.saveRetry(stored('unknown', 1002));
+    const [gone, running, unknown, me] = await Promise.all(['holder-gone', 'holder-running', 'holder-unknown', 'holder-me'].map((holder) => as(store, holder)));
+    await withStores([gone, running, unknown, me], async () => {
+      assert.deepEqual((await gone.leaseDueRetries(5000, 1, 100_000)).map((r) => r.key), ['gone']);
+      assert.deepEqual((await running.leaseDueRetries(5000, 1, 100_000)).map((r) => r.key), ['running']);
+      assert.deepEqual((await unknown.leaseDueRetries(5000, 1, 100_000)).map((r) => r.key), ['unknown']);
+      assert.equal(await me.releaseLeasesOfGoneHolders(6000), 1);
+      const again = await me.leaseDueRetries(6000, 10, 200_000);
+      assert.deepEqual(again.map((r) => [r.key, r.dueAt, r.revision, r.leasedUntil]), [['gone', 6000, 1, 200_000]]);
+      assert.equal(await me.releaseLeasesOfGoneHolders(7000), 0, 'the new lease names its own holder');
+      assert.deepEqual(await me.leaseDueRetries(99_999, 10, 300_000), [], 'the others wait out their lease');
+    });
+  });
+
+  it('a retry rescheduled or merged into after its lease names no holder, so taking back leases leaves it where it is due', async (store) => {
+    await store.saveRetry(stored('rescheduled', 1000));
+    await store.saveRetry(stored('merged', 1001));
+    const [gone, me] = await Promise.all([as(store, 'holder-gone'), as(store, 'holder-me')]);
+    await withStores([gone, me], async () => {
+      const leased = await gone.leaseDueRetries(5000, 10, 100_000);
+      const rescheduled = leased.find((r) => r.key === 'rescheduled')!;
+      await gone.rescheduleRetry('rescheduled', rescheduled.revision, rescheduled.leasedUntil, 50_000, 2, 'provider said 503 again');
+      await gone.saveRetry(stored('merged', 80_000));
+      assert.equal(await me.releaseLeasesOfGoneHolders(6000), 0);
+      assert.deepEqual(await me.leaseDueRetries(49_999, 10, 200_000), []);
+      assert.deepEqual((await me.leaseDueRetries(50_000, 10, 200_000)).map((r) => r.key), ['rescheduled']);
+      assert.deepEqual((await me.leaseDueRetries(100_000, 10, 300_000)).map((r) => [r.key, r.revision]), [['merged', 2]]);
+    });
   });
 
   it('saving a key again merges: the newer push, the earlier due time, the larger attempt, high urgency wins, the revision moves', async (store) => {
