@@ -8,15 +8,20 @@
  * first `<`, opening tag and attributes included, whatever the chunking, and costs linear time.
  * A stanza over the limit (or nested deeper than MAX_DEPTH) is skipped without being buffered: the
  * tokenizer keeps following its structure to find its end and reports it as `oversized`, with the
- * name and attributes of its opening tag when that tag itself fitted the limit (so an iq can be
- * answered). Only XML that is not well-formed is an `error`, which ends the stream.
+ * name and attributes of its opening tag (so an iq can be answered). When that tag alone is over the
+ * limit, only its first OPENING_TAG_PREFIX_BYTES are kept while it is skipped, and the report
+ * carries the name and the attributes complete within them (`partial`). Only XML that is not
+ * well-formed is an `error`, which ends the stream.
  */
 import { Element, parse as parseXml } from 'ltx';
 
 export interface OversizedStanza {
-  /** The opening tag, when it fitted the limit; null when the tag itself was too large. */
+  /** The opening tag's name; null when it was not within the bytes kept of a tag over the limit (or not XML). */
   name: string | null;
+  /** Its attributes; when `partial`, only those complete within its first OPENING_TAG_PREFIX_BYTES. */
   attrs: Record<string, string>;
+  /** The opening tag alone was over the limit and went on past the bytes kept: attributes after them are unknown. */
+  partial: boolean;
   /** Bytes seen when it was given up, or its full size when it ended in one chunk. */
   bytes: number;
   reason: 'size' | 'depth';
@@ -36,6 +41,15 @@ export const MAX_DEPTH = 64;
 
 /** The stream header is no stanza, but it is bounded too. */
 const MAX_HEADER_BYTES = 8192;
+
+/**
+ * Of an opening tag larger than the limit, the bytes kept while it is skipped: an iq's id, type,
+ * from and to are recovered from them, so its sender gets an error instead of waiting for a
+ * timeout. A server writes those four in a few hundred bytes; 4 KB leaves room for one JID of the
+ * longest RFC 7622 allows (3071 bytes) among them. Fixed whatever the tag's size (a 1 GB attribute
+ * costs these 4 KB), allocated on the first such tag, and parsed once per tag.
+ */
+export const OPENING_TAG_PREFIX_BYTES = 4096;
 
 const LT = 0x3c;
 const GT = 0x3e;
@@ -70,6 +84,37 @@ function parseOpeningTag(tag: string): { name: string; attrs: Record<string, str
   } catch {
     return null;
   }
+}
+
+/**
+ * The opening tag at the start of `prefix`, which is either its first bytes (the tag goes on past
+ * them: `partial`) or holds all of it and maybe more: its name and the attributes complete within
+ * `prefix`, decoded by ltx as a whole tag's are. Name null when not even the name is complete.
+ */
+function recoverOpeningTag(prefix: Buffer): Pick<OversizedStanza, 'name' | 'attrs' | 'partial'> {
+  let quote = 0;
+  /** Where the name, then the last complete attribute value, ended. */
+  let cut = -1;
+  let tag: string | undefined;
+  for (let i = 1; i < prefix.length && tag === undefined; i += 1) {
+    const byte = prefix[i];
+    if (quote !== 0) {
+      if (byte === quote) {
+        quote = 0;
+        cut = i + 1;
+      }
+    } else if (byte === DQUOTE || byte === SQUOTE) {
+      quote = byte;
+    } else if (byte === GT) {
+      tag = prefix.toString('utf8', 0, i + 1);
+    } else if (cut === -1 && (isSpace(byte) || byte === SLASH)) {
+      cut = i;
+    }
+  }
+  const partial = tag === undefined;
+  if (partial && cut === -1) return { name: null, attrs: {}, partial };
+  const opening = parseOpeningTag(tag ?? `${prefix.toString('utf8', 0, cut)}/>`);
+  return { name: opening?.name ?? null, attrs: opening?.attrs ?? {}, partial };
 }
 
 /** Short ASCII names seen before, by a hash of their bytes: a stanza's dozens of tag names cost no decoding and no new strings. */
@@ -133,6 +178,11 @@ export class StreamParser {
   /** Bytes of the stanza's root opening tag once it closed; 0 while it is still open. */
   private rootTagBytes = 0;
   private skipping: OversizedStanza | undefined;
+  /** The first bytes of a root opening tag over the limit (OPENING_TAG_PREFIX_BYTES, allocated on first use). */
+  private tagPrefix: Buffer | undefined;
+  private tagPrefixBytes = 0;
+  /** Skipping a root opening tag over the limit whose bytes are still being kept in tagPrefix. */
+  private keepingTag = false;
   private failed = false;
   private ended = false;
 
@@ -274,6 +324,7 @@ export class StreamParser {
     this.bufferedBytes = 0;
     this.rootTagBytes = 0;
     this.skipping = undefined;
+    this.keepingTag = false;
     this.names.length = 0;
     this.inName = false;
     this.nameCarry = undefined;
@@ -285,6 +336,7 @@ export class StreamParser {
     if (to <= from) return;
     if (this.skipping) {
       this.skipping.bytes += to - from;
+      if (this.keepingTag) this.keepTagBytes(chunk.subarray(from, to));
       return;
     }
     this.buffered.push(chunk.subarray(from, to));
@@ -297,13 +349,43 @@ export class StreamParser {
   }
 
   private startSkipping(reason: OversizedStanza['reason']): void {
-    const opening = this.rootTagBytes > 0 ? parseOpeningTag(this.prefix(this.rootTagBytes)) : null;
-    this.skipping = { name: opening?.name ?? null, attrs: opening?.attrs ?? {}, bytes: this.bufferedBytes, reason };
+    this.skipping = { name: null, attrs: {}, partial: false, bytes: this.bufferedBytes, reason };
+    if (this.rootTagBytes > 0 && this.rootTagBytes <= this.maxStanzaBytes) {
+      const opening = parseOpeningTag(this.prefix(this.rootTagBytes));
+      if (opening) Object.assign(this.skipping, opening);
+    } else {
+      this.keepTagStart();
+    }
     this.buffered = [];
     this.bufferedBytes = 0;
     this.names.length = 0;
     this.inName = false;
     this.nameCarry = undefined;
+  }
+
+  /** Keeps the first bytes of the root opening tag (over the limit) from what is buffered of it, and from what follows while it is open. */
+  private keepTagStart(): void {
+    this.tagPrefix ??= Buffer.allocUnsafe(OPENING_TAG_PREFIX_BYTES);
+    this.tagPrefixBytes = 0;
+    this.keepingTag = true;
+    for (const piece of this.buffered) {
+      if (!this.keepingTag) return;
+      this.keepTagBytes(piece);
+    }
+    if (this.keepingTag && this.rootTagBytes > 0) this.tagKept();
+  }
+
+  private keepTagBytes(bytes: Uint8Array): void {
+    const taken = Math.min(bytes.length, OPENING_TAG_PREFIX_BYTES - this.tagPrefixBytes);
+    this.tagPrefix!.set(bytes.subarray(0, taken), this.tagPrefixBytes);
+    this.tagPrefixBytes += taken;
+    if (this.tagPrefixBytes === OPENING_TAG_PREFIX_BYTES) this.tagKept();
+  }
+
+  /** The root opening tag ended, or as much of it is kept as will be: what it names goes into the report. */
+  private tagKept(): void {
+    this.keepingTag = false;
+    Object.assign(this.skipping!, recoverOpeningTag(this.tagPrefix!.subarray(0, this.tagPrefixBytes)));
   }
 
   private prefix(bytes: number): string {
@@ -331,6 +413,10 @@ export class StreamParser {
     if (!this.skipping) {
       if (selfClosing) this.names.pop();
       if (this.rootTagBytes === 0) this.rootTagBytes = this.bufferedBytes + (i + 1 - this.mark);
+    } else if (this.keepingTag) {
+      // The `>` of the root opening tag that is being skipped.
+      this.keepTagBytes(chunk.subarray(this.mark, i + 1));
+      if (this.keepingTag) this.tagKept();
     }
     if (selfClosing) {
       if (this.depth === 1) this.stanzaEnded(chunk, i);
@@ -366,21 +452,19 @@ export class StreamParser {
   }
 
   private stanzaEnded(chunk: Buffer, i: number): void {
-    const skipped = this.skipping;
     const tail = i + 1 - this.mark;
-    const total = this.bufferedBytes + tail;
+    if (this.skipping) {
+      this.skipping.bytes += tail;
+    } else {
+      this.buffered.push(chunk.subarray(this.mark, i + 1));
+      this.bufferedBytes += tail;
+      // Over the limit within this chunk: reported as if it had been skipped.
+      if (this.bufferedBytes > this.maxStanzaBytes) this.startSkipping('size');
+    }
+    const skipped = this.skipping;
     if (skipped) {
-      skipped.bytes += tail;
       this.leaveUnit();
       this.events.oversized?.(skipped);
-      return;
-    }
-    this.buffered.push(chunk.subarray(this.mark, i + 1));
-    const rootTagBytes = this.rootTagBytes;
-    if (total > this.maxStanzaBytes) {
-      const opening = rootTagBytes <= this.maxStanzaBytes ? parseOpeningTag(this.prefix(rootTagBytes)) : null;
-      this.leaveUnit();
-      this.events.oversized?.({ name: opening?.name ?? null, attrs: opening?.attrs ?? {}, bytes: total, reason: 'size' });
       return;
     }
     // Most stanzas arrive within one chunk: decode that slice, without copying it first.

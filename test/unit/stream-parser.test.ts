@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { Element } from 'ltx';
-import { MAX_DEPTH, StreamParser, type OversizedStanza } from '../../src/xmpp/stream-parser.ts';
+import { MAX_DEPTH, OPENING_TAG_PREFIX_BYTES, StreamParser, type OversizedStanza } from '../../src/xmpp/stream-parser.ts';
 import { handshakeDigest } from '../../src/xmpp/component.ts';
 
 function collect(maxBytes = 10_000) {
@@ -50,15 +50,99 @@ test('the limit counts the whole stanza even when it arrives in one chunk', () =
   assert.deepEqual(events.stanzas.map((s) => s.attrs.id), ['ok']);
 });
 
-test('the limit counts the opening tag: a huge attribute is skipped and its stanza reported without attributes', () => {
+test('the limit counts the opening tag: a huge attribute is skipped and the stream goes on', () => {
   const { parser, events } = collect(4096);
   parser.write(`${HEADER}<iq id='i' x='`);
   for (let i = 0; i < 64; i += 1) parser.write('a'.repeat(65_536));
   parser.write(`'><ping xmlns='urn:xmpp:ping'/></iq><iq id='after'/>`);
   assert.equal(events.errors.length, 0);
   assert.equal(events.oversized.length, 1);
-  assert.equal(events.oversized[0].name, null);
+  assert.ok(events.oversized[0].bytes > 64 * 65_536);
   assert.deepEqual(events.stanzas.map((s) => s.attrs.id), ['after']);
+});
+
+const PAD = 'p'.repeat(200_000);
+function split(bytes: Buffer, size: number): Buffer[] {
+  return Array.from({ length: Math.ceil(bytes.length / size) }, (_, i) => bytes.subarray(i * size, (i + 1) * size));
+}
+
+/**
+ * One stanza fed to a parser with a 4 KB limit (or `limit`) whole, in 64 KB, 1000-byte and 1-byte
+ * chunks: its report, which must be the same each time.
+ */
+function oversizedReport(stanza: string, limit = 4096): Omit<OversizedStanza, 'bytes'> {
+  const bytes = Buffer.from(`${HEADER}${stanza}<iq id='after'/>`);
+  const reports = [bytes.length, 65_536, 1000, 1].map((size) => {
+    const chunks = split(bytes, size);
+    const { parser, events } = collect(limit);
+    for (const chunk of chunks) parser.write(chunk);
+    assert.equal(events.errors.length, 0);
+    assert.deepEqual(events.stanzas.map((s) => s.attrs.id), ['after']);
+    assert.equal(events.oversized.length, 1);
+    const { bytes: skipped, ...report } = events.oversized[0];
+    assert.equal(skipped, Buffer.byteLength(stanza), `fed in chunks of ${size}`);
+    return report;
+  });
+  for (const report of reports.slice(1)) assert.deepEqual(report, reports[0]);
+  return reports[0];
+}
+
+test('an opening tag over the limit is reported with the attributes complete within its first bytes, decoded, in either quote style', () => {
+  const report = oversizedReport(`<iq type='set' id="p&amp;1&#x27;" from='bob@localhost/ph&apos;one' to="push.localhost" pad='${PAD}'><ping xmlns='urn:xmpp:ping'/></iq>`);
+  assert.deepEqual(report, { name: 'iq', attrs: { type: 'set', id: "p&1'", from: "bob@localhost/ph'one", to: 'push.localhost' }, partial: true, reason: 'size' });
+});
+
+test('an id after the first bytes kept of an opening tag over the limit is not reported', () => {
+  const report = oversizedReport(`<iq pad='${PAD}' type='get' id='late' from='bob@localhost/phone' to='push.localhost'><ping xmlns='urn:xmpp:ping'/></iq>`);
+  assert.deepEqual(report, { name: 'iq', attrs: {}, partial: true, reason: 'size' });
+});
+
+test('an attribute value cut by the end of the bytes kept is not reported, the ones before it are', () => {
+  const head = `<iq id='i' type='get' x='`;
+  const x = 'x'.repeat(OPENING_TAG_PREFIX_BYTES - head.length - 20);
+  const report = oversizedReport(`${head}${x}' from='${'f'.repeat(40)}' pad='${PAD}'/>`);
+  assert.deepEqual(report, { name: 'iq', attrs: { id: 'i', type: 'get', x }, partial: true, reason: 'size' });
+});
+
+test('an attribute whose closing quote is the last byte kept is reported', () => {
+  const head = `<iq id='i' from='`;
+  const from = 'f'.repeat(OPENING_TAG_PREFIX_BYTES - head.length - 1);
+  assert.equal(Buffer.byteLength(`${head}${from}'`), OPENING_TAG_PREFIX_BYTES);
+  const report = oversizedReport(`${head}${from}' type='set' pad='${PAD}'/>`);
+  assert.deepEqual(report, { name: 'iq', attrs: { id: 'i', from }, partial: true, reason: 'size' });
+});
+
+test('an opening tag over the limit that ends within the bytes kept is reported whole', () => {
+  const pad = 'p'.repeat(OPENING_TAG_PREFIX_BYTES / 2);
+  const report = oversizedReport(`<iq pad='${pad}' type='get' id='whole' from='bob@localhost'><ping xmlns='urn:xmpp:ping'/>${'<x/>'.repeat(2000)}</iq>`, 1024);
+  assert.deepEqual(report, { name: 'iq', attrs: { pad, type: 'get', id: 'whole', from: 'bob@localhost' }, partial: false, reason: 'size' });
+});
+
+test('a name longer than the bytes kept is reported as none', () => {
+  const report = oversizedReport(`<${'n'.repeat(200_000)} id='x'/>`);
+  assert.deepEqual(report, { name: null, attrs: {}, partial: true, reason: 'size' });
+});
+
+/** Bytes the parser's own fields hold: buffers, strings and arrays or objects of them. */
+function heldBytes(value: unknown, depth = 0): number {
+  if (typeof value === 'string') return value.length;
+  if (value instanceof Uint8Array) return value.byteLength;
+  if (typeof value !== 'object' || value === null || depth > 3) return 0;
+  return Object.values(value).reduce<number>((sum, field) => sum + heldBytes(field, depth + 1), 0);
+}
+
+test('skipping an opening tag of 16 MB holds no more of it than the bytes kept', () => {
+  const { parser, events } = collect(4096);
+  parser.write(`${HEADER}<iq type='set' id='huge' from='bob@localhost' pad='`);
+  const chunk = Buffer.alloc(65_536, 'p');
+  let most = 0;
+  for (let i = 0; i < 256; i += 1) {
+    parser.write(chunk);
+    most = Math.max(most, heldBytes(parser));
+  }
+  parser.write(`'/>`);
+  assert.ok(most <= OPENING_TAG_PREFIX_BYTES + 256, `the parser held ${most} bytes`);
+  assert.equal(events.oversized[0]?.attrs.id, 'huge');
 });
 
 test('a quoted > or < inside an attribute value does not end the tag', () => {
