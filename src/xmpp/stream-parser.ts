@@ -9,18 +9,18 @@
  * A stanza over the limit (or nested deeper than MAX_DEPTH) is skipped without being buffered: the
  * tokenizer keeps following its structure to find its end and reports it as `oversized`, with the
  * name and attributes of its opening tag (so an iq can be answered). When that tag alone is over the
- * limit, only its first OPENING_TAG_PREFIX_BYTES are kept while it is skipped, and the report
- * carries the name and the attributes complete within them (`partial`). Only XML that is not
+ * limit, only its name and the attributes a reply needs (id, type, from, to; `partial`) are kept
+ * while it is skipped, wherever they are in it, within OPENING_TAG_KEPT_BYTES. Only XML that is not
  * well-formed is an `error`, which ends the stream.
  */
 import { Element, parse as parseXml } from 'ltx';
 
 export interface OversizedStanza {
-  /** The opening tag's name; null when it was not within the bytes kept of a tag over the limit (or not XML). */
+  /** The opening tag's name; null when it was not XML, or over the limit and its name longer than the bytes kept. */
   name: string | null;
-  /** Its attributes; when `partial`, only those complete within its first OPENING_TAG_PREFIX_BYTES. */
+  /** Its attributes; when `partial`, only its id, type, from and to that fitted OPENING_TAG_KEPT_BYTES. */
   attrs: Record<string, string>;
-  /** The opening tag alone was over the limit and went on past the bytes kept: attributes after them are unknown. */
+  /** The opening tag alone was over the limit: of its attributes only those a reply needs were kept. */
   partial: boolean;
   /** Bytes seen when it was given up, or its full size when it ended in one chunk. */
   bytes: number;
@@ -43,13 +43,19 @@ export const MAX_DEPTH = 64;
 const MAX_HEADER_BYTES = 8192;
 
 /**
- * Of an opening tag larger than the limit, the bytes kept while it is skipped: an iq's id, type,
- * from and to are recovered from them, so its sender gets an error instead of waiting for a
- * timeout. A server writes those four in a few hundred bytes; 4 KB leaves room for one JID of the
- * longest RFC 7622 allows (3071 bytes) among them. Fixed whatever the tag's size (a 1 GB attribute
- * costs these 4 KB), allocated on the first such tag, and parsed once per tag.
+ * Of an opening tag larger than the limit, the bytes kept while it is skipped: its name and the
+ * attributes an iq's error reply needs (REPLY_ATTRIBUTES), wherever they are in it, so its sender
+ * is answered instead of waiting for a timeout. Wherever, since a server writes attributes in any
+ * order: Prosody in its Lua tables' hash order, which in some of its runs puts any other attribute
+ * before the id. A server writes those four in a few hundred bytes; 4 KB leaves room for one
+ * JID of the longest RFC 7622 allows (3071 bytes) among them. Fixed whatever the tag's size (a 1 GB
+ * attribute costs these 4 KB), and allocated on the first such tag.
  */
-export const OPENING_TAG_PREFIX_BYTES = 4096;
+export const OPENING_TAG_KEPT_BYTES = 4096;
+
+/** What an iq's error reply is made of, and all that is kept of the attributes of an opening tag over the limit. */
+const REPLY_ATTRIBUTES = ['id', 'type', 'from', 'to'];
+const LONGEST_REPLY_ATTRIBUTE = 4;
 
 const LT = 0x3c;
 const GT = 0x3e;
@@ -58,6 +64,8 @@ const BANG = 0x21;
 const QUESTION = 0x3f;
 const DQUOTE = 0x22;
 const SQUOTE = 0x27;
+const SPACE = 0x20;
+const EQUALS = 0x3d;
 
 const State = {
   Text: 0,
@@ -86,35 +94,133 @@ function parseOpeningTag(tag: string): { name: string; attrs: Record<string, str
   }
 }
 
+const Step = { Open: 0, Name: 1, Between: 2, Value: 3, Done: 4 } as const;
+type Step = (typeof Step)[keyof typeof Step];
+
 /**
- * The opening tag at the start of `prefix`, which is either its first bytes (the tag goes on past
- * them: `partial`) or holds all of it and maybe more: its name and the attributes complete within
- * `prefix`, decoded by ltx as a whole tag's are. Name null when not even the name is complete.
+ * Follows an opening tag over the limit, fed its bytes from its `<` in any chunking, and keeps its
+ * name and the first of each of REPLY_ATTRIBUTES that fits in OPENING_TAG_KEPT_BYTES, as the text
+ * `<name id='…' from="…"` for ltx to decode as it decodes a whole tag. Other attribute values are
+ * jumped over unread.
  */
-function recoverOpeningTag(prefix: Buffer): Pick<OversizedStanza, 'name' | 'attrs' | 'partial'> {
-  let quote = 0;
-  /** Where the name, then the last complete attribute value, ended. */
-  let cut = -1;
-  let tag: string | undefined;
-  for (let i = 1; i < prefix.length && tag === undefined; i += 1) {
-    const byte = prefix[i];
-    if (quote !== 0) {
-      if (byte === quote) {
-        quote = 0;
-        cut = i + 1;
+class OpeningTagKeeper {
+  private readonly kept = Buffer.allocUnsafe(OPENING_TAG_KEPT_BYTES);
+  private length = 0;
+  private step: Step = Step.Open;
+  private quote = 0;
+  private nameComplete = false;
+  /** The first bytes of the attribute name last read, and whether it went on past them. */
+  private readonly attrName = Buffer.allocUnsafe(LONGEST_REPLY_ATTRIBUTE);
+  private attrNameLength = 0;
+  private attrNameTooLong = false;
+  /** A space or `=` ended that name: the next name byte begins another. */
+  private attrNameEnded = false;
+  /** Where in `kept` the attribute whose value is being read begins; -1 when it is not kept. */
+  private attrStart = -1;
+  private attrIndex = -1;
+  /** Which of REPLY_ATTRIBUTES are kept, a bit each. */
+  private keptMask = 0;
+
+  get done(): boolean {
+    return this.step === Step.Done;
+  }
+
+  reset(): void {
+    this.length = 0;
+    this.step = Step.Open;
+    this.nameComplete = false;
+    this.attrNameLength = 0;
+    this.attrNameTooLong = false;
+    this.attrNameEnded = false;
+    this.attrStart = -1;
+    this.keptMask = 0;
+  }
+
+  feed(bytes: Uint8Array): void {
+    for (let i = 0; i < bytes.length && this.step !== Step.Done; i += 1) {
+      const byte = bytes[i];
+      switch (this.step) {
+        case Step.Open:
+          this.put(byte);
+          this.step = Step.Name;
+          break;
+        case Step.Name:
+          if (isSpace(byte) || byte === SLASH || byte === GT) {
+            this.nameComplete = true;
+            this.step = byte === GT ? Step.Done : Step.Between;
+          } else if (!this.put(byte)) {
+            this.step = Step.Done;
+          }
+          break;
+        case Step.Between:
+          if (byte === GT) this.step = Step.Done;
+          else if (byte === DQUOTE || byte === SQUOTE) this.valueBegins(byte);
+          else if (isSpace(byte) || byte === EQUALS || byte === SLASH) this.attrNameEnded ||= this.attrNameLength > 0;
+          else this.attrNameByte(byte);
+          break;
+        case Step.Value: {
+          // Up to the closing quote, which is kept with the value.
+          const close = bytes.indexOf(this.quote, i);
+          if (this.attrStart !== -1 && !this.putRange(bytes, i, close === -1 ? bytes.length : close + 1)) this.dropAttribute();
+          if (close === -1) return;
+          if (this.attrStart !== -1) this.keptMask |= 1 << this.attrIndex;
+          this.attrStart = -1;
+          this.step = Step.Between;
+          i = close;
+          break;
+        }
       }
-    } else if (byte === DQUOTE || byte === SQUOTE) {
-      quote = byte;
-    } else if (byte === GT) {
-      tag = prefix.toString('utf8', 0, i + 1);
-    } else if (cut === -1 && (isSpace(byte) || byte === SLASH)) {
-      cut = i;
     }
   }
-  const partial = tag === undefined;
-  if (partial && cut === -1) return { name: null, attrs: {}, partial };
-  const opening = parseOpeningTag(tag ?? `${prefix.toString('utf8', 0, cut)}/>`);
-  return { name: opening?.name ?? null, attrs: opening?.attrs ?? {}, partial };
+
+  /** The name and the attributes kept (ltx decodes their entities); name null when it did not fit. */
+  result(): Pick<OversizedStanza, 'name' | 'attrs' | 'partial'> {
+    const opening = this.nameComplete ? parseOpeningTag(`${this.kept.toString('utf8', 0, this.length)}/>`) : null;
+    return { name: opening?.name ?? null, attrs: opening?.attrs ?? {}, partial: true };
+  }
+
+  private attrNameByte(byte: number): void {
+    if (this.attrNameEnded) {
+      this.attrNameLength = 0;
+      this.attrNameTooLong = false;
+      this.attrNameEnded = false;
+    }
+    if (this.attrNameLength < LONGEST_REPLY_ATTRIBUTE) this.attrName[this.attrNameLength++] = byte;
+    else this.attrNameTooLong = true;
+  }
+
+  /** The opening quote of the value of the attribute name last read: ` name=` and the value are kept when a reply needs them. */
+  private valueBegins(quote: number): void {
+    this.quote = quote;
+    this.step = Step.Value;
+    const nameLength = this.attrNameLength;
+    const index = this.attrNameTooLong ? -1 : REPLY_ATTRIBUTES.indexOf(this.attrName.toString('latin1', 0, nameLength));
+    this.attrNameLength = 0;
+    this.attrNameTooLong = false;
+    this.attrNameEnded = false;
+    if (index === -1 || (this.keptMask & (1 << index)) !== 0) return;
+    this.attrStart = this.length;
+    this.attrIndex = index;
+    if (!(this.put(SPACE) && this.putRange(this.attrName, 0, nameLength) && this.put(EQUALS) && this.put(quote))) this.dropAttribute();
+  }
+
+  private dropAttribute(): void {
+    this.length = this.attrStart;
+    this.attrStart = -1;
+  }
+
+  private put(byte: number): boolean {
+    if (this.length === OPENING_TAG_KEPT_BYTES) return false;
+    this.kept[this.length++] = byte;
+    return true;
+  }
+
+  private putRange(bytes: Uint8Array, from: number, to: number): boolean {
+    if (this.length + (to - from) > OPENING_TAG_KEPT_BYTES) return false;
+    this.kept.set(bytes.subarray(from, to), this.length);
+    this.length += to - from;
+    return true;
+  }
 }
 
 /** Short ASCII names seen before, by a hash of their bytes: a stanza's dozens of tag names cost no decoding and no new strings. */
@@ -178,10 +284,9 @@ export class StreamParser {
   /** Bytes of the stanza's root opening tag once it closed; 0 while it is still open. */
   private rootTagBytes = 0;
   private skipping: OversizedStanza | undefined;
-  /** The first bytes of a root opening tag over the limit (OPENING_TAG_PREFIX_BYTES, allocated on first use). */
-  private tagPrefix: Buffer | undefined;
-  private tagPrefixBytes = 0;
-  /** Skipping a root opening tag over the limit whose bytes are still being kept in tagPrefix. */
+  /** What is kept of a root opening tag over the limit (allocated on the first one). */
+  private tagKeeper: OpeningTagKeeper | undefined;
+  /** Skipping a root opening tag over the limit that tagKeeper still follows. */
   private keepingTag = false;
   private failed = false;
   private ended = false;
@@ -363,10 +468,9 @@ export class StreamParser {
     this.nameCarry = undefined;
   }
 
-  /** Keeps the first bytes of the root opening tag (over the limit) from what is buffered of it, and from what follows while it is open. */
+  /** Has the root opening tag (over the limit) followed by tagKeeper, from what is buffered of it, and from what follows while it is open. */
   private keepTagStart(): void {
-    this.tagPrefix ??= Buffer.allocUnsafe(OPENING_TAG_PREFIX_BYTES);
-    this.tagPrefixBytes = 0;
+    (this.tagKeeper ??= new OpeningTagKeeper()).reset();
     this.keepingTag = true;
     for (const piece of this.buffered) {
       if (!this.keepingTag) return;
@@ -376,16 +480,14 @@ export class StreamParser {
   }
 
   private keepTagBytes(bytes: Uint8Array): void {
-    const taken = Math.min(bytes.length, OPENING_TAG_PREFIX_BYTES - this.tagPrefixBytes);
-    this.tagPrefix!.set(bytes.subarray(0, taken), this.tagPrefixBytes);
-    this.tagPrefixBytes += taken;
-    if (this.tagPrefixBytes === OPENING_TAG_PREFIX_BYTES) this.tagKept();
+    this.tagKeeper!.feed(bytes);
+    if (this.tagKeeper!.done) this.tagKept();
   }
 
-  /** The root opening tag ended, or as much of it is kept as will be: what it names goes into the report. */
+  /** The root opening tag ended (or its name did not fit): what is kept of it goes into the report. */
   private tagKept(): void {
     this.keepingTag = false;
-    Object.assign(this.skipping!, recoverOpeningTag(this.tagPrefix!.subarray(0, this.tagPrefixBytes)));
+    Object.assign(this.skipping!, this.tagKeeper!.result());
   }
 
   private prefix(bytes: number): string {

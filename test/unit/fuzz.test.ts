@@ -26,7 +26,7 @@ import { AdHocCommands, COMMAND_NODES } from '../../src/xmpp/handlers/commands.t
 import { publishHandler } from '../../src/xmpp/handlers/publish.ts';
 import { IqRouter } from '../../src/xmpp/iq-router.ts';
 import { NS } from '../../src/xmpp/stanzas.ts';
-import { OPENING_TAG_PREFIX_BYTES, StreamParser, type OversizedStanza } from '../../src/xmpp/stream-parser.ts';
+import { OPENING_TAG_KEPT_BYTES, StreamParser, type OversizedStanza } from '../../src/xmpp/stream-parser.ts';
 import { XmppService } from '../../src/xmpp/service.ts';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { directoryOf, scriptedProvider } from '../support/fakes.ts';
@@ -123,32 +123,33 @@ describe('fuzz: stream parser', () => {
 
   // An iq's attributes in any order and quote style, values with entities and multi-byte
   // characters, a pad of any size among them: what is reported of its opening tag follows from the
-  // byte offsets alone (whole when it fitted the limit or the bytes kept, else the attributes whose
-  // closing quote is among the first OPENING_TAG_PREFIX_BYTES), whatever the chunking.
+  // sizes alone (whole when it fitted the limit, else id, type, from and to, each that still fits
+  // in OPENING_TAG_KEPT_BYTES as ` name='value'` after `<iq`), whatever the chunking.
   interface Attribute { name: string; value: string; quote: string }
   const value = fc.string({ unit: fc.constantFrom('a', 'é', '日', '😀', '&', '<', '>', '"', "'", ' '), maxLength: 30 });
   const attributes: fc.Arbitrary<Attribute[]> = fc.tuple(
     fc.shuffledSubarray(['id', 'type', 'from', 'to', 'x-a', 'x-b']).chain((names) => fc.array(fc.tuple(value, fc.constantFrom("'", '"')), { minLength: names.length, maxLength: names.length })
       .map((values) => values.map(([text, quote], i) => ({ name: names[i], value: text, quote })))),
     fc.nat({ max: 6 }),
-    fc.integer({ min: 0, max: 3 * OPENING_TAG_PREFIX_BYTES }),
+    fc.integer({ min: 0, max: 3 * OPENING_TAG_KEPT_BYTES }),
   ).map(([named, at, padBytes]) => named.toSpliced(at, 0, { name: 'pad', value: 'p'.repeat(padBytes), quote: "'" }));
 
-  test('an opening tag over the limit is reported with the attributes complete within the bytes kept, whatever the chunking', () => {
-    fc.assert(fc.property(fc.tuple(fc.integer({ min: 64, max: 2 * OPENING_TAG_PREFIX_BYTES }), attributes).chain(([limit, list]) => {
-      let tag = '<iq';
-      const ends: number[] = [];
-      for (const { name: n, value: text, quote } of list) {
-        tag += ` ${n}=${quote}${escapeXML(text)}${quote}`;
-        ends.push(Buffer.byteLength(tag));
-      }
-      tag += '>';
+  test('an opening tag over the limit is reported with the id, type, from and to that fit the bytes kept, whatever the chunking', () => {
+    fc.assert(fc.property(fc.tuple(fc.integer({ min: 64, max: 2 * OPENING_TAG_KEPT_BYTES }), attributes).chain(([limit, list]) => {
+      const written = list.map(({ name: n, value: text, quote }) => ` ${n}=${quote}${escapeXML(text)}${quote}`);
+      const tag = `<iq${written.join('')}>`;
       const stanza = `${tag}${'<ping/>'.repeat(limit)}</iq>`;
-      const tagBytes = Buffer.byteLength(tag);
-      const whole = tagBytes <= limit || tagBytes <= OPENING_TAG_PREFIX_BYTES;
+      const whole = Buffer.byteLength(tag) <= limit;
+      let kept = '<iq'.length;
+      const fits = (i: number) => {
+        if (whole) return true;
+        if (!['id', 'type', 'from', 'to'].includes(list[i].name) || kept + Buffer.byteLength(written[i]) > OPENING_TAG_KEPT_BYTES) return false;
+        kept += Buffer.byteLength(written[i]);
+        return true;
+      };
       const expected: Omit<OversizedStanza, 'bytes'> = {
         name: 'iq',
-        attrs: Object.fromEntries(list.filter((_, i) => whole || ends[i] <= OPENING_TAG_PREFIX_BYTES).map(({ name: n, value: text }) => [n, text])),
+        attrs: Object.fromEntries(list.filter((_, i) => fits(i)).map(({ name: n, value: text }) => [n, text])),
         partial: !whole,
         reason: 'size',
       };
@@ -321,7 +322,7 @@ describe('fuzz: the component stream, end to end', () => {
   // A scripted XMPP server on loopback and a real XmppService (stream parser, component, router):
   // iqs of every kind, some oversized, deeply nested or with an opening tag over the limit, in random
   // chunkings on ONE stream. Every iq get/set with an id (and, when its opening tag is over the
-  // limit, with id, type and from within the bytes kept of it) is answered exactly once (an oversized
+  // limit, with id and from short enough to be kept of it) is answered exactly once (an oversized
   // one with an error); nothing else is; the stream never drops.
   const LIMIT = 2048;
   let server: Server;
@@ -388,8 +389,8 @@ describe('fuzz: the component stream, end to end', () => {
     }
   }
 
-  type Kind = 'ping' | 'publish' | 'unknown' | 'two-payloads' | 'big-body' | 'deep' | 'huge-tag' | 'huge-tag-late-id' | 'huge-tag-late-from' | 'result' | 'no-id' | 'message';
-  const kind = fc.constantFrom<Kind>('ping', 'publish', 'unknown', 'two-payloads', 'big-body', 'deep', 'huge-tag', 'huge-tag-late-id', 'huge-tag-late-from', 'result', 'no-id', 'message');
+  type Kind = 'ping' | 'publish' | 'unknown' | 'two-payloads' | 'big-body' | 'deep' | 'huge-tag' | 'huge-tag-late-id' | 'huge-tag-long-id' | 'huge-tag-long-from' | 'result' | 'no-id' | 'message';
+  const kind = fc.constantFrom<Kind>('ping', 'publish', 'unknown', 'two-payloads', 'big-body', 'deep', 'huge-tag', 'huge-tag-late-id', 'huge-tag-long-id', 'huge-tag-long-from', 'result', 'no-id', 'message');
   const size = fc.integer({ min: LIMIT + 1, max: 40_000 });
   const item = fc.tuple(kind, fc.constantFrom('get', 'set'), size);
 
@@ -402,10 +403,11 @@ describe('fuzz: the component stream, end to end', () => {
       case 'two-payloads': return { xml: `<iq type='${type}' id='${id}' ${to}><a xmlns='urn:a'/><b xmlns='urn:b'/></iq>`, answered: true };
       case 'big-body': return { xml: `<iq type='${type}' id='${id}' ${to}><q xmlns='urn:big'>${'x'.repeat(bytes)}</q></iq>`, answered: true };
       case 'deep': return { xml: `<iq type='${type}' id='${id}' ${to}>${'<d>'.repeat(100)}${'</d>'.repeat(100)}</iq>`, answered: true };
-      // An opening tag alone over the limit: answered when id, type and from are among the bytes kept of it.
+      // An opening tag alone over the limit: answered when its id and from fit the bytes kept of it.
       case 'huge-tag': return { xml: `<iq type='${type}' id='${id}' ${to} pad='${'p'.repeat(bytes)}'><ping xmlns='urn:xmpp:ping'/></iq>`, answered: true };
-      case 'huge-tag-late-id': return { xml: `<iq pad='${'p'.repeat(bytes + OPENING_TAG_PREFIX_BYTES)}' type='${type}' id='${id}' ${to}><ping xmlns='urn:xmpp:ping'/></iq>`, answered: false };
-      case 'huge-tag-late-from': return { xml: `<iq type='${type}' id='${id}' pad='${'p'.repeat(bytes + OPENING_TAG_PREFIX_BYTES)}' ${to}><ping xmlns='urn:xmpp:ping'/></iq>`, answered: false };
+      case 'huge-tag-late-id': return { xml: `<iq pad='${'p'.repeat(bytes)}' type='${type}' id='${id}' ${to}><ping xmlns='urn:xmpp:ping'/></iq>`, answered: true };
+      case 'huge-tag-long-id': return { xml: `<iq type='${type}' id='${id}${'i'.repeat(OPENING_TAG_KEPT_BYTES)}' ${to} pad='${'p'.repeat(bytes)}'/>`, answered: false };
+      case 'huge-tag-long-from': return { xml: `<iq type='${type}' id='${id}' from='${'f'.repeat(bytes + OPENING_TAG_KEPT_BYTES)}' to='push.fuzz'/>`, answered: false };
       case 'result': return { xml: `<iq type='result' id='${id}' ${to}/>`, answered: false };
       case 'no-id': return { xml: `<iq type='${type}' ${to}><ping xmlns='urn:xmpp:ping'/></iq>`, answered: false };
       case 'message': return { xml: `<message id='${id}' ${to}><body>hi</body></message>`, answered: false };

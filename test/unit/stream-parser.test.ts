@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { Element } from 'ltx';
-import { MAX_DEPTH, OPENING_TAG_PREFIX_BYTES, StreamParser, type OversizedStanza } from '../../src/xmpp/stream-parser.ts';
+import { MAX_DEPTH, OPENING_TAG_KEPT_BYTES, StreamParser, type OversizedStanza } from '../../src/xmpp/stream-parser.ts';
 import { handshakeDigest } from '../../src/xmpp/component.ts';
 
 function collect(maxBytes = 10_000) {
@@ -87,35 +87,36 @@ function oversizedReport(stanza: string, limit = 4096): Omit<OversizedStanza, 'b
   return reports[0];
 }
 
-test('an opening tag over the limit is reported with the attributes complete within its first bytes, decoded, in either quote style', () => {
-  const report = oversizedReport(`<iq type='set' id="p&amp;1&#x27;" from='bob@localhost/ph&apos;one' to="push.localhost" pad='${PAD}'><ping xmlns='urn:xmpp:ping'/></iq>`);
+test('an opening tag over the limit is reported with its id, type, from and to only, decoded, in either quote style', () => {
+  const report = oversizedReport(`<iq xmlns='jabber:client' type='set' xid='no' id="p&amp;1&#x27;" from='bob@localhost/ph&apos;one' tox="no" to="push.localhost" pad='${PAD}'><ping xmlns='urn:xmpp:ping'/></iq>`);
   assert.deepEqual(report, { name: 'iq', attrs: { type: 'set', id: "p&1'", from: "bob@localhost/ph'one", to: 'push.localhost' }, partial: true, reason: 'size' });
 });
 
-test('an id after the first bytes kept of an opening tag over the limit is not reported', () => {
+test('an id after a 200 KB attribute is reported', () => {
   const report = oversizedReport(`<iq pad='${PAD}' type='get' id='late' from='bob@localhost/phone' to='push.localhost'><ping xmlns='urn:xmpp:ping'/></iq>`);
-  assert.deepEqual(report, { name: 'iq', attrs: {}, partial: true, reason: 'size' });
+  assert.deepEqual(report, { name: 'iq', attrs: { type: 'get', id: 'late', from: 'bob@localhost/phone', to: 'push.localhost' }, partial: true, reason: 'size' });
 });
 
-test('an attribute value cut by the end of the bytes kept is not reported, the ones before it are', () => {
-  const head = `<iq id='i' type='get' x='`;
-  const x = 'x'.repeat(OPENING_TAG_PREFIX_BYTES - head.length - 20);
-  const report = oversizedReport(`${head}${x}' from='${'f'.repeat(40)}' pad='${PAD}'/>`);
-  assert.deepEqual(report, { name: 'iq', attrs: { id: 'i', type: 'get', x }, partial: true, reason: 'size' });
+test('an id too long for the bytes kept is not reported, the other attributes a reply needs are', () => {
+  const report = oversizedReport(`<iq type='get' id='${'i'.repeat(OPENING_TAG_KEPT_BYTES)}' from='bob@localhost' pad='${PAD}'/>`);
+  assert.deepEqual(report, { name: 'iq', attrs: { type: 'get', from: 'bob@localhost' }, partial: true, reason: 'size' });
 });
 
-test('an attribute whose closing quote is the last byte kept is reported', () => {
-  const head = `<iq id='i' from='`;
-  const from = 'f'.repeat(OPENING_TAG_PREFIX_BYTES - head.length - 1);
-  assert.equal(Buffer.byteLength(`${head}${from}'`), OPENING_TAG_PREFIX_BYTES);
-  const report = oversizedReport(`${head}${from}' type='set' pad='${PAD}'/>`);
-  assert.deepEqual(report, { name: 'iq', attrs: { id: 'i', from }, partial: true, reason: 'size' });
+// What is kept is `<iq`, then ` from='…'`: 11 bytes and the value.
+test('a from that fills the bytes kept to the last byte is reported', () => {
+  const from = 'f'.repeat(OPENING_TAG_KEPT_BYTES - 11);
+  const report = oversizedReport(`<iq pad='${PAD}' from='${from}' type='set'/>`);
+  assert.deepEqual(report, { name: 'iq', attrs: { from }, partial: true, reason: 'size' });
 });
 
-test('an opening tag over the limit that ends within the bytes kept is reported whole', () => {
-  const pad = 'p'.repeat(OPENING_TAG_PREFIX_BYTES / 2);
-  const report = oversizedReport(`<iq pad='${pad}' type='get' id='whole' from='bob@localhost'><ping xmlns='urn:xmpp:ping'/>${'<x/>'.repeat(2000)}</iq>`, 1024);
-  assert.deepEqual(report, { name: 'iq', attrs: { pad, type: 'get', id: 'whole', from: 'bob@localhost' }, partial: false, reason: 'size' });
+test('a from one byte longer than the bytes kept is not reported', () => {
+  const report = oversizedReport(`<iq pad='${PAD}' from='${'f'.repeat(OPENING_TAG_KEPT_BYTES - 10)}' type='set'/>`);
+  assert.deepEqual(report, { name: 'iq', attrs: { type: 'set' }, partial: true, reason: 'size' });
+});
+
+test('an attribute repeated in an opening tag over the limit is kept once, with its first value', () => {
+  const report = oversizedReport(`<iq id='first' pad='${PAD}' ${"id='again' ".repeat(1000)}from='bob@localhost'/>`);
+  assert.deepEqual(report, { name: 'iq', attrs: { id: 'first', from: 'bob@localhost' }, partial: true, reason: 'size' });
 });
 
 test('a name longer than the bytes kept is reported as none', () => {
@@ -131,9 +132,9 @@ function heldBytes(value: unknown, depth = 0): number {
   return Object.values(value).reduce<number>((sum, field) => sum + heldBytes(field, depth + 1), 0);
 }
 
-test('skipping an opening tag of 16 MB holds no more of it than the bytes kept', () => {
+test('skipping an opening tag with a to of 16 MB holds no more of it than the bytes kept', () => {
   const { parser, events } = collect(4096);
-  parser.write(`${HEADER}<iq type='set' id='huge' from='bob@localhost' pad='`);
+  parser.write(`${HEADER}<iq type='set' id='huge' from='bob@localhost' to='`);
   const chunk = Buffer.alloc(65_536, 'p');
   let most = 0;
   for (let i = 0; i < 256; i += 1) {
@@ -141,8 +142,8 @@ test('skipping an opening tag of 16 MB holds no more of it than the bytes kept',
     most = Math.max(most, heldBytes(parser));
   }
   parser.write(`'/>`);
-  assert.ok(most <= OPENING_TAG_PREFIX_BYTES + 256, `the parser held ${most} bytes`);
-  assert.equal(events.oversized[0]?.attrs.id, 'huge');
+  assert.ok(most <= OPENING_TAG_KEPT_BYTES + 256, `the parser held ${most} bytes`);
+  assert.deepEqual(events.oversized[0]?.attrs, { type: 'set', id: 'huge', from: 'bob@localhost' });
 });
 
 test('a quoted > or < inside an attribute value does not end the tag', () => {
