@@ -101,14 +101,17 @@ export class XmppService {
 
   /**
    * A skipped stanza: an iq among them is answered, so its sender does not wait for a timeout (and
-   * a publish is not retried as if we were gone). Its opening tag gave us id, from and to; when the
-   * tag itself was too large there is nobody to answer.
+   * a publish is not retried as if we were gone). Its opening tag gave us id, from and to, also
+   * when that tag alone was over the limit (`partial`: those were kept of it wherever they were,
+   * when they fitted OPENING_TAG_KEPT_BYTES); without id and from there is nobody to answer.
    */
   private onOversized(stanza: OversizedStanza): void {
-    const { name, attrs } = stanza;
+    const { name, attrs, partial } = stanza;
     this.skippedStanzas += 1;
-    this.oversizedWarning.note({ name: name ?? '(opening tag too large)', from: attrs.from, bytes: stanza.bytes, reason: stanza.reason });
+    this.oversizedWarning.note({ name: name ?? '(opening tag too large)', from: attrs.from, bytes: stanza.bytes, reason: stanza.reason, ...(partial ? { opening_tag: 'over the limit' } : {}) });
     if (name !== 'iq' || (attrs.type !== 'get' && attrs.type !== 'set') || !attrs.id) return;
+    // Of a tag over the limit, a from too long to keep: a reply without `to` the server would only bounce.
+    if (partial && !attrs.from) return;
     const why = stanza.reason === 'depth' ? 'the stanza is nested too deeply' : `the stanza is larger than ${this.maxStanzaBytes} bytes`;
     const iq = new Element('iq', { type: attrs.type, id: attrs.id, from: attrs.from, to: attrs.to });
     const reply = errorFor(iq, iqError('modify', 'policy-violation', why));

@@ -8,15 +8,20 @@
  * first `<`, opening tag and attributes included, whatever the chunking, and costs linear time.
  * A stanza over the limit (or nested deeper than MAX_DEPTH) is skipped without being buffered: the
  * tokenizer keeps following its structure to find its end and reports it as `oversized`, with the
- * name and attributes of its opening tag when that tag itself fitted the limit (so an iq can be
- * answered). Only XML that is not well-formed is an `error`, which ends the stream.
+ * name and attributes of its opening tag (so an iq can be answered). When that tag alone is over the
+ * limit, only its name and the attributes a reply needs (id, type, from, to; `partial`) are kept
+ * while it is skipped, wherever they are in it, within OPENING_TAG_KEPT_BYTES. Only XML that is not
+ * well-formed is an `error`, which ends the stream.
  */
 import { Element, parse as parseXml } from 'ltx';
 
 export interface OversizedStanza {
-  /** The opening tag, when it fitted the limit; null when the tag itself was too large. */
+  /** The opening tag's name; null when it was not XML, or over the limit and its name longer than the bytes kept. */
   name: string | null;
+  /** Its attributes; when `partial`, only its id, type, from and to that fitted OPENING_TAG_KEPT_BYTES. */
   attrs: Record<string, string>;
+  /** The opening tag alone was over the limit: of its attributes only those a reply needs were kept. */
+  partial: boolean;
   /** Bytes seen when it was given up, or its full size when it ended in one chunk. */
   bytes: number;
   reason: 'size' | 'depth';
@@ -37,6 +42,21 @@ export const MAX_DEPTH = 64;
 /** The stream header is no stanza, but it is bounded too. */
 const MAX_HEADER_BYTES = 8192;
 
+/**
+ * Of an opening tag larger than the limit, the bytes kept while it is skipped: its name and the
+ * attributes an iq's error reply needs (REPLY_ATTRIBUTES), wherever they are in it, so its sender
+ * is answered instead of waiting for a timeout. Wherever, since a server writes attributes in any
+ * order: Prosody in its Lua tables' hash order, which in some of its runs puts any other attribute
+ * before the id. A server writes those four in a few hundred bytes; 4 KB leaves room for one
+ * JID of the longest RFC 7622 allows (3071 bytes) among them. Fixed whatever the tag's size (a 1 GB
+ * attribute costs these 4 KB), and allocated on the first such tag.
+ */
+export const OPENING_TAG_KEPT_BYTES = 4096;
+
+/** What an iq's error reply is made of, and all that is kept of the attributes of an opening tag over the limit. */
+const REPLY_ATTRIBUTES = ['id', 'type', 'from', 'to'];
+const LONGEST_REPLY_ATTRIBUTE = 4;
+
 const LT = 0x3c;
 const GT = 0x3e;
 const SLASH = 0x2f;
@@ -44,6 +64,8 @@ const BANG = 0x21;
 const QUESTION = 0x3f;
 const DQUOTE = 0x22;
 const SQUOTE = 0x27;
+const SPACE = 0x20;
+const EQUALS = 0x3d;
 
 const State = {
   Text: 0,
@@ -69,6 +91,135 @@ function parseOpeningTag(tag: string): { name: string; attrs: Record<string, str
     return { name: element.name, attrs: element.attrs };
   } catch {
     return null;
+  }
+}
+
+const Step = { Open: 0, Name: 1, Between: 2, Value: 3, Done: 4 } as const;
+type Step = (typeof Step)[keyof typeof Step];
+
+/**
+ * Follows an opening tag over the limit, fed its bytes from its `<` in any chunking, and keeps its
+ * name and the first of each of REPLY_ATTRIBUTES that fits in OPENING_TAG_KEPT_BYTES, as the text
+ * `<name id='…' from="…"` for ltx to decode as it decodes a whole tag. Other attribute values are
+ * jumped over unread.
+ */
+class OpeningTagKeeper {
+  private readonly kept = Buffer.allocUnsafe(OPENING_TAG_KEPT_BYTES);
+  private length = 0;
+  private step: Step = Step.Open;
+  private quote = 0;
+  private nameComplete = false;
+  /** The first bytes of the attribute name last read, and whether it went on past them. */
+  private readonly attrName = Buffer.allocUnsafe(LONGEST_REPLY_ATTRIBUTE);
+  private attrNameLength = 0;
+  private attrNameTooLong = false;
+  /** A space or `=` ended that name: the next name byte begins another. */
+  private attrNameEnded = false;
+  /** Where in `kept` the attribute whose value is being read begins; -1 when it is not kept. */
+  private attrStart = -1;
+  private attrIndex = -1;
+  /** Which of REPLY_ATTRIBUTES are kept, a bit each. */
+  private keptMask = 0;
+
+  get done(): boolean {
+    return this.step === Step.Done;
+  }
+
+  reset(): void {
+    this.length = 0;
+    this.step = Step.Open;
+    this.nameComplete = false;
+    this.attrNameLength = 0;
+    this.attrNameTooLong = false;
+    this.attrNameEnded = false;
+    this.attrStart = -1;
+    this.keptMask = 0;
+  }
+
+  feed(bytes: Uint8Array): void {
+    for (let i = 0; i < bytes.length && this.step !== Step.Done; i += 1) {
+      const byte = bytes[i];
+      switch (this.step) {
+        case Step.Open:
+          this.put(byte);
+          this.step = Step.Name;
+          break;
+        case Step.Name:
+          if (isSpace(byte) || byte === SLASH || byte === GT) {
+            this.nameComplete = true;
+            this.step = byte === GT ? Step.Done : Step.Between;
+          } else if (!this.put(byte)) {
+            this.step = Step.Done;
+          }
+          break;
+        case Step.Between:
+          if (byte === GT) this.step = Step.Done;
+          else if (byte === DQUOTE || byte === SQUOTE) this.valueBegins(byte);
+          else if (isSpace(byte) || byte === EQUALS || byte === SLASH) this.attrNameEnded ||= this.attrNameLength > 0;
+          else this.attrNameByte(byte);
+          break;
+        case Step.Value: {
+          // Up to the closing quote, which is kept with the value.
+          const close = bytes.indexOf(this.quote, i);
+          if (this.attrStart !== -1 && !this.putRange(bytes, i, close === -1 ? bytes.length : close + 1)) this.dropAttribute();
+          if (close === -1) return;
+          if (this.attrStart !== -1) this.keptMask |= 1 << this.attrIndex;
+          this.attrStart = -1;
+          this.step = Step.Between;
+          i = close;
+          break;
+        }
+      }
+    }
+  }
+
+  /** The name and the attributes kept (ltx decodes their entities); name null when it did not fit. */
+  result(): Pick<OversizedStanza, 'name' | 'attrs' | 'partial'> {
+    const opening = this.nameComplete ? parseOpeningTag(`${this.kept.toString('utf8', 0, this.length)}/>`) : null;
+    return { name: opening?.name ?? null, attrs: opening?.attrs ?? {}, partial: true };
+  }
+
+  private attrNameByte(byte: number): void {
+    if (this.attrNameEnded) {
+      this.attrNameLength = 0;
+      this.attrNameTooLong = false;
+      this.attrNameEnded = false;
+    }
+    if (this.attrNameLength < LONGEST_REPLY_ATTRIBUTE) this.attrName[this.attrNameLength++] = byte;
+    else this.attrNameTooLong = true;
+  }
+
+  /** The opening quote of the value of the attribute name last read: ` name=` and the value are kept when a reply needs them. */
+  private valueBegins(quote: number): void {
+    this.quote = quote;
+    this.step = Step.Value;
+    const nameLength = this.attrNameLength;
+    const index = this.attrNameTooLong ? -1 : REPLY_ATTRIBUTES.indexOf(this.attrName.toString('latin1', 0, nameLength));
+    this.attrNameLength = 0;
+    this.attrNameTooLong = false;
+    this.attrNameEnded = false;
+    if (index === -1 || (this.keptMask & (1 << index)) !== 0) return;
+    this.attrStart = this.length;
+    this.attrIndex = index;
+    if (!(this.put(SPACE) && this.putRange(this.attrName, 0, nameLength) && this.put(EQUALS) && this.put(quote))) this.dropAttribute();
+  }
+
+  private dropAttribute(): void {
+    this.length = this.attrStart;
+    this.attrStart = -1;
+  }
+
+  private put(byte: number): boolean {
+    if (this.length === OPENING_TAG_KEPT_BYTES) return false;
+    this.kept[this.length++] = byte;
+    return true;
+  }
+
+  private putRange(bytes: Uint8Array, from: number, to: number): boolean {
+    if (this.length + (to - from) > OPENING_TAG_KEPT_BYTES) return false;
+    this.kept.set(bytes.subarray(from, to), this.length);
+    this.length += to - from;
+    return true;
   }
 }
 
@@ -133,6 +284,10 @@ export class StreamParser {
   /** Bytes of the stanza's root opening tag once it closed; 0 while it is still open. */
   private rootTagBytes = 0;
   private skipping: OversizedStanza | undefined;
+  /** What is kept of a root opening tag over the limit (allocated on the first one). */
+  private tagKeeper: OpeningTagKeeper | undefined;
+  /** Skipping a root opening tag over the limit that tagKeeper still follows. */
+  private keepingTag = false;
   private failed = false;
   private ended = false;
 
@@ -274,6 +429,7 @@ export class StreamParser {
     this.bufferedBytes = 0;
     this.rootTagBytes = 0;
     this.skipping = undefined;
+    this.keepingTag = false;
     this.names.length = 0;
     this.inName = false;
     this.nameCarry = undefined;
@@ -285,6 +441,7 @@ export class StreamParser {
     if (to <= from) return;
     if (this.skipping) {
       this.skipping.bytes += to - from;
+      if (this.keepingTag) this.keepTagBytes(chunk.subarray(from, to));
       return;
     }
     this.buffered.push(chunk.subarray(from, to));
@@ -297,13 +454,40 @@ export class StreamParser {
   }
 
   private startSkipping(reason: OversizedStanza['reason']): void {
-    const opening = this.rootTagBytes > 0 ? parseOpeningTag(this.prefix(this.rootTagBytes)) : null;
-    this.skipping = { name: opening?.name ?? null, attrs: opening?.attrs ?? {}, bytes: this.bufferedBytes, reason };
+    this.skipping = { name: null, attrs: {}, partial: false, bytes: this.bufferedBytes, reason };
+    if (this.rootTagBytes > 0 && this.rootTagBytes <= this.maxStanzaBytes) {
+      const opening = parseOpeningTag(this.prefix(this.rootTagBytes));
+      if (opening) Object.assign(this.skipping, opening);
+    } else {
+      this.keepTagStart();
+    }
     this.buffered = [];
     this.bufferedBytes = 0;
     this.names.length = 0;
     this.inName = false;
     this.nameCarry = undefined;
+  }
+
+  /** Has the root opening tag (over the limit) followed by tagKeeper, from what is buffered of it, and from what follows while it is open. */
+  private keepTagStart(): void {
+    (this.tagKeeper ??= new OpeningTagKeeper()).reset();
+    this.keepingTag = true;
+    for (const piece of this.buffered) {
+      if (!this.keepingTag) return;
+      this.keepTagBytes(piece);
+    }
+    if (this.keepingTag && this.rootTagBytes > 0) this.tagKept();
+  }
+
+  private keepTagBytes(bytes: Uint8Array): void {
+    this.tagKeeper!.feed(bytes);
+    if (this.tagKeeper!.done) this.tagKept();
+  }
+
+  /** The root opening tag ended (or its name did not fit): what is kept of it goes into the report. */
+  private tagKept(): void {
+    this.keepingTag = false;
+    Object.assign(this.skipping!, this.tagKeeper!.result());
   }
 
   private prefix(bytes: number): string {
@@ -331,6 +515,10 @@ export class StreamParser {
     if (!this.skipping) {
       if (selfClosing) this.names.pop();
       if (this.rootTagBytes === 0) this.rootTagBytes = this.bufferedBytes + (i + 1 - this.mark);
+    } else if (this.keepingTag) {
+      // The `>` of the root opening tag that is being skipped.
+      this.keepTagBytes(chunk.subarray(this.mark, i + 1));
+      if (this.keepingTag) this.tagKept();
     }
     if (selfClosing) {
       if (this.depth === 1) this.stanzaEnded(chunk, i);
@@ -366,21 +554,19 @@ export class StreamParser {
   }
 
   private stanzaEnded(chunk: Buffer, i: number): void {
-    const skipped = this.skipping;
     const tail = i + 1 - this.mark;
-    const total = this.bufferedBytes + tail;
+    if (this.skipping) {
+      this.skipping.bytes += tail;
+    } else {
+      this.buffered.push(chunk.subarray(this.mark, i + 1));
+      this.bufferedBytes += tail;
+      // Over the limit within this chunk: reported as if it had been skipped.
+      if (this.bufferedBytes > this.maxStanzaBytes) this.startSkipping('size');
+    }
+    const skipped = this.skipping;
     if (skipped) {
-      skipped.bytes += tail;
       this.leaveUnit();
       this.events.oversized?.(skipped);
-      return;
-    }
-    this.buffered.push(chunk.subarray(this.mark, i + 1));
-    const rootTagBytes = this.rootTagBytes;
-    if (total > this.maxStanzaBytes) {
-      const opening = rootTagBytes <= this.maxStanzaBytes ? parseOpeningTag(this.prefix(rootTagBytes)) : null;
-      this.leaveUnit();
-      this.events.oversized?.({ name: opening?.name ?? null, attrs: opening?.attrs ?? {}, bytes: total, reason: 'size' });
       return;
     }
     // Most stanzas arrive within one chunk: decode that slice, without copying it first.

@@ -11,7 +11,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import fc from 'fast-check';
-import { Element, parse } from 'ltx';
+import { Element, escapeXML, parse } from 'ltx';
 import { parseAppSettings } from '../../src/app.ts';
 import { parseDocument } from '../../src/config/load.ts';
 import { ConfigError } from '../../src/config/reader.ts';
@@ -26,7 +26,7 @@ import { AdHocCommands, COMMAND_NODES } from '../../src/xmpp/handlers/commands.t
 import { publishHandler } from '../../src/xmpp/handlers/publish.ts';
 import { IqRouter } from '../../src/xmpp/iq-router.ts';
 import { NS } from '../../src/xmpp/stanzas.ts';
-import { StreamParser } from '../../src/xmpp/stream-parser.ts';
+import { OPENING_TAG_KEPT_BYTES, StreamParser, type OversizedStanza } from '../../src/xmpp/stream-parser.ts';
 import { XmppService } from '../../src/xmpp/service.ts';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { directoryOf, scriptedProvider } from '../support/fakes.ts';
@@ -119,6 +119,59 @@ describe('fuzz: stream parser', () => {
         assert.deepEqual(seen.stanzas, ['<iq id="after"/>']);
       },
     ), runs(300));
+  });
+
+  // An iq's attributes in any order and quote style, values with entities and multi-byte
+  // characters, a pad of any size among them: what is reported of its opening tag follows from the
+  // sizes alone (whole when it fitted the limit, else id, type, from and to, each that still fits
+  // in OPENING_TAG_KEPT_BYTES as ` name='value'` after `<iq`), whatever the chunking.
+  interface Attribute { name: string; value: string; quote: string }
+  const value = fc.string({ unit: fc.constantFrom('a', 'é', '日', '😀', '&', '<', '>', '"', "'", ' '), maxLength: 30 });
+  const attributes: fc.Arbitrary<Attribute[]> = fc.tuple(
+    fc.shuffledSubarray(['id', 'type', 'from', 'to', 'x-a', 'x-b']).chain((names) => fc.array(fc.tuple(value, fc.constantFrom("'", '"')), { minLength: names.length, maxLength: names.length })
+      .map((values) => values.map(([text, quote], i) => ({ name: names[i], value: text, quote })))),
+    fc.nat({ max: 6 }),
+    fc.integer({ min: 0, max: 3 * OPENING_TAG_KEPT_BYTES }),
+  ).map(([named, at, padBytes]) => named.toSpliced(at, 0, { name: 'pad', value: 'p'.repeat(padBytes), quote: "'" }));
+
+  test('an opening tag over the limit is reported with the id, type, from and to that fit the bytes kept, whatever the chunking', () => {
+    fc.assert(fc.property(fc.tuple(fc.integer({ min: 64, max: 2 * OPENING_TAG_KEPT_BYTES }), attributes).chain(([limit, list]) => {
+      const written = list.map(({ name: n, value: text, quote }) => ` ${n}=${quote}${escapeXML(text)}${quote}`);
+      const tag = `<iq${written.join('')}>`;
+      const stanza = `${tag}${'<ping/>'.repeat(limit)}</iq>`;
+      const whole = Buffer.byteLength(tag) <= limit;
+      let kept = '<iq'.length;
+      const fits = (i: number) => {
+        if (whole) return true;
+        if (!['id', 'type', 'from', 'to'].includes(list[i].name) || kept + Buffer.byteLength(written[i]) > OPENING_TAG_KEPT_BYTES) return false;
+        kept += Buffer.byteLength(written[i]);
+        return true;
+      };
+      const expected: Omit<OversizedStanza, 'bytes'> = {
+        name: 'iq',
+        attrs: Object.fromEntries(list.filter((_, i) => fits(i)).map(({ name: n, value: text }) => [n, text])),
+        partial: !whole,
+        reason: 'size',
+      };
+      const bytes = Buffer.from(`${HEADER}${stanza}<iq id='after'/>`);
+      return fc.tuple(fc.constant({ limit, expected, stanzaBytes: Buffer.byteLength(stanza) }), chunked(bytes));
+    }), ([{ limit, expected, stanzaBytes }, chunks]) => {
+      const reports: OversizedStanza[] = [];
+      const after: string[] = [];
+      const parser = new StreamParser({
+        streamStart: () => {},
+        stanza: (element) => after.push(element.attrs.id),
+        oversized: (report) => reports.push(report),
+        streamEnd: () => {},
+        error: (error) => assert.fail(error.message),
+      }, limit);
+      for (const chunk of chunks) parser.write(chunk);
+      assert.equal(reports.length, 1);
+      const { bytes, ...report } = reports[0];
+      assert.deepEqual(report, expected);
+      assert.equal(bytes, stanzaBytes);
+      assert.deepEqual(after, ['after']);
+    }), runs(1000));
   });
 });
 
@@ -268,8 +321,9 @@ describe('fuzz: configuration loader', () => {
 describe('fuzz: the component stream, end to end', () => {
   // A scripted XMPP server on loopback and a real XmppService (stream parser, component, router):
   // iqs of every kind, some oversized, deeply nested or with an opening tag over the limit, in random
-  // chunkings on ONE stream. Every iq get/set with an id whose opening tag fits is answered exactly
-  // once (an oversized one with an error); nothing else is; the stream never drops.
+  // chunkings on ONE stream. Every iq get/set with an id (and, when its opening tag is over the
+  // limit, with id and from short enough to be kept of it) is answered exactly once (an oversized
+  // one with an error); nothing else is; the stream never drops.
   const LIMIT = 2048;
   let server: Server;
   let service: XmppService;
@@ -335,8 +389,8 @@ describe('fuzz: the component stream, end to end', () => {
     }
   }
 
-  type Kind = 'ping' | 'publish' | 'unknown' | 'two-payloads' | 'big-body' | 'deep' | 'huge-tag' | 'result' | 'no-id' | 'message';
-  const kind = fc.constantFrom<Kind>('ping', 'publish', 'unknown', 'two-payloads', 'big-body', 'deep', 'huge-tag', 'result', 'no-id', 'message');
+  type Kind = 'ping' | 'publish' | 'unknown' | 'two-payloads' | 'big-body' | 'deep' | 'huge-tag' | 'huge-tag-late-id' | 'huge-tag-long-id' | 'huge-tag-long-from' | 'result' | 'no-id' | 'message';
+  const kind = fc.constantFrom<Kind>('ping', 'publish', 'unknown', 'two-payloads', 'big-body', 'deep', 'huge-tag', 'huge-tag-late-id', 'huge-tag-long-id', 'huge-tag-long-from', 'result', 'no-id', 'message');
   const size = fc.integer({ min: LIMIT + 1, max: 40_000 });
   const item = fc.tuple(kind, fc.constantFrom('get', 'set'), size);
 
@@ -349,8 +403,11 @@ describe('fuzz: the component stream, end to end', () => {
       case 'two-payloads': return { xml: `<iq type='${type}' id='${id}' ${to}><a xmlns='urn:a'/><b xmlns='urn:b'/></iq>`, answered: true };
       case 'big-body': return { xml: `<iq type='${type}' id='${id}' ${to}><q xmlns='urn:big'>${'x'.repeat(bytes)}</q></iq>`, answered: true };
       case 'deep': return { xml: `<iq type='${type}' id='${id}' ${to}>${'<d>'.repeat(100)}${'</d>'.repeat(100)}</iq>`, answered: true };
-      // The builder's rule: an iq whose opening tag alone is over the limit has nobody to answer.
-      case 'huge-tag': return { xml: `<iq type='${type}' id='${id}' ${to} pad='${'p'.repeat(bytes)}'><ping xmlns='urn:xmpp:ping'/></iq>`, answered: false };
+      // An opening tag alone over the limit: answered when its id and from fit the bytes kept of it.
+      case 'huge-tag': return { xml: `<iq type='${type}' id='${id}' ${to} pad='${'p'.repeat(bytes)}'><ping xmlns='urn:xmpp:ping'/></iq>`, answered: true };
+      case 'huge-tag-late-id': return { xml: `<iq pad='${'p'.repeat(bytes)}' type='${type}' id='${id}' ${to}><ping xmlns='urn:xmpp:ping'/></iq>`, answered: true };
+      case 'huge-tag-long-id': return { xml: `<iq type='${type}' id='${id}${'i'.repeat(OPENING_TAG_KEPT_BYTES)}' ${to} pad='${'p'.repeat(bytes)}'/>`, answered: false };
+      case 'huge-tag-long-from': return { xml: `<iq type='${type}' id='${id}' from='${'f'.repeat(bytes + OPENING_TAG_KEPT_BYTES)}' to='push.fuzz'/>`, answered: false };
       case 'result': return { xml: `<iq type='result' id='${id}' ${to}/>`, answered: false };
       case 'no-id': return { xml: `<iq type='${type}' ${to}><ping xmlns='urn:xmpp:ping'/></iq>`, answered: false };
       case 'message': return { xml: `<message id='${id}' ${to}><body>hi</body></message>`, answered: false };

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { Element } from 'ltx';
-import { MAX_DEPTH, StreamParser, type OversizedStanza } from '../../src/xmpp/stream-parser.ts';
+import { MAX_DEPTH, OPENING_TAG_KEPT_BYTES, StreamParser, type OversizedStanza } from '../../src/xmpp/stream-parser.ts';
 import { handshakeDigest } from '../../src/xmpp/component.ts';
 
 function collect(maxBytes = 10_000) {
@@ -50,15 +50,100 @@ test('the limit counts the whole stanza even when it arrives in one chunk', () =
   assert.deepEqual(events.stanzas.map((s) => s.attrs.id), ['ok']);
 });
 
-test('the limit counts the opening tag: a huge attribute is skipped and its stanza reported without attributes', () => {
+test('the limit counts the opening tag: a huge attribute is skipped and the stream goes on', () => {
   const { parser, events } = collect(4096);
   parser.write(`${HEADER}<iq id='i' x='`);
   for (let i = 0; i < 64; i += 1) parser.write('a'.repeat(65_536));
   parser.write(`'><ping xmlns='urn:xmpp:ping'/></iq><iq id='after'/>`);
   assert.equal(events.errors.length, 0);
   assert.equal(events.oversized.length, 1);
-  assert.equal(events.oversized[0].name, null);
+  assert.ok(events.oversized[0].bytes > 64 * 65_536);
   assert.deepEqual(events.stanzas.map((s) => s.attrs.id), ['after']);
+});
+
+const PAD = 'p'.repeat(200_000);
+function split(bytes: Buffer, size: number): Buffer[] {
+  return Array.from({ length: Math.ceil(bytes.length / size) }, (_, i) => bytes.subarray(i * size, (i + 1) * size));
+}
+
+/**
+ * One stanza fed to a parser with a 4 KB limit (or `limit`) whole, in 64 KB, 1000-byte and 1-byte
+ * chunks: its report, which must be the same each time.
+ */
+function oversizedReport(stanza: string, limit = 4096): Omit<OversizedStanza, 'bytes'> {
+  const bytes = Buffer.from(`${HEADER}${stanza}<iq id='after'/>`);
+  const reports = [bytes.length, 65_536, 1000, 1].map((size) => {
+    const chunks = split(bytes, size);
+    const { parser, events } = collect(limit);
+    for (const chunk of chunks) parser.write(chunk);
+    assert.equal(events.errors.length, 0);
+    assert.deepEqual(events.stanzas.map((s) => s.attrs.id), ['after']);
+    assert.equal(events.oversized.length, 1);
+    const { bytes: skipped, ...report } = events.oversized[0];
+    assert.equal(skipped, Buffer.byteLength(stanza), `fed in chunks of ${size}`);
+    return report;
+  });
+  for (const report of reports.slice(1)) assert.deepEqual(report, reports[0]);
+  return reports[0];
+}
+
+test('an opening tag over the limit is reported with its id, type, from and to only, decoded, in either quote style', () => {
+  const report = oversizedReport(`<iq xmlns='jabber:client' type='set' xid='no' id="p&amp;1&#x27;" from='bob@localhost/ph&apos;one' tox="no" to="push.localhost" pad='${PAD}'><ping xmlns='urn:xmpp:ping'/></iq>`);
+  assert.deepEqual(report, { name: 'iq', attrs: { type: 'set', id: "p&1'", from: "bob@localhost/ph'one", to: 'push.localhost' }, partial: true, reason: 'size' });
+});
+
+test('an id after a 200 KB attribute is reported', () => {
+  const report = oversizedReport(`<iq pad='${PAD}' type='get' id='late' from='bob@localhost/phone' to='push.localhost'><ping xmlns='urn:xmpp:ping'/></iq>`);
+  assert.deepEqual(report, { name: 'iq', attrs: { type: 'get', id: 'late', from: 'bob@localhost/phone', to: 'push.localhost' }, partial: true, reason: 'size' });
+});
+
+test('an id too long for the bytes kept is not reported, the other attributes a reply needs are', () => {
+  const report = oversizedReport(`<iq type='get' id='${'i'.repeat(OPENING_TAG_KEPT_BYTES)}' from='bob@localhost' pad='${PAD}'/>`);
+  assert.deepEqual(report, { name: 'iq', attrs: { type: 'get', from: 'bob@localhost' }, partial: true, reason: 'size' });
+});
+
+// What is kept is `<iq`, then ` from='…'`: 11 bytes and the value.
+test('a from that fills the bytes kept to the last byte is reported', () => {
+  const from = 'f'.repeat(OPENING_TAG_KEPT_BYTES - 11);
+  const report = oversizedReport(`<iq pad='${PAD}' from='${from}' type='set'/>`);
+  assert.deepEqual(report, { name: 'iq', attrs: { from }, partial: true, reason: 'size' });
+});
+
+test('a from one byte longer than the bytes kept is not reported', () => {
+  const report = oversizedReport(`<iq pad='${PAD}' from='${'f'.repeat(OPENING_TAG_KEPT_BYTES - 10)}' type='set'/>`);
+  assert.deepEqual(report, { name: 'iq', attrs: { type: 'set' }, partial: true, reason: 'size' });
+});
+
+test('an attribute repeated in an opening tag over the limit is kept once, with its first value', () => {
+  const report = oversizedReport(`<iq id='first' pad='${PAD}' ${"id='again' ".repeat(1000)}from='bob@localhost'/>`);
+  assert.deepEqual(report, { name: 'iq', attrs: { id: 'first', from: 'bob@localhost' }, partial: true, reason: 'size' });
+});
+
+test('a name longer than the bytes kept is reported as none', () => {
+  const report = oversizedReport(`<${'n'.repeat(200_000)} id='x'/>`);
+  assert.deepEqual(report, { name: null, attrs: {}, partial: true, reason: 'size' });
+});
+
+/** Bytes the parser's own fields hold: buffers, strings and arrays or objects of them. */
+function heldBytes(value: unknown, depth = 0): number {
+  if (typeof value === 'string') return value.length;
+  if (value instanceof Uint8Array) return value.byteLength;
+  if (typeof value !== 'object' || value === null || depth > 3) return 0;
+  return Object.values(value).reduce<number>((sum, field) => sum + heldBytes(field, depth + 1), 0);
+}
+
+test('skipping an opening tag with a to of 16 MB holds no more of it than the bytes kept', () => {
+  const { parser, events } = collect(4096);
+  parser.write(`${HEADER}<iq type='set' id='huge' from='bob@localhost' to='`);
+  const chunk = Buffer.alloc(65_536, 'p');
+  let most = 0;
+  for (let i = 0; i < 256; i += 1) {
+    parser.write(chunk);
+    most = Math.max(most, heldBytes(parser));
+  }
+  parser.write(`'/>`);
+  assert.ok(most <= OPENING_TAG_KEPT_BYTES + 256, `the parser held ${most} bytes`);
+  assert.deepEqual(events.oversized[0]?.attrs, { type: 'set', id: 'huge', from: 'bob@localhost' });
 });
 
 test('a quoted > or < inside an attribute value does not end the tag', () => {
