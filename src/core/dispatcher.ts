@@ -632,7 +632,7 @@ export class Dispatcher {
   /**
    * Graceful stop: publishes from now on are persisted and answered `wait`; pushes on their way may
    * finish within `timeoutMs`; what is still on its way then is persisted as a retry and answered
-   * `wait`. Leased retries still on their way stay in the store and come back when their lease ends.
+   * `wait`. Leased retries still on their way are due again at once (sent twice at worst, never lost).
    */
   close(timeoutMs = this.options.shutdownTimeoutMs): Promise<void> {
     this.closed ??= (async () => {
@@ -648,8 +648,12 @@ export class Dispatcher {
       const unfinished = [...this.jobs];
       for (const job of unfinished) {
         job.abandoned = true;
+        const stopped = { dueAt: this.options.now(), reason: 'on its way when the app server stopped' };
         if (!job.retry) {
-          await this.persist(job.dialect, job.request, job.target, job.target.notification, { dueAt: this.options.now(), attempt: job.attempt, reason: 'on its way when the app server stopped', firstAttemptAt: job.firstAttemptAt });
+          await this.persist(job.dialect, job.request, job.target, job.target.notification, { ...stopped, attempt: job.attempt, firstAttemptAt: job.firstAttemptAt });
+        } else {
+          // Nobody will finish this lease: due now, for the next start or another instance, not at the lease's end.
+          await this.queue.reschedule(job.retry, stopped.dueAt, job.retry.attempt, stopped.reason);
         }
         job.interrupt?.({ kind: 'temporary', reason: 'the app server is stopping', retryAfterMs: 1000 });
       }

@@ -186,6 +186,29 @@ describe('retries', () => {
     await first.close();
   });
 
+  test('a graceful stop with a retry still on its way makes it due at once for whoever leases next, not when its lease ends', async () => {
+    const file = tempDb();
+    const first = new SqliteStore(file);
+    const apps = appsWith();
+    const { node, secret } = await register(first, apps);
+    provider.outcomes = [UNAVAILABLE];
+    const stopping = dispatcherOn(first, apps);
+    await stopping.dispatch(publish(node, secret));
+    now += 2000;
+    provider.send = () => new Promise(() => {});
+    void stopping.runDueRetries();
+    await new Promise((resolve) => setImmediate(resolve));
+    await stopping.close(20);
+    const next = new SqliteStore(file);
+    const recovered = scriptedProvider([{ kind: 'delivered' }]);
+    const second = dispatcherOn(next, new AppDirectory([{ name: 'apns', providerKind: 'apns', provider: recovered, stateless: false }]));
+    assert.equal(await second.runDueRetries(), 1, 'due at once');
+    assert.equal(recovered.calls.length, 1);
+    assert.equal(await next.countRetries(), 0);
+    await next.close();
+    await first.close();
+  });
+
   test('a worker that stalls past its lease and finishes late does not remove the newer push saved for the node since (ABA on revision)', async () => {
     const apps = appsWith();
     const { node, secret } = await register(store, apps);
