@@ -73,6 +73,12 @@ export function cpuMsPerPush(cpuAtStart: number | undefined, cpuAtEnd: number | 
   return round3(((cpuAtEnd - cpuAtStart) * 1000) / pushes);
 }
 
+function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new Error(`${what} within ${ms} ms`)), ms); });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
 export async function runBaseline(options: BaselineOptions): Promise<BaselineResult> {
   const apns = options.provider.apns;
   if (!apns) throw new Error('--baseline needs --provider apns');
@@ -95,17 +101,24 @@ export async function runBaseline(options: BaselineOptions): Promise<BaselineRes
 
   const profileDir = options.profileDir === undefined ? undefined : join(options.profileDir, 'baseline');
   const forwarders: Child[] = [];
+  // Each forwarder prints `ready` once its component is online (through an XMPP server, all must be).
+  const readyLines: Array<Promise<void>> = [];
   for (let i = 0; i < instances; i++) {
+    let ready!: () => void;
+    readyLines.push(new Promise<void>((resolve) => { ready = resolve; }));
     const forwarder = { command: process.execPath, args: [
       ...serverLikeNodeFlags(options.env), ...(profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : []), '--disable-warning=ExperimentalWarning', resolve(HERE, 'baseline-forwarder.ts'), '--config', configFile,
     ] };
     const { command, args } = options.callgrindDir ? underCallgrind(options.callgrindDir, forwarder.command, forwarder.args) : forwarder;
-    forwarders.push(new Child('baseline', command, args, { cwd: options.dir, env: options.env }));
+    forwarders.push(new Child('baseline', command, args, { cwd: options.dir, env: options.env, onStdoutLine: (line) => { if (line === 'ready') ready(); } }));
   }
   let watcher: GroupWatcher | undefined;
+  const onlineTimeoutMs = options.callgrindDir ? 600_000 : 30_000;
   try {
     await Promise.race([
-      (via ? via.route.waitTargetOnline.bind(via.route) : direct!.waitOnline.bind(direct))(options.callgrindDir ? 600_000 : 30_000),
+      via
+        ? within(Promise.all(readyLines), onlineTimeoutMs, 'the forwarders did not attach to the XMPP server').then(() => via.route.waitTargetOnline(onlineTimeoutMs))
+        : direct!.waitOnline(onlineTimeoutMs),
       ...forwarders.map((forwarder) => forwarder.waitExit().then((code) => { throw new Error(`the baseline forwarder exited (code ${code}):\n${forwarder.stderrTail()}`); })),
     ]);
     await new Promise((r) => setTimeout(r, 500));

@@ -24,6 +24,11 @@ export interface ComponentRouteOptions {
   secret: string;
   /** push-appserver's component JID. */
   target: string;
+  /**
+   * Publishes come from this many users of the route's domain in turn (default 1): a server that
+   * spreads a component's stanzas over its connections by sender (ejabberd) needs more than one.
+   */
+  senders?: number;
 }
 
 export class ComponentRoute implements PublishRoute {
@@ -34,6 +39,8 @@ export class ComponentRoute implements PublishRoute {
   private closing = false;
   private online!: { resolve: () => void; reject: (error: Error) => void };
   readonly from: string;
+  private readonly senders: string[];
+  private nextSender = 0;
   readonly publishesByConnection = [0];
   handshakeFailures = 0;
   onReply: (reply: IqReply) => void = () => {};
@@ -43,6 +50,8 @@ export class ComponentRoute implements PublishRoute {
     this.options = options;
     this.connection = connection;
     this.from = `bench@${options.jid}`;
+    const senders = Math.max(1, options.senders ?? 1);
+    this.senders = senders === 1 ? [this.from] : Array.from({ length: senders }, (_, i) => `bench${i}@${options.jid}`);
   }
 
   /** Connects and completes the handshake as `options.jid`. */
@@ -72,7 +81,8 @@ export class ComponentRoute implements PublishRoute {
 
   publish(id: string, target: PublishTarget): void {
     this.publishesByConnection[0] += 1;
-    this.connection.queue(publishStanza(id, this.from, this.options.target, target));
+    const from = this.senders[this.nextSender++ % this.senders.length];
+    this.connection.queue(publishStanza(id, from, this.options.target, target));
   }
 
   /** Resolves once push-appserver (or the forwarder) answers a disco#info iq through the server. */

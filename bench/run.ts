@@ -26,16 +26,16 @@ import { formatStallReport, prepareStallDir, stallMonitorForChild, startStallMon
 import { seededNode, seededSecret, seededToken, seedRegistrations } from './seed.ts';
 import { round1, round3, type Percentiles } from './stats.ts';
 import { ComponentRoute } from './component-route.ts';
+import { startRouteServer, type RouteServer, type RouteServerKind } from './route-servers.ts';
 import { XmppPeer, type PublishRoute } from './xmpp-peer.ts';
 import { DEFAULT_READ_COALESCE_MS } from '../src/config/schema.ts';
 import { freePort } from '../test/support/ports.ts';
 import { startPostgres, type PostgresInstance } from '../test/support/postgres.ts';
-import { startProsody, type ProsodyInstance } from '../test/support/prosody.ts';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const SCALE_REGISTRATIONS = 1_000_000;
 const COMPONENT_JID = 'push.localhost';
-/** `--via prosody`: the load generator's own component JID on that Prosody. */
+/** `--via`: the load generator's own component JID on that XMPP server. */
 const LOAD_JID = 'load.localhost';
 const APP = 'bench';
 
@@ -53,10 +53,12 @@ const USAGE = `npm run bench -- [options]
                      spreads the publishes round-robin over the N connections (default 1)
   --scale            seed ${SCALE_REGISTRATIONS.toLocaleString('en')} registrations into the SQLite file first
   --metrics on|off   push-appserver's Prometheus metrics (metrics.enabled; default on, as operators run it)
-  --via prosody      the publishes go through a real Prosody (Debian's, started in a temp dir as the
-                     tests do): the load generator is a component of it, push-appserver another, and
-                     Prosody routes every publish and answer; its CPU is reported as well. Default:
-                     direct (the load generator plays the user's server on push-appserver's socket)
+  --via S            prosody or ejabberd: the publishes go through that real XMPP server (Debian's,
+                     started in a temp dir as the tests do): the load generator is a component of
+                     it, push-appserver another, and the server routes every publish and answer;
+                     its CPU is reported as well. ejabberd takes --instances N on one JID and
+                     spreads the publishes itself. Default: direct (the load generator plays the
+                     user's server on push-appserver's socket)
   --read-coalesce-ms N  xmpp.read_coalesce_ms for push-appserver and the --baseline forwarder alike
                      (default: the server's default, 2; 0 reads every arrival at once)
   --json             print one JSON object on the last line of stdout
@@ -109,7 +111,7 @@ interface Options {
   /** xmpp.read_coalesce_ms for push-appserver and the forwarder alike; undefined = the server's default. */
   readCoalesceMs: number | undefined;
   callgrindDir: string | undefined;
-  via: 'direct' | 'prosody';
+  via: 'direct' | RouteServerKind;
 }
 
 function positiveInt(name: string, value: string | undefined, fallback: number, min = 1): number {
@@ -177,7 +179,7 @@ function parseOptions(argv: string[]): Options {
     if (!callgrindAvailable()) throw new Error('--callgrind needs valgrind and callgrind_control (Debian package valgrind)');
   }
   const via = values.via ?? 'direct';
-  if (via !== 'direct' && via !== 'prosody') throw new Error(`--via must be direct or prosody, got "${via}"`);
+  if (via !== 'direct' && via !== 'prosody' && via !== 'ejabberd') throw new Error(`--via must be direct, prosody or ejabberd, got "${via}"`);
   if (via === 'prosody' && instances > 1) throw new Error('--via prosody takes one push-appserver: Prosody accepts one connection per component JID');
   if (metrics !== 'on' && metrics !== 'off') throw new Error(`--metrics must be on or off, got "${metrics}"`);
   return {
@@ -252,15 +254,6 @@ ${options.appTable}
 `;
 }
 
-/** Prosody's pid, from the pid file its config names. */
-function prosodyPidOf(instance: ProsodyInstance): number | undefined {
-  try {
-    return Number(readFileSync(join(instance.dir, 'prosody.pid'), 'utf8').trim()) || undefined;
-  } catch {
-    return undefined;
-  }
-}
-
 /** The postmaster's pid (first line of postmaster.pid in the data directory). */
 function postmasterPid(database: PostgresInstance): number | undefined {
   try {
@@ -283,6 +276,31 @@ async function waitForHealth(baseUrl: string, server: Child, timeoutMs: number):
     await new Promise((r) => setTimeout(r, 50));
   }
   throw new Error(`push-appserver's HTTP API did not answer within ${timeoutMs} ms:\n${server.stderrTail()}`);
+}
+
+/** Until `/ready` answers 200: the instance's component is attached and its store answers. */
+async function waitForReady(baseUrl: string, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  let last = '';
+  while (Date.now() < deadline) {
+    try {
+      const response = await fetch(new URL('/push_appserver/v1/ready', baseUrl));
+      if (response.ok) return;
+      last = await response.text();
+    } catch (error) {
+      last = (error as Error).message;
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`push-appserver at ${baseUrl} was not ready within ${timeoutMs} ms: ${last}`);
+}
+
+/** The publishes an instance counted, from its /metrics (push_appserver_publishes_total, every label). */
+async function publishesCounted(baseUrl: string): Promise<number> {
+  const text = await (await fetch(new URL('/metrics', baseUrl))).text();
+  let total = 0;
+  for (const line of text.split('\n')) if (line.startsWith('push_appserver_publishes_total{')) total += Number(line.slice(line.lastIndexOf(' ') + 1));
+  return total;
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -321,7 +339,7 @@ async function main(): Promise<number> {
   let peer: PublishRoute | undefined;
   let watcher: GroupWatcher | undefined;
   let database: PostgresInstance | undefined;
-  let prosody: ProsodyInstance | undefined;
+  let routeServer: RouteServer | undefined;
   try {
     let storage: string;
     if (options.store === 'postgres') {
@@ -350,26 +368,31 @@ async function main(): Promise<number> {
     } : undefined;
     provider = await startProviderSetup(options.provider, options.stallDir ? stallMonitorForChild(options.stallDir, 'mock') : undefined, faults);
     const secret = randomBytes(12).toString('hex');
+    const instanceConfigs: Array<{ file: string; httpPort: number }> = [];
     let xmppPort: number;
     let waitComponentsOnline: (timeoutMs: number) => Promise<void>;
     let route: ComponentRoute | undefined;
-    if (options.via === 'prosody') {
-      progress('starting Prosody in a temp dir (the route of every publish)…');
-      const loadSecret = randomBytes(12).toString('hex');
-      prosody = await startProsody({ componentJid: COMPONENT_JID, componentSecret: secret, extraComponents: { [LOAD_JID]: loadSecret }, logLevel: 'warn' });
-      xmppPort = prosody.componentPort;
-      route = await ComponentRoute.connect({ port: xmppPort, jid: LOAD_JID, secret: loadSecret, target: COMPONENT_JID });
+    if (options.via !== 'direct') {
+      progress(`starting ${options.via} in a temp dir (the route of every publish)…`);
+      const routeSecret = randomBytes(12).toString('hex');
+      routeServer = await startRouteServer(options.via, { componentJid: COMPONENT_JID, componentSecret: secret, routeJid: LOAD_JID, routeSecret });
+      xmppPort = routeServer.componentPort;
+      // Several senders: ejabberd may pick a component connection by the sender.
+      route = await ComponentRoute.connect({ port: routeServer.routePort, jid: LOAD_JID, secret: routeSecret, target: COMPONENT_JID, senders: options.instances > 1 ? 64 : 1 });
       peer = route;
-      waitComponentsOnline = (timeoutMs) => route!.waitTargetOnline(timeoutMs);
+      // Every instance attached (its /ready says so), then an answer through the server.
+      waitComponentsOnline = async (timeoutMs) => {
+        await Promise.all(instanceConfigs.map((instance) => waitForReady(`http://127.0.0.1:${instance.httpPort}`, timeoutMs)));
+        await route!.waitTargetOnline(timeoutMs);
+      };
     } else {
       const direct = new XmppPeer({ componentJid: COMPONENT_JID, secret, connections: options.instances });
       xmppPort = await direct.listen();
       peer = direct;
       waitComponentsOnline = (timeoutMs) => direct.waitOnline(timeoutMs);
     }
-    const prosodyPid = prosody ? prosodyPidOf(prosody) : undefined;
+    const routeServerPid = routeServer?.pid;
     // One config per instance; they differ in the HTTP port only (same component JID, same database).
-    const instanceConfigs: Array<{ file: string; httpPort: number }> = [];
     for (let i = 0; i < options.instances; i++) {
       const httpPort = await freePort();
       const file = join(dir, options.instances === 1 ? 'push-appserver.toml' : `push-appserver-${i + 1}.toml`);
@@ -442,7 +465,7 @@ async function main(): Promise<number> {
     let cpuAtCountStart: number | undefined;
     let systemCpuAtCountStart: number | undefined;
     let databaseCpuAtCountStart: number | undefined;
-    let prosodyCpuAtCountStart: number | undefined;
+    let routeServerCpuAtCountStart: number | undefined;
     const databasePid = database ? postmasterPid(database) : undefined;
     let countingStartedAtMs = 0;
     const phase: PushPhaseOptions = {
@@ -459,7 +482,7 @@ async function main(): Promise<number> {
         cpuAtCountStart = atStart?.cpuS;
         systemCpuAtCountStart = atStart?.systemCpuS;
         databaseCpuAtCountStart = databasePid === undefined ? undefined : processTreeCpuS(databasePid);
-        prosodyCpuAtCountStart = prosodyPid === undefined ? undefined : processTreeCpuS(prosodyPid);
+        routeServerCpuAtCountStart = routeServerPid === undefined ? undefined : processTreeCpuS(routeServerPid);
         countingStartedAtMs = monotonicMs();
       },
       onAnswered: delivery?.answered ? (index, ok, error) => delivery.answered!(index, ok || (error ?? '').startsWith('iq-error:wait/')) : undefined,
@@ -489,7 +512,8 @@ async function main(): Promise<number> {
     }
     const afterPush = watcher.sample();
     const databaseCpuAfterPush = databasePid === undefined ? undefined : processTreeCpuS(databasePid);
-    const prosodyCpuAfterPush = prosodyPid === undefined ? undefined : processTreeCpuS(prosodyPid);
+    const routeServerCpuAfterPush = routeServerPid === undefined ? undefined : processTreeCpuS(routeServerPid);
+    const publishesByInstance = route && options.metrics ? await Promise.all(instanceConfigs.map((instance) => publishesCounted(`http://127.0.0.1:${instance.httpPort}`))) : undefined;
     const cpuAfterPush = afterPush?.cpuS ?? cpuAfterRegister;
     const rssPeakMb = Math.max(watcher.maxRssMb, afterPush?.peakRssMb ?? 0);
     if (faulty) progress('waiting for the server\'s retries to deliver every accepted push…');
@@ -576,8 +600,8 @@ async function main(): Promise<number> {
       // User-space instructions of push-appserver (all threads) under callgrind; its CPU figures above are valgrind's, not comparable.
       ...(instructions ? instructionFigures(instructions) : {}),
       ...(database ? { database_cpu_ms_per_push: cpuMsPerPush(databaseCpuAtCountStart, databaseCpuAfterPush, push.timedCompleted) } : {}),
-      // --via prosody: the XMPP server's CPU for routing each publish and its answer.
-      ...(prosody ? { prosody_cpu_ms_per_push: cpuMsPerPush(prosodyCpuAtCountStart, prosodyCpuAfterPush, push.timedCompleted) } : {}),
+      // --via: the XMPP server's CPU (its process tree) for routing each publish and its answer.
+      ...(routeServer ? { xmpp_server_cpu_ms_per_push: cpuMsPerPush(routeServerCpuAtCountStart, routeServerCpuAfterPush, push.timedCompleted) } : {}),
       ...(baseline ? {
         baseline: {
           pushes_per_s: baseline.pushesPerS,
@@ -622,7 +646,8 @@ async function main(): Promise<number> {
         deliveries_timed: deliveryPercentiles?.count ?? null,
         publishes_without_receipt: deliveryLatency?.unmatched ?? null,
         // Warm-up included, per component connection (--instances: one per push-appserver process).
-        publishes_by_connection: [...peer.publishesByConnection],
+        // Through an XMPP server: what each instance counted (push_appserver_publishes_total), warm-up included.
+        publishes_by_connection: publishesByInstance ?? [...peer.publishesByConnection],
       },
       ...(stalls ? { stalls } : {}),
       notes,
@@ -631,7 +656,7 @@ async function main(): Promise<number> {
     };
 
     const table: Array<[string, string]> = [
-      ['provider / store', `${options.provider} / ${options.store}${options.seeded > 0 ? ` + ${options.seeded.toLocaleString('en')} seeded` : ''}${options.via === 'prosody' ? ' · publishes via a real Prosody' : ''}`],
+      ['provider / store', `${options.provider} / ${options.store}${options.seeded > 0 ? ` + ${options.seeded.toLocaleString('en')} seeded` : ''}${routeServer ? ` · publishes via a real ${routeServer.name}` : ''}`],
       ['registrations/s (HTTP)', `${report.registrations_per_s}  (${register.timed} timed, ${options.concurrency} in flight)`],
       ['pushes/s', `${report.pushes_per_s}  (${push.timedCompleted} timed, ${mode})`],
       ['publish → iq result', formatLatency(resultLatency)],
@@ -643,7 +668,7 @@ async function main(): Promise<number> {
       ['CPU per push', `${report.cpu_ms_per_push ?? '-'} ms  (push-appserver, counted publishes; in the kernel ${report.cpu_ms_per_push_kernel ?? '-'} ms)`],
       ...(instructions ? [['instructions per push', `${Math.round(instructions.perPush).toLocaleString('en')}  (callgrind, user space, all threads; idle: ${Math.round(instructions.idlePerS).toLocaleString('en')}/s over ${instructions.idleS} s)`] as [string, string]] : []),
       ['load generator / mock CPU', `${report.load_generator_cpu_s} s / ${report.provider_cpu_s ?? '-'} s`],
-      ...('prosody_cpu_ms_per_push' in report ? [['Prosody CPU per push', `${report.prosody_cpu_ms_per_push ?? '-'} ms  (routing each publish and its answer)`] as [string, string]] : []),
+      ...(routeServer && 'xmpp_server_cpu_ms_per_push' in report ? [[`${routeServer.name} CPU per push`, `${report.xmpp_server_cpu_ms_per_push ?? '-'} ms  (routing each publish and its answer)`] as [string, string]] : []),
       ['machine', `${report.machine.nproc} × ${report.machine.cpu}, ${report.machine.memory_gb} GB, Node ${report.machine.node}`],
     ];
     if (baseline && report.ratio_to_baseline) {
@@ -675,7 +700,7 @@ async function main(): Promise<number> {
     await database?.stop();
     await provider?.stop();
     await peer?.close().catch(() => {});
-    await prosody?.stop();
+    await routeServer?.stop();
     removeDir();
     if (options.keep) progress(`kept ${dir}`);
   }

@@ -140,7 +140,22 @@ test('a tiny --via prosody --baseline run routes every publish and answer throug
   assert.equal(report.parameters.via, 'prosody');
   assert.equal(report.counts.pushes_answered, 50 + report.parameters.warmup);
   assert.equal(report.baseline.pushes_timed, 50, 'the forwarder answered every counted publish through Prosody');
-  assert.equal(typeof report.prosody_cpu_ms_per_push, 'number', 'Prosody\'s own CPU is reported');
-  assert.ok(report.prosody_cpu_ms_per_push > 0, 'Prosody did work for the publishes it routed');
+  assert.equal(typeof report.xmpp_server_cpu_ms_per_push, 'number', 'Prosody\'s own CPU is reported (xmpp_server_cpu_ms_per_push)');
+  assert.ok(report.xmpp_server_cpu_ms_per_push > 0, 'Prosody did work for the publishes it routed');
   assert.match(stdout, /publishes via a real Prosody/);
+});
+
+test('a tiny --via ejabberd run with two instances on PostgreSQL: ejabberd spreads the publishes over both connections and every one is answered', async () => {
+  const { code, stdout, stderr } = await runBench(['--devices', '20', '--pushes', '60', '--concurrency', '10', '--provider', 'apns', '--via', 'ejabberd', '--store', 'postgres', '--instances', '2', '--json'], 120_000);
+  assert.equal(code, 0, `bench exited ${code}\n${stdout}\n${stderr}`);
+  const report = lastJsonLine(stdout);
+  assertReportShape(report);
+  assert.equal(report.errors, 0, JSON.stringify(report.errors_by_type));
+  assert.equal(report.parameters.via, 'ejabberd');
+  assert.equal(report.counts.pushes_answered, 60 + report.parameters.warmup);
+  const [first, second] = report.counts.publishes_by_connection as number[];
+  assert.equal(first + second, 60 + report.parameters.warmup, 'each publish reached one instance (their own counts)');
+  assert.ok(first > 0 && second > 0, `both instances got publishes (${first} and ${second})`);
+  assert.ok(report.xmpp_server_cpu_ms_per_push > 0, 'ejabberd did work for the publishes it routed');
+  assert.match(stdout, /publishes via a real ejabberd/);
 });
