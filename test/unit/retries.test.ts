@@ -161,22 +161,35 @@ describe('retries', () => {
     assert.equal(await store.countRetries(), 0);
   });
 
+  /**
+   * A publish the provider refused left a retry in a file store; `first` leased it and its request
+   * hangs at the provider. Returns the dispatcher holding the lease.
+   */
+  async function retryOnItsWay(first: SqliteStore, apps: AppDirectory): Promise<Dispatcher> {
+    const { node, secret } = await register(first, apps);
+    provider.outcomes = [UNAVAILABLE];
+    const holding = dispatcherOn(first, apps);
+    await holding.dispatch(publish(node, secret));
+    now += 2000;
+    provider.send = () => new Promise(() => {});
+    void holding.runDueRetries();
+    await new Promise((resolve) => setImmediate(resolve));
+    return holding;
+  }
+
+  /** A dispatcher on `target` whose provider delivers once. */
+  function recoveredOn(target: Store): { dispatcher: Dispatcher; recovered: ScriptedProvider } {
+    const recovered = scriptedProvider([{ kind: 'delivered' }]);
+    return { dispatcher: dispatcherOn(target, new AppDirectory([{ name: 'apns', providerKind: 'apns', provider: recovered, stateless: false }])), recovered };
+  }
+
   test('a retry leased by a process that died is sent by the next one when the lease ends', async () => {
     const file = tempDb();
     const first = new SqliteStore(file);
-    const apps = appsWith();
-    const { node, secret } = await register(first, apps);
-    provider.outcomes = [UNAVAILABLE];
-    await dispatcherOn(first, apps).dispatch(publish(node, secret));
     // The first process leases the due retry and dies while its request is on the way.
-    now += 2000;
-    provider.send = () => new Promise(() => {});
-    void dispatcherOn(first, apps).runDueRetries();
-    await new Promise((resolve) => setImmediate(resolve));
+    await retryOnItsWay(first, appsWith());
     const restarted = new SqliteStore(file);
-    const recovered = scriptedProvider([{ kind: 'delivered' }]);
-    const appsAfter = new AppDirectory([{ name: 'apns', providerKind: 'apns', provider: recovered, stateless: false }]);
-    const second = dispatcherOn(restarted, appsAfter);
+    const { dispatcher: second, recovered } = recoveredOn(restarted);
     assert.equal(await second.runDueRetries(), 0, 'not sent again while leased');
     now += 60_000;
     assert.equal(await second.runDueRetries(), 1);
@@ -189,19 +202,10 @@ describe('retries', () => {
   test('a graceful stop with a retry still on its way makes it due at once for whoever leases next, not when its lease ends', async () => {
     const file = tempDb();
     const first = new SqliteStore(file);
-    const apps = appsWith();
-    const { node, secret } = await register(first, apps);
-    provider.outcomes = [UNAVAILABLE];
-    const stopping = dispatcherOn(first, apps);
-    await stopping.dispatch(publish(node, secret));
-    now += 2000;
-    provider.send = () => new Promise(() => {});
-    void stopping.runDueRetries();
-    await new Promise((resolve) => setImmediate(resolve));
+    const stopping = await retryOnItsWay(first, appsWith());
     await stopping.close(20);
     const next = new SqliteStore(file);
-    const recovered = scriptedProvider([{ kind: 'delivered' }]);
-    const second = dispatcherOn(next, new AppDirectory([{ name: 'apns', providerKind: 'apns', provider: recovered, stateless: false }]));
+    const { dispatcher: second, recovered } = recoveredOn(next);
     assert.equal(await second.runDueRetries(), 1, 'due at once');
     assert.equal(recovered.calls.length, 1);
     assert.equal(await next.countRetries(), 0);
