@@ -263,36 +263,22 @@ function postmasterPid(database: PostgresInstance): number | undefined {
   }
 }
 
-async function waitForHealth(baseUrl: string, server: Child, timeoutMs: number): Promise<void> {
+/** Until `endpoint` (`health`, or `ready`: also the component attached and the store answering) answers 200. */
+async function waitForHealth(baseUrl: string, server: Child, timeoutMs: number, endpoint: 'health' | 'ready' = 'health'): Promise<void> {
   const deadline = Date.now() + timeoutMs;
+  let last = 'no answer';
   while (Date.now() < deadline) {
     if (!server.running) throw new Error(`push-appserver exited (code ${server.exitCode}):\n${server.stderrTail()}`);
     try {
-      const response = await fetch(new URL('/push_appserver/v1/health', baseUrl));
+      const response = await fetch(new URL(`/push_appserver/v1/${endpoint}`, baseUrl));
       if (response.ok) return;
+      last = await response.text();
     } catch {
       // not listening yet
     }
     await new Promise((r) => setTimeout(r, 50));
   }
-  throw new Error(`push-appserver's HTTP API did not answer within ${timeoutMs} ms:\n${server.stderrTail()}`);
-}
-
-/** Until `/ready` answers 200: the instance's component is attached and its store answers. */
-async function waitForReady(baseUrl: string, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  let last = '';
-  while (Date.now() < deadline) {
-    try {
-      const response = await fetch(new URL('/push_appserver/v1/ready', baseUrl));
-      if (response.ok) return;
-      last = await response.text();
-    } catch (error) {
-      last = (error as Error).message;
-    }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`push-appserver at ${baseUrl} was not ready within ${timeoutMs} ms: ${last}`);
+  throw new Error(`push-appserver's /${endpoint} did not answer 200 within ${timeoutMs} ms (${last}):\n${server.stderrTail()}`);
 }
 
 /** The publishes an instance counted, from its /metrics (push_appserver_publishes_total, every label). */
@@ -380,11 +366,8 @@ async function main(): Promise<number> {
       // Several senders: ejabberd may pick a component connection by the sender.
       route = await ComponentRoute.connect({ port: routeServer.routePort, jid: LOAD_JID, secret: routeSecret, target: COMPONENT_JID, senders: options.instances > 1 ? 64 : 1 });
       peer = route;
-      // Every instance attached (its /ready says so), then an answer through the server.
-      waitComponentsOnline = async (timeoutMs) => {
-        await Promise.all(instanceConfigs.map((instance) => waitForReady(`http://127.0.0.1:${instance.httpPort}`, timeoutMs)));
-        await route!.waitTargetOnline(timeoutMs);
-      };
+      // An answer through the server; that every instance is attached, their /ready says (below).
+      waitComponentsOnline = (timeoutMs) => route!.waitTargetOnline(timeoutMs);
     } else {
       const direct = new XmppPeer({ componentJid: COMPONENT_JID, secret, connections: options.instances });
       xmppPort = await direct.listen();
@@ -427,7 +410,7 @@ async function main(): Promise<number> {
     const baseUrl = `http://127.0.0.1:${instanceConfigs[0].httpPort}`;
     const timeoutMs = options.timeoutS * 1000;
     const startTimeoutMs = options.callgrindDir ? 600_000 : 30_000;
-    await Promise.all([waitComponentsOnline(startTimeoutMs), ...servers.map((s, i) => waitForHealth(`http://127.0.0.1:${instanceConfigs[i].httpPort}`, s, startTimeoutMs))]);
+    await Promise.all([waitComponentsOnline(startTimeoutMs), ...servers.map((s, i) => waitForHealth(`http://127.0.0.1:${instanceConfigs[i].httpPort}`, s, startTimeoutMs, route ? 'ready' : 'health'))]);
     await sleep(1000);
     const idle = watcher.sample();
     const rssIdleMb = idle?.rssMb ?? null;
