@@ -73,3 +73,26 @@ export function holderState(holder: string): HolderState {
   if (stat.startTime !== parsed.startTime || stat.state === 'Z' || stat.state === 'X') return 'gone';
   return 'running';
 }
+
+export interface LeaseHolderOptions {
+  /** Who a store's leases name as their holder (default: this process; null names none). */
+  leaseHolder?: string | null;
+  /** Whether a holder still runs (default: holderState, which asks the operating system). */
+  holderState?: (holder: string) => HolderState;
+}
+
+/** A store's side of it: the holder its leases name, and which other holders' leases it may take back. */
+export class LeaseHolders {
+  readonly own: string | null;
+  private readonly state: (holder: string) => HolderState;
+
+  constructor(options: LeaseHolderOptions = {}) {
+    this.own = options.leaseHolder === undefined ? thisProcessHolder() : options.leaseHolder;
+    this.state = options.holderState ?? holderState;
+  }
+
+  /** Another holder that no longer runs, as far as this process can tell. */
+  isGone(holder: string): boolean {
+    return holder !== this.own && this.state(holder) === 'gone';
+  }
+}

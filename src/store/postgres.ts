@@ -19,7 +19,7 @@ import type { Notification } from '../providers/types.ts';
 import type { NewRetry, Registration, RegistrationPage, RegistrationQuery, Store, StoreHealth, StoredRetry } from './types.ts';
 import { noStats, noteDelivery, noteFailure, registrationColumns, toRegistration, toStoredRetry, withUnwritten, type PendingStats, type RegistrationRow, type RetryRowFields } from './rows.ts';
 import { LookupBatcher } from './lookup-batch.ts';
-import { holderState, thisProcessHolder, type HolderState } from './lease-holder.ts';
+import { LeaseHolders, type LeaseHolderOptions } from './lease-holder.ts';
 
 /** Each entry is one migration; never edit one that has shipped, append a new one. */
 const MIGRATIONS: string[] = [
@@ -99,17 +99,13 @@ interface RetryRow extends RetryRowFields {
   notification: Notification | null;
 }
 
-export interface PostgresStoreOptions {
+export interface PostgresStoreOptions extends LeaseHolderOptions {
   /** Connections in the pool (`storage.pool_size`). */
   poolSize?: number;
   /** Background bookkeeping could not be written (it is kept and written later). */
   onFlushError?: (error: Error) => void;
   /** Environment for PGSSLROOTCERT (tests pass their own). */
   env?: NodeJS.ProcessEnv;
-  /** Who this store's leases name as their holder (default: this process; null names none). */
-  leaseHolder?: string | null;
-  /** Whether a holder still runs (default: lease-holder.ts asks the operating system). */
-  holderState?: (holder: string) => HolderState;
 }
 
 /** The password-free form of a URL, for messages. */
@@ -181,8 +177,7 @@ export class PostgresStore implements Store {
   readonly kind = 'postgres';
   private readonly sql: Sql;
   private readonly onFlushError: (error: Error) => void;
-  private readonly leaseHolder: string | null;
-  private readonly holderState: (holder: string) => HolderState;
+  private readonly leases: LeaseHolders;
   /** Bookkeeping not yet written. */
   private pending = new Map<string, PendingStats>();
   /** Bookkeeping being written right now: still merged into reads until the write is done. */
@@ -203,8 +198,7 @@ export class PostgresStore implements Store {
   private constructor(sql: Sql, options: PostgresStoreOptions) {
     this.sql = sql;
     this.onFlushError = options.onFlushError ?? (() => {});
-    this.leaseHolder = options.leaseHolder === undefined ? thisProcessHolder() : options.leaseHolder;
-    this.holderState = options.holderState ?? holderState;
+    this.leases = new LeaseHolders(options);
   }
 
   /** Connects, runs the migrations not yet applied and returns the store. */
@@ -496,7 +490,7 @@ export class PostgresStore implements Store {
     const rows = await this.sql<RetryRow[]>`
       WITH picked AS (
         SELECT node, due_at FROM pending_retries WHERE due_at <= ${now} ORDER BY due_at LIMIT ${limit} FOR UPDATE SKIP LOCKED)
-      UPDATE pending_retries AS r SET due_at = ${leaseUntil}, leased_by = ${this.leaseHolder}
+      UPDATE pending_retries AS r SET due_at = ${leaseUntil}, leased_by = ${this.leases.own}
       FROM picked LEFT JOIN registrations g ON g.node = picked.node
       WHERE r.node = picked.node
       RETURNING r.node, picked.due_at AS leased_from, r.attempt, r.urgency, r.reason, r.dialect, r.app, r.request, r.notification,
@@ -512,7 +506,7 @@ export class PostgresStore implements Store {
     const holders = await this.sql<Array<{ holder: string }>>`SELECT DISTINCT leased_by AS holder FROM pending_retries WHERE leased_by IS NOT NULL`;
     let released = 0;
     for (const { holder } of holders) {
-      if (holder === this.leaseHolder || this.holderState(holder) !== 'gone') continue;
+      if (!this.leases.isGone(holder)) continue;
       released += (await this.sql`UPDATE pending_retries SET due_at = least(due_at, ${now}), leased_by = NULL WHERE leased_by = ${holder}`).count;
     }
     return released;

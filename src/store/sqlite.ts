@@ -10,7 +10,7 @@ import { dirname } from 'node:path';
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
 import type { NewRetry, Registration, RegistrationPage, RegistrationQuery, Store, StoreHealth, StoredRetry } from './types.ts';
 import { WalCheckpointer } from './wal-checkpointer.ts';
-import { holderState, thisProcessHolder, type HolderState } from './lease-holder.ts';
+import { LeaseHolders, type LeaseHolderOptions } from './lease-holder.ts';
 import { LookupBatcher } from './lookup-batch.ts';
 import { noStats, noteDelivery, noteFailure, toRegistration, toStoredRetry, withUnwritten, type PendingStats, type RegistrationRow, type RetryRowFields } from './rows.ts';
 import type { Notification } from '../providers/types.ts';
@@ -105,7 +105,7 @@ export function sqlitePathFromUrl(url: string): string {
   return path;
 }
 
-export interface SqliteStoreOptions {
+export interface SqliteStoreOptions extends LeaseHolderOptions {
   /** The checkpoint thread failed; checkpoints happen on the serving connection from now on. */
   onCheckpointFallback?: (error: Error) => void;
   /** A bookkeeping write failed (kept, retried with backoff): told at most once a minute with SQLite's message. */
@@ -117,10 +117,6 @@ export interface SqliteStoreOptions {
    * unset: SQLite's default (no practical limit).
    */
   maxPageCount?: number;
-  /** Who this store's leases name as their holder (default: this process; null names none). */
-  leaseHolder?: string | null;
-  /** Whether a holder still runs (default: lease-holder.ts asks the operating system). */
-  holderState?: (holder: string) => HolderState;
 }
 
 export class SqliteStore implements Store {
@@ -142,14 +138,12 @@ export class SqliteStore implements Store {
   private readonly onWriteRecovered: (downMs: number) => void;
   /** Undefined for an in-memory database, which has no WAL. */
   readonly checkpointer: WalCheckpointer | undefined;
-  private readonly leaseHolder: string | null;
-  private readonly holderState: (holder: string) => HolderState;
+  private readonly leases: LeaseHolders;
 
   constructor(path: string, options: SqliteStoreOptions = {}) {
     this.onWriteFailure = options.onWriteFailure ?? (() => {});
     this.onWriteRecovered = options.onWriteRecovered ?? (() => {});
-    this.leaseHolder = options.leaseHolder === undefined ? thisProcessHolder() : options.leaseHolder;
-    this.holderState = options.holderState ?? holderState;
+    this.leases = new LeaseHolders(options);
     if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
     this.db = new DatabaseSync(path);
     this.db.exec(`PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = ${BUSY_TIMEOUT_MS}; PRAGMA foreign_keys = ON;`);
@@ -474,9 +468,9 @@ export class SqliteStore implements Store {
   async leaseDueRetries(now: number, limit: number, leaseUntil: number): Promise<StoredRetry[]> {
     let due: StoredRetry[];
     try {
-      due = this.lease(now, limit, leaseUntil, this.leaseHolder);
+      due = this.lease(now, limit, leaseUntil, this.leases.own);
     } catch (error) {
-      if (this.leaseHolder === null) throw error;
+      if (this.leases.own === null) throw error;
       // Naming the holder makes each row longer, which a full database refuses (SQLITE_FULL); a
       // lease that names nobody rewrites the due time in place, so the retries still go out.
       due = this.lease(now, limit, leaseUntil, null);
@@ -499,7 +493,7 @@ export class SqliteStore implements Store {
   async releaseLeasesOfGoneHolders(now: number): Promise<number> {
     let released = 0;
     for (const { holder } of this.statements.retryHolders.all() as Array<{ holder: string }>) {
-      if (holder !== this.leaseHolder && this.holderState(holder) === 'gone') released += Number(this.statements.retryRelease.run(now, holder).changes);
+      if (this.leases.isGone(holder)) released += Number(this.statements.retryRelease.run(now, holder).changes);
     }
     if (released > 0) this.checkpointer?.noteWrite();
     return released;
